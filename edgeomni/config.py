@@ -1,0 +1,150 @@
+"""Typed run configuration. Every section validates itself and prints itself (sherpa-onnx style).
+
+A config file is TOML with one table per section (``[speech]``, ``[visual]``, ``[engine]``); any
+field left out keeps its default, and an unknown or bad field is an error that names it.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from edgeomni.errors import ConfigError
+
+
+def _check(ok: bool, where: str, expected: str, got: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{where}: expected {expected}, got {got!r}")
+
+
+@dataclass
+class SpeechConfig:
+    """VAD gating and endpointing: when an utterance starts, ends, and how long it may grow."""
+
+    enabled: bool = True
+    threshold: float = 0.5  # VAD probability that starts speech
+    release: float = 0.35  # probability under which a frame counts as silence (hysteresis)
+    min_silence_ms: int = 500  # silence that ends an utterance; shorter cuts phrases apart and costs WER
+    min_speech_ms: int = 250  # shorter bursts are noise, not speech
+    pad_ms: int = 150  # audio kept before and after speech so word edges are not clipped
+    max_utterance_s: float = 20.0  # longer speech is split at its quietest point, never dropped
+
+    def validate(self, section: str = "speech") -> None:
+        _check(0.0 < self.threshold < 1.0, f"{section}.threshold", "a probability in (0, 1)", self.threshold)
+        _check(0.0 < self.release <= self.threshold, f"{section}.release", f"in (0, threshold={self.threshold}]",
+               self.release)
+        _check(32 <= self.min_silence_ms <= 5000, f"{section}.min_silence_ms", "32..5000 ms", self.min_silence_ms)
+        _check(0 <= self.min_speech_ms <= 5000, f"{section}.min_speech_ms", "0..5000 ms", self.min_speech_ms)
+        _check(0 <= self.pad_ms <= 1000, f"{section}.pad_ms", "0..1000 ms", self.pad_ms)
+        _check(2.0 <= self.max_utterance_s <= 60.0, f"{section}.max_utterance_s", "2..60 s (the ASR limit is 64 s)",
+               self.max_utterance_s)
+
+
+@dataclass
+class VisualConfig:
+    """What is on screen: frames grouped into blocks, one labelling pass per block."""
+
+    enabled: bool = True
+    block_frames: int = 16
+    top_k: int = 3
+    min_score: float = 0.15  # a label below this is not worth telling the viewer
+    frame_width: int = 640  # frames are scaled once at decode time to at most this width
+
+    def validate(self, section: str = "visual") -> None:
+        _check(1 <= self.block_frames <= 256, f"{section}.block_frames", "1..256", self.block_frames)
+        _check(1 <= self.top_k <= 10, f"{section}.top_k", "1..10", self.top_k)
+        _check(0.0 <= self.min_score < 1.0, f"{section}.min_score", "in [0, 1)", self.min_score)
+        _check(64 <= self.frame_width <= 3840, f"{section}.frame_width", "64..3840 pixels", self.frame_width)
+
+
+@dataclass
+class EngineConfig:
+    providers: list[str] = field(
+        default_factory=lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+    threads_per_engine: int = 1
+    workers: int = 2  # inference threads shared by all engines
+
+    def validate(self, section: str = "engine") -> None:
+        _check(bool(self.providers) and all(p.endswith("ExecutionProvider") for p in self.providers),
+               f"{section}.providers", "a non-empty list of onnxruntime provider names", self.providers)
+        _check(1 <= self.threads_per_engine <= 64, f"{section}.threads_per_engine", "1..64", self.threads_per_engine)
+        _check(1 <= self.workers <= 64, f"{section}.workers", "1..64", self.workers)
+
+
+@dataclass
+class RunConfig:
+    speech: SpeechConfig = field(default_factory=SpeechConfig)
+    visual: VisualConfig = field(default_factory=VisualConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+
+    def validate(self) -> RunConfig:
+        self.speech.validate()
+        self.visual.validate()
+        self.engine.validate()
+        return self
+
+    def to_toml(self) -> str:
+        lines: list[str] = []
+        for section in fields(self):
+            lines.append(f"[{section.name}]")
+            value = getattr(self, section.name)
+            for f in fields(value):
+                lines.append(f"{f.name} = {_toml_value(getattr(value, f.name))}")
+            lines.append("")
+        return "\n".join(lines)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str = "config") -> RunConfig:
+        config = cls()
+        for section_name, values in raw.items():
+            section = getattr(config, section_name, None)
+            if section is None or section_name.startswith("_"):
+                raise ConfigError(f"{source}: unknown section [{section_name}] (known: speech, visual, engine)")
+            if not isinstance(values, dict):
+                raise ConfigError(f"{source}: [{section_name}] must be a table, got {values!r}")
+            known = {f.name: f for f in fields(section)}
+            for key, value in values.items():
+                if key not in known:
+                    raise ConfigError(
+                        f"{source}: unknown field {section_name}.{key} (known: {', '.join(sorted(known))})"
+                    )
+                default = getattr(section, key)
+                if not _same_kind(default, value):
+                    raise ConfigError(
+                        f"{source}: {section_name}.{key} expected {type(default).__name__}, got {value!r}"
+                    )
+                setattr(section, key, float(value) if isinstance(default, float) else value)
+        return config.validate()
+
+    @classmethod
+    def load(cls, path: Path | None) -> RunConfig:
+        if path is None:
+            return cls().validate()
+        if not path.is_file():
+            raise ConfigError(f"config file {path}: no such file")
+        try:
+            raw = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: not valid TOML ({exc})") from None
+        return cls.from_dict(raw, source=str(path))
+
+
+def _same_kind(default: Any, value: Any) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, int | float)
+    return isinstance(value, type(default))
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)

@@ -1,0 +1,60 @@
+"""A live terminal display: captions as they are spoken, with their media time and latency."""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from edgeomni.sinks.base import Event, Sink
+
+
+class TerminalSink(Sink):
+    name = "terminal"
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        self._out = out or sys.stdout
+        self._live = self._out.isatty()
+        self._partial_shown = False
+
+    async def send(self, event: Event) -> None:
+        kind = event.get("type")
+        if kind == "start":
+            self._line(f"▶ {event.get('source')} — {event.get('describe', '')}".rstrip(" —"))
+        elif kind == "partial":
+            if self._live:
+                self._out.write(f"\r\x1b[K  … {event['text']}")
+                self._out.flush()
+                self._partial_shown = True
+        elif kind == "final":
+            self._line(f"[{_clock(event['start'])} → {_clock(event['end'])}] {event['text']}"
+                       f"  ({event['latency_ms']:.0f} ms)")
+        elif kind == "visual":
+            self._line(f"[{_clock(event['start'])} screen] {event['text']}  ({event['latency_ms']:.0f} ms)")
+        elif kind == "error":
+            self._line(f"! {event.get('message')}")
+        elif kind == "end":
+            self._line(_summary(event))
+
+    def _line(self, text: str) -> None:
+        if self._partial_shown:
+            self._out.write("\r\x1b[K")
+            self._partial_shown = False
+        self._out.write(text + "\n")
+        self._out.flush()
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(float(seconds), 60.0)
+    return f"{int(minutes):02d}:{secs:04.1f}"
+
+
+def _summary(event: Event) -> str:
+    stats = event.get("latency_ms", {})
+    parts = [f"■ done: {event.get('finals', 0)} captions, {event.get('visuals', 0)} screen notes",
+             f"media {event.get('media_seconds', 0):.1f} s in {event.get('wall_seconds', 0):.1f} s"]
+    final = stats.get("final")
+    if final:
+        parts.append(f"final latency p50 {final['p50']:.0f} ms / p95 {final['p95']:.0f} ms")
+    if event.get("rtf") is not None:
+        parts.append(f"RTF {event['rtf']:.3f}")
+    return " · ".join(parts)

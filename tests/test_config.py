@@ -1,0 +1,54 @@
+from pathlib import Path
+
+import pytest
+
+from edgeomni.cli import main
+from edgeomni.config import RunConfig
+from edgeomni.errors import ConfigError
+
+
+def test_defaults_validate_and_round_trip_through_toml(tmp_path: Path) -> None:
+    config = RunConfig().validate()
+    path = tmp_path / "c.toml"
+    path.write_text(config.to_toml())
+    assert RunConfig.load(path) == config
+
+
+def test_file_overrides_only_the_fields_it_names(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[speech]\nmin_silence_ms = 700\n[visual]\nenabled = false\n")
+    config = RunConfig.load(path)
+    assert config.speech.min_silence_ms == 700 and config.visual.enabled is False
+    assert config.speech.threshold == RunConfig().speech.threshold
+
+
+@pytest.mark.parametrize(
+    ("toml", "needle"),
+    [
+        ("[speech]\nthreshold = 1.5\n", "speech.threshold: expected a probability in (0, 1), got 1.5"),
+        ("[speech]\nbogus = 1\n", "unknown field speech.bogus"),
+        ("[nope]\nx = 1\n", "unknown section [nope]"),
+        ("[speech]\nmin_silence_ms = 'long'\n", "speech.min_silence_ms expected int, got 'long'"),
+        ("[visual]\nblock_frames = 0\n", "visual.block_frames: expected 1..256, got 0"),
+        ("[engine]\nproviders = ['GPU']\n", "engine.providers"),
+        ("[speech\n", "not valid TOML"),
+    ],
+)
+def test_bad_fields_are_named(tmp_path: Path, toml: str, needle: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError, match=None) as err:
+        RunConfig.load(path)
+    assert needle in str(err.value)
+
+
+def test_config_show_prints_every_section(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "show"]) == 0
+    out = capsys.readouterr().out
+    for section in ("[speech]", "[visual]", "[engine]", "min_silence_ms", "block_frames", "providers"):
+        assert section in out
+
+
+def test_missing_config_file_is_a_clean_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["config", "show", "--config", str(tmp_path / "none.toml")]) == 2
+    assert "none.toml: no such file" in capsys.readouterr().err

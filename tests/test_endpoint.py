@@ -1,0 +1,85 @@
+"""Endpointing logic on synthetic VAD probabilities (the VAD model itself is exercised end to end)."""
+import itertools
+
+import numpy as np
+
+from edgeomni.captions.endpoint import Endpointer
+from edgeomni.chunking import AudioFramer, FixedFrame
+from edgeomni.config import SpeechConfig
+from edgeomni.frames import AUDIO_RATE, AudioFrame
+
+FRAME = 512
+FRAME_S = FRAME / AUDIO_RATE
+
+
+def feed(endpointer: Endpointer, probs: list[float]) -> list:
+    out = []
+    for i, p in enumerate(probs):
+        samples = np.full(FRAME, p, dtype=np.float32)  # amplitude tracks "speechiness" for the split test
+        utterance = endpointer.push(FixedFrame(samples, i * FRAME_S, 100.0 + i), p)
+        if utterance is not None:
+            out.append(utterance)
+    tail = endpointer.flush()
+    return [*out, tail] if tail is not None else out
+
+
+def test_speech_between_silences_is_one_utterance_with_padding() -> None:
+    config = SpeechConfig(min_silence_ms=320, pad_ms=96, min_speech_ms=100)
+    probs = [0.0] * 20 + [0.9] * 30 + [0.0] * 30
+    [utt] = feed(Endpointer(config), probs)
+    assert abs(utt.start - (20 - 3) * FRAME_S) < 1e-6  # 3 frames (96 ms) of pre-roll
+    assert abs(utt.end - (50 + 3) * FRAME_S) < 1e-6  # speech end + 96 ms of pad
+    assert not utt.split
+
+
+def test_short_pause_does_not_end_the_utterance_but_long_one_does() -> None:
+    config = SpeechConfig(min_silence_ms=320, pad_ms=0, min_speech_ms=100)
+    probs = [0.9] * 20 + [0.1] * 5 + [0.9] * 20 + [0.1] * 15 + [0.9] * 20 + [0.1] * 15
+    utts = feed(Endpointer(config), probs)
+    assert len(utts) == 2
+    assert abs(utts[0].end - 45 * FRAME_S) < 1e-6
+
+
+def test_hysteresis_keeps_speech_between_release_and_threshold() -> None:
+    config = SpeechConfig(min_silence_ms=320, pad_ms=0, threshold=0.5, release=0.35, min_speech_ms=0)
+    probs = [0.9] * 10 + [0.4] * 30 + [0.0] * 12
+    [utt] = feed(Endpointer(config), probs)
+    assert abs(utt.end - 40 * FRAME_S) < 1e-6
+
+
+def test_bursts_shorter_than_min_speech_are_rejected_and_counted() -> None:
+    endpointer = Endpointer(SpeechConfig(min_silence_ms=320, min_speech_ms=250, pad_ms=0))
+    assert feed(endpointer, [0.0] * 10 + [0.9] * 3 + [0.0] * 20) == []
+    assert endpointer.rejected_bursts == 1
+
+
+def test_long_speech_is_split_at_the_quietest_point_and_nothing_is_dropped() -> None:
+    config = SpeechConfig(max_utterance_s=2.0, min_silence_ms=320, pad_ms=0, min_speech_ms=0)
+    n = int(2.0 / FRAME_S)
+    probs = [0.9] * n * 2
+    probs[int(n * 0.8)] = 0.36  # a breath: still speech, but the least speech-like frame
+    utts = feed(Endpointer(config), probs + [0.0] * 12)
+    assert utts[0].split and abs(utts[0].end - (int(n * 0.8) + 1) * FRAME_S) < 1e-6
+    total = sum(len(u.audio) for u in utts)
+    assert total == len(probs) * FRAME  # every speech sample is in exactly one utterance
+    for a, b in itertools.pairwise(utts):
+        assert abs(a.end - b.start) < 1e-6
+
+
+def test_stream_ending_mid_utterance_still_yields_it() -> None:
+    [utt] = feed(Endpointer(SpeechConfig(min_speech_ms=0)), [0.9] * 20)
+    assert abs(utt.end - 20 * FRAME_S) < 1e-6
+
+
+def test_audio_framer_reframes_any_length_and_keeps_timestamps() -> None:
+    framer = AudioFramer(512)
+    frames = []
+    pts = 0.0
+    for n in (100, 1000, 37, 2000, 5):
+        frames += list(framer.push(AudioFrame(np.arange(n, dtype=np.float32), pts, pts + 10)))
+        pts += n / AUDIO_RATE
+    frames += list(framer.flush(99.0))
+    assert all(len(f.samples) == 512 for f in frames)
+    assert len(frames) == -(-3142 // 512)
+    for i, f in enumerate(frames):
+        assert abs(f.pts - i * 512 / AUDIO_RATE) < 1e-9

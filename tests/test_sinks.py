@@ -1,0 +1,103 @@
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from edgeomni.errors import SinkError
+from edgeomni.sinks import Sink, SinkSet, open_sink
+
+FINAL = {"type": "final", "stream": "main", "text": "fail better", "start": 61.5, "end": 3725.25,
+         "emitted": 1.0, "latency_ms": 120.0}
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_jsonl_sink_writes_one_flushed_object_per_line(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+
+    async def go() -> None:
+        sink = open_sink(f"jsonl:{path}")
+        await sink.send({"type": "start", "wall": 1.0, "source": "x"})
+        assert json.loads(path.read_text().splitlines()[0])["type"] == "start"  # flushed before close
+        await sink.send(FINAL)
+        await sink.close()
+
+    run(go())
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [e["type"] for e in lines] == ["start", "final"]
+
+
+@pytest.mark.parametrize(("fmt", "stamp"), [("vtt", "00:01:01.500 --> 01:02:05.250"),
+                                            ("srt", "00:01:01,500 --> 01:02:05,250")])
+def test_subtitle_sinks_write_cues_for_finals_and_screen_notes(tmp_path: Path, fmt: str, stamp: str) -> None:
+    path = tmp_path / f"out.{fmt}"
+
+    async def go() -> None:
+        sink = open_sink(f"{fmt}:{path}")
+        await sink.send({"type": "partial", "text": "fail", "start": 0, "end": 1})
+        await sink.send(FINAL)
+        await sink.send({"type": "visual", "text": "on screen: tabby", "start": 2.0, "end": 2.1})
+        await sink.close()
+
+    run(go())
+    text = path.read_text()
+    assert stamp in text and "fail better" in text and "[screen] on screen: tabby" in text
+    assert text.count("-->") == 2  # the partial is not a cue
+    assert text.startswith("WEBVTT") == (fmt == "vtt")
+
+
+@pytest.mark.parametrize(("spec", "needle"), [("nope", "unknown sink 'nope'"), ("jsonl", "jsonl needs a path"),
+                                              ("vtt:/no/such/dir/x.vtt", "directory /no/such/dir does not exist")])
+def test_bad_sink_specs_are_named(spec: str, needle: str) -> None:
+    with pytest.raises(SinkError) as err:
+        open_sink(spec)
+    assert needle in str(err.value)
+
+
+class _Slow(Sink):
+    name = "slow"
+
+    def __init__(self) -> None:
+        self.got: list[dict] = []
+
+    async def send(self, event: dict) -> None:
+        await asyncio.sleep(0.01)
+        self.got.append(event)
+
+
+class _Broken(Sink):
+    name = "broken"
+
+    async def send(self, event: dict) -> None:
+        raise OSError("disk full")
+
+
+class _Fast(Sink):
+    name = "fast"
+
+    def __init__(self) -> None:
+        self.got: list[dict] = []
+
+    async def send(self, event: dict) -> None:
+        self.got.append(event)
+
+
+def test_slow_or_broken_sinks_do_not_hold_up_the_others_and_finals_are_never_dropped() -> None:
+    slow, fast = _Slow(), _Fast()
+
+    async def go() -> SinkSet:
+        sinks = SinkSet([slow, _Broken(), fast], depth=4)
+        for i in range(40):
+            await sinks.publish({"type": "partial", "text": str(i)})
+            await asyncio.sleep(0)  # a real producer yields between events (it awaits frames)
+        await sinks.publish(FINAL)
+        await sinks.close()
+        return sinks
+
+    sinks = run(go())
+    assert len(fast.got) == 41  # the fast sink saw everything
+    assert slow.got[-1] == FINAL and sinks.dropped["slow"] > 0  # slow one lost only partials, counted
+    assert "disk full" in sinks.failures["broken"]

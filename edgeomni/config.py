@@ -29,7 +29,12 @@ class SpeechConfig:
     min_silence_ms: int = 500  # silence that ends an utterance; shorter cuts phrases apart and costs WER
     min_speech_ms: int = 250  # shorter bursts are noise, not speech
     pad_ms: int = 150  # audio kept before and after speech so word edges are not clipped
-    max_utterance_s: float = 20.0  # longer speech is split at its quietest point, never dropped
+    max_utterance_s: float = 12.0  # longer speech is split at its quietest point, never dropped
+    context_s: float = 6.0  # previous utterance (audio + its text as forced prefix) kept as ASR context; 0 = off
+    partials: bool = True  # emit partial captions while the person is still speaking
+    partial_interval_ms: int = 250  # new audio between partial updates (widened automatically when behind)
+    budget_ms: int = 200  # a partial is due this long after the last audio it reflects
+    min_confidence: float = -0.8  # mean token log-prob under which a transcript is noise, not speech
 
     def validate(self, section: str = "speech") -> None:
         _check(0.0 < self.threshold < 1.0, f"{section}.threshold", "a probability in (0, 1)", self.threshold)
@@ -38,8 +43,14 @@ class SpeechConfig:
         _check(32 <= self.min_silence_ms <= 5000, f"{section}.min_silence_ms", "32..5000 ms", self.min_silence_ms)
         _check(0 <= self.min_speech_ms <= 5000, f"{section}.min_speech_ms", "0..5000 ms", self.min_speech_ms)
         _check(0 <= self.pad_ms <= 1000, f"{section}.pad_ms", "0..1000 ms", self.pad_ms)
-        _check(2.0 <= self.max_utterance_s <= 60.0, f"{section}.max_utterance_s", "2..60 s (the ASR limit is 64 s)",
+        _check(2.0 <= self.max_utterance_s <= 50.0, f"{section}.max_utterance_s", "2..50 s (the ASR limit is 64 s)",
                self.max_utterance_s)
+        _check(0.0 <= self.context_s <= 10.0, f"{section}.context_s", "0..10 s", self.context_s)
+        _check(100 <= self.partial_interval_ms <= 5000, f"{section}.partial_interval_ms", "100..5000 ms",
+               self.partial_interval_ms)
+        _check(50 <= self.budget_ms <= 5000, f"{section}.budget_ms", "50..5000 ms", self.budget_ms)
+        _check(-10.0 <= self.min_confidence <= 0.0, f"{section}.min_confidence", "a log-probability in [-10, 0]",
+               self.min_confidence)
 
 
 @dataclass

@@ -125,7 +125,7 @@ class Pipeline:
         compute = 0.0
         if speech is not None:
             counters.update(speech.counters())
-            compute += speech.asr_seconds
+            compute += speech.stats["asr_seconds"]
         if visual is not None:
             counters.update(visual.counters())
             compute += visual.vision_seconds

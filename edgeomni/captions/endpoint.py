@@ -63,6 +63,10 @@ class Endpointer:
             return self._split()
         return None
 
+    def snapshot(self) -> Utterance | None:
+        """The utterance in progress, as heard so far (for partial captions); None between utterances."""
+        return _join(self._frames) if self._frames else None
+
     def flush(self) -> Utterance | None:
         """End of stream: whatever speech is in progress still becomes an utterance."""
         if not self._frames:

@@ -1,60 +1,87 @@
-"""Speech captions for one audio stream: VAD (inline, stateful) -> endpointing -> ASR (off the loop)."""
+"""Speech captions for one audio stream: VAD (inline, stateful) -> endpointing -> ASR (off the loop).
+
+While a person speaks, a `partial` caption is emitted every `partial_interval_ms` of new audio; words
+two consecutive updates agree on become `committed` and never change again (they are forced as the
+decoder prefix of every later update and of the `final`). At each endpoint one `final` is emitted.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
+from dataclasses import dataclass
 
+import numpy as np
+
+from edgeomni.captions.agreement import LocalAgreement
 from edgeomni.captions.endpoint import Endpointer, Utterance
 from edgeomni.captions.events import CaptionEvent, MediaClock
 from edgeomni.chunking import AudioFramer
 from edgeomni.config import SpeechConfig
-from edgeomni.engines.asr import MoonshineAsr
+from edgeomni.engines.asr import MoonshineAsr, Transcript
 from edgeomni.engines.vad import SileroVad
-from edgeomni.frames import AudioFrame
+from edgeomni.frames import AUDIO_RATE, AudioFrame
 
 Emit = Callable[[CaptionEvent], Awaitable[None]]
 
+_CONTEXT_GAP = np.zeros(int(0.3 * AUDIO_RATE), dtype=np.float32)
+_MAX_QUEUED_FINALS = 8
+_MAX_INTERVAL_MS = 2000
+
+
+@dataclass(slots=True)
+class _Context:
+    """The previous utterance, replayed before the next one so a short utterance is not decoded blind."""
+
+    audio: np.ndarray
+    tokens: list[int]
+
 
 class SpeechCaptioner:
-    """Emits one `final` caption per utterance.
+    """One per audio stream. The ASR engine is shared; the VAD, endpointer and agreement state are not.
 
-    The VAD runs on the event loop (0.15 ms per 32 ms frame is cheaper than a thread hop); the ASR runs
-    in the shared executor, one utterance at a time per stream so finals come out in order while audio
-    keeps flowing in.
+    Scheduling (one worker task per stream): finals always go first; partial requests coalesce into one
+    slot, so when inference is slower than the update interval the newest audio wins and the merged
+    requests are counted; when a partial misses `budget_ms`, the update interval widens (counted) and
+    narrows again once there is headroom. Audio is never dropped: finals queue (bounded, with
+    back-pressure on the source).
     """
 
     def __init__(self, stream: str, vad: SileroVad, asr: MoonshineAsr, config: SpeechConfig,
                  executor: Executor, emit: Emit, clock: MediaClock) -> None:
-        self.stream = stream
+        self.stream, self.config = stream, config
         self._vad, self._asr, self._executor, self._emit, self._clock = vad, asr, executor, emit, clock
         self._framer = AudioFramer(vad.frame_samples)
         self._endpointer = Endpointer(config, vad.frame_samples)
-        # Bounded so that a machine that cannot keep up pushes back on the source instead of hoarding audio.
-        self._utterances: asyncio.Queue[Utterance | None] = asyncio.Queue(maxsize=32)
-        self._worker = asyncio.create_task(self._transcribe_loop(), name=f"asr:{stream}")
-        self.asr_seconds = 0.0
-        self.audio_seconds = 0.0
-        self.empty_transcripts = 0
+        self._agreement = LocalAgreement(asr.detokenizer.starts_word)
+        self._context: _Context | None = None
+        self._finals: deque[Utterance] = deque()
+        self._partial: Utterance | None = None
+        self._wake, self._room = asyncio.Event(), asyncio.Event()
+        self._closing = False
+        self._interval = int(config.partial_interval_ms * AUDIO_RATE / 1000)
+        self._since_partial = 0
+        self._worker = asyncio.create_task(self._work(), name=f"asr:{stream}")
+        self.stats = {"audio_seconds": 0.0, "asr_seconds": 0.0, "merged_updates": 0, "interval_widened": 0,
+                      "no_speech_rejected": 0, "empty_transcripts": 0}
 
     async def push(self, frame: AudioFrame) -> None:
-        self.audio_seconds += frame.duration
+        self.stats["audio_seconds"] += frame.duration
         for fixed in self._framer.push(frame):
-            utterance = self._endpointer.push(fixed, self._vad(fixed.samples))
-            if utterance is not None:
-                await self._utterances.put(utterance)
+            await self._step(fixed.samples, fixed)
 
     async def finish(self, arrival: float) -> None:
         """End of stream: flush the tail, transcribe what is left, and wait until every final is out."""
         for fixed in self._framer.flush(arrival):
-            utterance = self._endpointer.push(fixed, self._vad(fixed.samples))
-            if utterance is not None:
-                await self._utterances.put(utterance)
+            await self._step(fixed.samples, fixed)
         tail = self._endpointer.flush()
         if tail is not None:
-            await self._utterances.put(tail)
-        await self._utterances.put(None)
+            await self._queue_final(tail)
+        self._closing = True
+        self._wake.set()
         await self._worker
 
     async def cancel(self) -> None:
@@ -62,19 +89,114 @@ class SpeechCaptioner:
         await asyncio.gather(self._worker, return_exceptions=True)
 
     def counters(self) -> dict[str, float | int]:
-        return {"audio_seconds": round(self.audio_seconds, 3), "asr_seconds": round(self.asr_seconds, 3),
-                "utterance_splits": self._endpointer.splits, "rejected_bursts": self._endpointer.rejected_bursts,
-                "empty_transcripts": self.empty_transcripts}
+        out = {k: round(v, 3) if isinstance(v, float) else v for k, v in self.stats.items()}
+        out.update(utterance_splits=self._endpointer.splits, rejected_bursts=self._endpointer.rejected_bursts,
+                   partial_interval_ms=round(self._interval * 1000 / AUDIO_RATE))
+        return out
 
-    async def _transcribe_loop(self) -> None:
+    # -- event-loop side --------------------------------------------------------------------------
+    async def _step(self, samples: np.ndarray, fixed: object) -> None:
+        utterance = self._endpointer.push(fixed, self._vad(samples))  # type: ignore[arg-type]
+        if utterance is not None:
+            await self._queue_final(utterance)
+        elif self.config.partials and self._endpointer.in_speech:
+            self._since_partial += len(samples)
+            if self._since_partial >= self._interval:
+                self._since_partial = 0
+                if self._partial is not None:
+                    self.stats["merged_updates"] += 1  # the worker is behind: the newer snapshot replaces it
+                self._partial = self._endpointer.snapshot()
+                self._wake.set()
+
+    async def _queue_final(self, utterance: Utterance) -> None:
+        while len(self._finals) >= _MAX_QUEUED_FINALS:  # back-pressure instead of an unbounded backlog
+            self._room.clear()
+            await self._room.wait()
+        self._partial, self._since_partial = None, 0  # superseded by the final
+        self._finals.append(utterance)
+        self._wake.set()
+
+    # -- worker side ------------------------------------------------------------------------------
+    async def _work(self) -> None:
         loop = asyncio.get_running_loop()
-        while (utterance := await self._utterances.get()) is not None:
-            transcript = await loop.run_in_executor(self._executor, self._asr.transcribe, utterance.audio)
-            self.asr_seconds += transcript.encode_s + transcript.decode_s
-            if not transcript.text:
-                self.empty_transcripts += 1
-                continue
-            await self._emit(CaptionEvent.stamped(
-                "final", self.stream, transcript.text, utterance.start, utterance.end, utterance.last_arrival,
-                self._clock, confidence=round(transcript.mean_logprob, 3), split=utterance.split,
-            ))
+        while True:
+            if self._finals:
+                utterance = self._finals.popleft()
+                self._room.set()
+                await self._final(loop, utterance)
+            elif self._partial is not None:
+                snapshot, self._partial = self._partial, None
+                await self._update(loop, snapshot)
+            elif self._closing:
+                return
+            else:
+                await self._wake.wait()
+                self._wake.clear()
+
+    async def _update(self, loop: asyncio.AbstractEventLoop, snapshot: Utterance) -> None:
+        committed = list(self._agreement.committed)
+        transcript, own = await loop.run_in_executor(self._executor, self._decode, snapshot.audio, committed)
+        if self._finals:
+            return  # the utterance ended while we decoded: its final supersedes this partial
+        if transcript.mean_logprob < self.config.min_confidence and not committed:
+            return
+        self._agreement.update(own)
+        committed_text = self._asr.detokenizer.decode(self._agreement.committed).strip()
+        text = self._asr.detokenizer.decode(own).strip()
+        if not text:
+            return
+        event = CaptionEvent.stamped("partial", self.stream, _capitalise(text), snapshot.start, snapshot.end,
+                                     snapshot.last_arrival, self._clock, committed=_capitalise(committed_text),
+                                     tentative=text[len(committed_text):].strip())
+        self._adapt_interval(event.latency_ms)
+        await self._emit(event)
+
+    async def _final(self, loop: asyncio.AbstractEventLoop, utterance: Utterance) -> None:
+        committed = list(self._agreement.committed)
+        self._agreement.reset()
+        transcript, own = await loop.run_in_executor(self._executor, self._decode, utterance.audio, committed)
+        text = self._asr.detokenizer.decode(own).strip()
+        if not text:
+            self.stats["empty_transcripts"] += 1
+            return
+        if transcript.mean_logprob < self.config.min_confidence and not committed:
+            self.stats["no_speech_rejected"] += 1  # confident-less text on non-speech: say nothing
+            return
+        self._remember(utterance.audio, own)
+        await self._emit(CaptionEvent.stamped(
+            "final", self.stream, _capitalise(text), utterance.start, utterance.end, utterance.last_arrival,
+            self._clock, committed=_capitalise(text), tentative="", confidence=round(transcript.mean_logprob, 3),
+            split=utterance.split,
+        ))
+
+    def _decode(self, audio: np.ndarray, committed: list[int]) -> tuple[Transcript, list[int]]:
+        """Runs in the executor. Returns the transcript and this utterance's own tokens (context removed)."""
+        context = self._context
+        if context is not None:
+            audio = np.concatenate([context.audio, _CONTEXT_GAP, audio])
+            committed = context.tokens + committed
+        transcript = self._asr.transcribe(audio, prefix=committed)
+        self.stats["asr_seconds"] += transcript.encode_s + transcript.decode_s
+        return transcript, transcript.tokens[len(context.tokens) if context else 0 :]
+
+    def _remember(self, audio: np.ndarray, tokens: list[int]) -> None:
+        seconds = len(audio) / AUDIO_RATE
+        fits = 0 < seconds <= self.config.context_s and seconds + len(_CONTEXT_GAP) / AUDIO_RATE < 60
+        self._context = _Context(audio, tokens) if fits and tokens else None
+
+    def _adapt_interval(self, latency_ms: float) -> None:
+        base = int(self.config.partial_interval_ms * AUDIO_RATE / 1000)
+        if latency_ms > self.config.budget_ms:
+            widened = min(int(self._interval * 1.5), _MAX_INTERVAL_MS * AUDIO_RATE // 1000)
+            if widened > self._interval:
+                self._interval = widened
+                self.stats["interval_widened"] += 1
+        elif latency_ms < self.config.budget_ms / 2 and self._interval > base:
+            self._interval = max(base, int(self._interval / 1.25))
+
+
+def _capitalise(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+__all__ = ["Emit", "SpeechCaptioner", "time"]

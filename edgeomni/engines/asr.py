@@ -53,7 +53,9 @@ class MoonshineAsr:
         ]
         self.detokenizer = Detokenizer(bundle.role_file("asr-tokenizer"))
 
-    def transcribe(self, audio: np.ndarray) -> Transcript:
+    def transcribe(self, audio: np.ndarray, prefix: list[int] | None = None) -> Transcript:
+        """Transcribe one utterance. `prefix` forces the first tokens (words already shown to the viewer as
+        committed), so the result always extends them and they are decoded in a single decoder pass."""
         seconds = len(audio) / self.sample_rate
         if seconds < self.min_seconds:
             return Transcript("", [], 0.0, 0.0, 0.0)
@@ -64,19 +66,21 @@ class MoonshineAsr:
         mask = np.ones_like(values, dtype=np.int64)
         hidden = self._encoder.run(None, {"input_values": values, "attention_mask": mask})[0]
         encoded = time.perf_counter()
-        tokens, logprob = self._greedy_decode(hidden, mask, max_tokens=math.ceil(seconds * self._tokens_per_second))
+        budget = math.ceil(seconds * self._tokens_per_second)
+        tokens, logprob = self._greedy_decode(hidden, mask, list(prefix or []), max_tokens=budget)
         decoded = time.perf_counter()
         text = self.detokenizer.decode(tokens).strip()
         return Transcript(text, tokens, logprob, encoded - started, decoded - encoded)
 
-    def _greedy_decode(self, hidden: np.ndarray, mask: np.ndarray, max_tokens: int) -> tuple[list[int], float]:
+    def _greedy_decode(self, hidden: np.ndarray, mask: np.ndarray, prefix: list[int],
+                       max_tokens: int) -> tuple[list[int], float]:
         empty = np.zeros((1, self._heads, 0, self._head_dim), dtype=np.float32)
         cache = dict.fromkeys(self._cache_names, empty)
         feed_mask = "encoder_attention_mask" in self._decoder_inputs
-        tokens: list[int] = []
+        tokens: list[int] = list(prefix)
         logprob_sum = 0.0
-        next_ids = np.array([[self._start]], dtype=np.int64)
-        for step in range(max(1, max_tokens)):
+        next_ids = np.array([[self._start, *prefix]], dtype=np.int64)
+        for step in range(max(4, max_tokens - len(prefix))):
             inputs = {"input_ids": next_ids, "encoder_hidden_states": hidden,
                       "use_cache_branch": np.array([step > 0]), **cache}
             if feed_mask:
@@ -94,4 +98,4 @@ class MoonshineAsr:
             for name, value in zip(self._cache_names, present, strict=True):
                 if step == 0 or ".decoder." in name:
                     cache[name] = value
-        return tokens, logprob_sum / max(1, len(tokens) + 1)
+        return tokens, logprob_sum / max(1, len(tokens) - len(prefix) + 1)

@@ -22,6 +22,10 @@ class Detokenizer:
         for token in spec.get("added_tokens", []):
             self._pieces.setdefault(token["id"], token["content"])
 
+    def starts_word(self, token_id: int) -> bool:
+        """True for tokens that begin a new word (SentencePiece marks them with a leading "▁")."""
+        return self._pieces.get(token_id, "").startswith("▁")
+
     def decode(self, ids: list[int]) -> str:
         out = bytearray()
         for token_id in ids:

@@ -35,6 +35,7 @@ class SpeechConfig:
     partial_interval_ms: int = 250  # new audio between partial updates (widened automatically when behind)
     budget_ms: int = 200  # a partial is due this long after the last audio it reflects
     min_confidence: float = -0.8  # mean token log-prob under which a transcript is noise, not speech
+    stall_ms: int = 1000  # a stream silent this long mid-utterance (network stall, unplugged mic) is finalised
 
     def validate(self, section: str = "speech") -> None:
         _check(0.0 < self.threshold < 1.0, f"{section}.threshold", "a probability in (0, 1)", self.threshold)
@@ -49,6 +50,7 @@ class SpeechConfig:
         _check(100 <= self.partial_interval_ms <= 5000, f"{section}.partial_interval_ms", "100..5000 ms",
                self.partial_interval_ms)
         _check(50 <= self.budget_ms <= 5000, f"{section}.budget_ms", "50..5000 ms", self.budget_ms)
+        _check(100 <= self.stall_ms <= 60_000, f"{section}.stall_ms", "100..60000 ms", self.stall_ms)
         _check(-10.0 <= self.min_confidence <= 0.0, f"{section}.min_confidence", "a log-probability in [-10, 0]",
                self.min_confidence)
 

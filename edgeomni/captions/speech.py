@@ -64,12 +64,14 @@ class SpeechCaptioner:
         self._closing = False
         self._interval = int(config.partial_interval_ms * AUDIO_RATE / 1000)
         self._since_partial = 0
+        self._last_push = time.monotonic()
         self._worker = asyncio.create_task(self._work(), name=f"asr:{stream}")
         self.stats = {"audio_seconds": 0.0, "asr_seconds": 0.0, "merged_updates": 0, "interval_widened": 0,
-                      "no_speech_rejected": 0, "empty_transcripts": 0}
+                      "no_speech_rejected": 0, "empty_transcripts": 0, "stalls": 0}
 
     async def push(self, frame: AudioFrame) -> None:
         self.stats["audio_seconds"] += frame.duration
+        self._last_push = time.monotonic()
         for fixed in self._framer.push(frame):
             await self._step(fixed.samples, fixed)
 
@@ -130,8 +132,20 @@ class SpeechCaptioner:
             elif self._closing:
                 return
             else:
-                await self._wake.wait()
-                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.config.stall_ms / 1000)
+                    self._wake.clear()
+                except TimeoutError:
+                    self._check_stall()
+
+    def _check_stall(self) -> None:
+        """No audio for `stall_ms` in the middle of speech: the speaker is cut off, so finalise what we heard."""
+        if self._endpointer.in_speech and time.monotonic() - self._last_push >= self.config.stall_ms / 1000:
+            utterance = self._endpointer.flush()
+            if utterance is not None:
+                self.stats["stalls"] += 1
+                self._partial = None
+                self._finals.append(utterance)
 
     async def _update(self, loop: asyncio.AbstractEventLoop, snapshot: Utterance) -> None:
         committed = list(self._agreement.committed)
@@ -199,4 +213,4 @@ def _capitalise(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-__all__ = ["Emit", "SpeechCaptioner", "time"]
+__all__ = ["Emit", "SpeechCaptioner"]

@@ -1,0 +1,135 @@
+"""Streaming behaviour of the real pipeline (real models) under scripted delivery: stalls, cut-offs, slow sinks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from media_factory import make_speech_wav
+
+from edgeomni.bundle import verify_bundle
+from edgeomni.config import RunConfig
+from edgeomni.frames import AudioFrame
+from edgeomni.pipeline import Engines, Pipeline
+from edgeomni.sinks import Sink, SinkSet
+from edgeomni.sources import Source, open_source
+from edgeomni.wer import wer
+
+SENTENCE = "Please send the quarterly report to the finance team by Friday."
+
+
+class ScriptedSource(Source):
+    """Delivers pre-decoded audio frames at real-time pace, then (optionally) stalls before ending."""
+
+    def __init__(self, frames: list[AudioFrame], stall_s: float = 0.0) -> None:
+        super().__init__("scripted", "scripted", live=True, paced=True)
+        self.has_audio, self.has_video = True, False
+        self._frames, self._stall_s = frames, stall_s
+        self.stall_began: float | None = None
+
+    def describe(self) -> str:
+        return "scripted audio"
+
+    async def frames(self) -> AsyncIterator[AudioFrame]:  # type: ignore[override]
+        origin = time.monotonic()
+        self.started_monotonic, self.started_wall = origin, time.time()
+        for frame in self._frames:
+            delay = origin + frame.end - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            frame.arrival = time.monotonic()
+            yield frame
+        self.stall_began = time.monotonic()
+        await asyncio.sleep(self._stall_s)
+
+    async def close(self) -> None:
+        pass
+
+
+class Collect(Sink):
+    def __init__(self, name: str, delay_s: float = 0.0) -> None:
+        self.name, self.delay_s, self.events = name, delay_s, []
+        self.received_at: list[float] = []
+
+    async def send(self, event: dict) -> None:
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        self.events.append(event)
+        self.received_at.append(time.monotonic())
+
+
+@pytest.fixture(scope="module")
+def engines(default_bundle: Path) -> Engines:
+    return Engines.load(verify_bundle(default_bundle), RunConfig())
+
+
+@pytest.fixture(scope="module")
+def sentence_frames(tmp_path_factory: pytest.TempPathFactory) -> list[AudioFrame]:
+    wav = make_speech_wav(tmp_path_factory.mktemp("speech") / "s.wav", SENTENCE, speed=150)
+
+    async def decode() -> list[AudioFrame]:
+        source = open_source(str(wav), realtime=False)
+        return [f async for f in source.frames() if isinstance(f, AudioFrame)]
+
+    return asyncio.run(decode())
+
+
+def run_pipelines(engines: Engines, sources: list[Source], sinks: list[Sink]) -> list[dict]:
+    async def go() -> list[dict]:
+        with ThreadPoolExecutor(2) as executor:
+            sets = [SinkSet([sink]) for sink in sinks]
+            pipelines = [Pipeline(src, engines, s, RunConfig(), executor, stream=f"s{i}")
+                         for i, (src, s) in enumerate(zip(sources, sets, strict=True))]
+            ends = await asyncio.gather(*(p.run() for p in pipelines))
+            for s in sets:
+                await s.close()
+            return list(ends)
+
+    return asyncio.run(go())
+
+
+def speech_end(frames: list[AudioFrame]) -> int:
+    """Index of the last frame with audible speech (espeak pads its output with a little silence)."""
+    loud = [i for i, f in enumerate(frames) if float(abs(f.samples).max()) > 0.02]
+    return loud[-1]
+
+
+def test_stream_that_stalls_mid_utterance_gets_its_final_during_the_stall(
+        engines: Engines, sentence_frames: list[AudioFrame]) -> None:
+    # Cut inside the last word, so the VAD never hears the silence that would normally end the utterance.
+    cut = speech_end(sentence_frames) - 2
+    source = ScriptedSource(sentence_frames[:cut], stall_s=3.0)
+    sink = Collect("stall")
+    [end] = run_pipelines(engines, [source], [sink])
+    finals = [(e, t) for e, t in zip(sink.events, sink.received_at, strict=True) if e["type"] == "final"]
+    assert len(finals) == 1 and end["counters"]["stalls"] == 1
+    event, received = finals[0]
+    assert source.stall_began is not None and received - source.stall_began < 2.0  # well before the stream ended
+    assert wer(" ".join(SENTENCE.split()[:-1]), " ".join(event["text"].split()[:-1])) <= 0.2
+
+
+def test_stream_that_ends_mid_utterance_still_gets_its_final(
+        engines: Engines, sentence_frames: list[AudioFrame]) -> None:
+    cut = int(len(sentence_frames) * 0.6)
+    sink = Collect("cut")
+    [end] = run_pipelines(engines, [ScriptedSource(sentence_frames[:cut])], [sink])
+    finals = [e for e in sink.events if e["type"] == "final"]
+    assert len(finals) == 1 and end["finals"] == 1
+    assert finals[0]["text"].lower().startswith("please send")
+
+
+def test_slow_consumer_on_one_stream_does_not_hold_up_another(
+        engines: Engines, sentence_frames: list[AudioFrame]) -> None:
+    slow, fast = Collect("slow", delay_s=0.4), Collect("fast")
+    copies = [[AudioFrame(f.samples, f.pts, 0.0) for f in sentence_frames] for _ in range(2)]
+    ends = run_pipelines(engines, [ScriptedSource(copies[0]), ScriptedSource(copies[1])], [slow, fast])
+    fast_finals = [e for e in fast.events if e["type"] == "final"]
+    slow_finals = [e for e in slow.events if e["type"] == "final"]
+    assert fast_finals and slow_finals  # the slow sink still got its final (finals are never dropped)
+    assert wer(SENTENCE, fast_finals[0]["text"]) <= 0.2
+    assert ends[1]["latency_ms"]["final"]["p50"] < 1500  # produced on time, whatever the other sink does
+    assert ends[0]["finals"] == len(slow_finals)  # every final reached the slow sink too

@@ -26,11 +26,13 @@ class SpeechConfig:
     enabled: bool = True
     threshold: float = 0.5  # VAD probability that starts speech
     release: float = 0.35  # probability under which a frame counts as silence (hysteresis)
-    min_silence_ms: int = 500  # silence that ends an utterance; shorter cuts phrases apart and costs WER
+    min_silence_ms: int = 300  # silence that ends an utterance (context carry-over keeps short cuts accurate)
     min_speech_ms: int = 250  # shorter bursts are noise, not speech
     pad_ms: int = 150  # audio kept before and after speech so word edges are not clipped
     max_utterance_s: float = 12.0  # longer speech is split at its quietest point, never dropped
-    context_s: float = 6.0  # previous utterance (audio + its text as forced prefix) kept as ASR context; 0 = off
+    long_speech_s: float = 6.0  # past this, a shorter pause ends the utterance, before a forced split is due
+    long_speech_silence_ms: int = 96  # read speech pauses only 64-96 ms at commas
+    context_s: float = 8.0  # previous utterance (audio + its text as forced prefix) kept as ASR context; 0 = off
     partials: bool = True  # emit partial captions while the person is still speaking
     partial_interval_ms: int = 250  # new audio between partial updates (widened automatically when behind)
     budget_ms: int = 200  # a partial is due this long after the last audio it reflects
@@ -46,6 +48,10 @@ class SpeechConfig:
         _check(0 <= self.pad_ms <= 1000, f"{section}.pad_ms", "0..1000 ms", self.pad_ms)
         _check(2.0 <= self.max_utterance_s <= 50.0, f"{section}.max_utterance_s", "2..50 s (the ASR limit is 64 s)",
                self.max_utterance_s)
+        _check(1.0 <= self.long_speech_s <= self.max_utterance_s, f"{section}.long_speech_s",
+               f"1..max_utterance_s ({self.max_utterance_s})", self.long_speech_s)
+        _check(32 <= self.long_speech_silence_ms <= self.min_silence_ms, f"{section}.long_speech_silence_ms",
+               f"32..min_silence_ms ({self.min_silence_ms})", self.long_speech_silence_ms)
         _check(0.0 <= self.context_s <= 10.0, f"{section}.context_s", "0..10 s", self.context_s)
         _check(100 <= self.partial_interval_ms <= 5000, f"{section}.partial_interval_ms", "100..5000 ms",
                self.partial_interval_ms)

@@ -83,3 +83,14 @@ def test_audio_framer_reframes_any_length_and_keeps_timestamps() -> None:
     assert len(frames) == -(-3142 // 512)
     for i, f in enumerate(frames):
         assert abs(f.pts - i * 512 / AUDIO_RATE) < 1e-9
+
+
+def test_long_speech_ends_at_a_short_pause() -> None:
+    config = SpeechConfig(min_silence_ms=480, long_speech_s=2.0, long_speech_silence_ms=192, pad_ms=0,
+                          min_speech_ms=0)
+    n_long = int(2.0 / FRAME_S)
+    early = [0.9] * 20 + [0.1] * 8 + [0.9] * 20  # a 256 ms pause before long_speech_s: not an endpoint
+    late = [0.9] * (n_long - len(early) + 5) + [0.1] * 8 + [0.9] * 10 + [0.0] * 20  # after it: an endpoint
+    utts = feed(Endpointer(config), early + late)
+    assert len(utts) == 2
+    assert abs(utts[0].end - (len(early) + n_long - len(early) + 5) * FRAME_S) < 1e-6

@@ -25,3 +25,24 @@ def test_detokenizer_handles_word_marks_and_byte_fallback(tmp_path: Path) -> Non
     path = tmp_path / "tokenizer.json"
     path.write_text(json.dumps(spec))
     assert Detokenizer(path).decode([1, 5, 3, 4, 7, 6, 2]) == "café, better"
+
+
+def test_local_agreement_commits_whole_agreed_words_only() -> None:
+    from edgeomni.captions.agreement import LocalAgreement
+
+    starts = {10, 20, 30, 40}  # word-start tokens; 11 continues word 10, etc.
+    agreement = LocalAgreement(lambda t: t in starts)
+    assert agreement.update([10, 11, 20]) == []  # one hypothesis: nothing to agree with yet
+    assert agreement.update([10, 11, 20, 21, 30]) == [10, 11]  # 20 vs 20,21: word 20 not settled
+    assert agreement.update([10, 11, 20, 21, 30, 40]) == [20, 21, 30]  # 30 is followed by a new word
+    assert agreement.update([10, 11, 20, 21, 30, 40, 41], max_words=2) == []  # capped at what was heard
+
+
+def test_asr_loop_guard_cuts_immediate_repeats() -> None:
+    from edgeomni.engines.asr import _drop_loop, _loops
+
+    phrase = [5, 6, 7, 8, 9]
+    assert _loops([1, 2, *phrase, *phrase], fresh_from=2)
+    assert _drop_loop([1, 2, *phrase, *phrase], fresh_from=2) == [1, 2, *phrase]
+    assert not _loops([1, 2, 3, 2, 3], fresh_from=0)  # short repeats ("no, no") are kept
+    assert not _loops([*phrase, *phrase], fresh_from=10)  # a repeat wholly inside the forced prefix is not ours

@@ -20,8 +20,12 @@ class LocalAgreement:
         self.committed = []
         self._previous = None
 
-    def update(self, hypothesis: list[int]) -> list[int]:
-        """Feed the newest hypothesis (which starts with `committed`); return the newly committed tokens."""
+    def update(self, hypothesis: list[int], max_words: int | None = None) -> list[int]:
+        """Feed the newest hypothesis (which starts with `committed`); return the newly committed tokens.
+
+        `max_words` caps the committed total at what the audio heard so far can hold: two updates can agree
+        on words the speaker has not said yet (the model guessing ahead), and those must not be committed.
+        """
         if hypothesis[: len(self.committed)] != self.committed:
             raise ValueError("hypothesis does not extend the committed prefix (decode it with prefix=committed)")
         previous, self._previous = self._previous, hypothesis
@@ -36,6 +40,10 @@ class LocalAgreement:
             agreed < len(hypothesis) and self._starts_word(hypothesis[agreed])
         ):
             agreed -= 1
+        if max_words is not None:
+            word_starts = [i for i, t in enumerate(hypothesis[:agreed]) if self._starts_word(t)]
+            if len(word_starts) > max_words:
+                agreed = max(len(self.committed), word_starts[max_words])
         fresh = hypothesis[len(self.committed) : agreed]
         self.committed = hypothesis[:agreed]
         return fresh

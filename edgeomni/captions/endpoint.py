@@ -23,7 +23,8 @@ class Utterance:
 
 class Endpointer:
     """Hysteresis on the VAD probability: speech starts above `threshold`, ends after `min_silence_ms`
-    below `release`. Long speech is split at its quietest frame so that no audio is ever dropped."""
+    below `release` (`long_speech_silence_ms` once it has lasted `long_speech_s`). Speech that still
+    reaches `max_utterance_s` is split at its quietest frame, so that no audio is ever dropped."""
 
     def __init__(self, config: SpeechConfig, frame_samples: int = 512) -> None:
         self.config = config
@@ -32,6 +33,8 @@ class Endpointer:
         self._silence_frames = max(1, round(config.min_silence_ms / frame_ms))
         self._min_speech_frames = round(config.min_speech_ms / frame_ms)
         self._max_frames = int(config.max_utterance_s * 1000.0 / frame_ms)
+        self._long_frames = int(config.long_speech_s * 1000.0 / frame_ms)
+        self._long_silence_frames = max(1, round(config.long_speech_silence_ms / frame_ms))
         self._preroll: deque[FixedFrame] = deque(maxlen=max(1, self._pad_frames))
         self._frames: list[FixedFrame] = []
         self._probs: list[float] = []
@@ -57,7 +60,10 @@ class Endpointer:
         if prob >= self.config.release:
             self._last_speech = len(self._frames) - 1
             self._speech_count += prob >= self.config.threshold
-        if len(self._frames) - 1 - self._last_speech >= self._silence_frames:
+        # Long speech ends at the next short pause, so a monologue is cut at a breath long before the
+        # forced split (which has to look back for a cut point, and so comes seconds late).
+        needed = self._long_silence_frames if len(self._frames) >= self._long_frames else self._silence_frames
+        if len(self._frames) - 1 - self._last_speech >= needed:
             return self._close(self._last_speech + 1 + self._pad_frames)
         if len(self._frames) >= self._max_frames:
             return self._split()

@@ -30,6 +30,7 @@ Emit = Callable[[CaptionEvent], Awaitable[None]]
 _CONTEXT_GAP = np.zeros(int(0.3 * AUDIO_RATE), dtype=np.float32)
 _MAX_QUEUED_FINALS = 8
 _MAX_INTERVAL_MS = 2000
+_MAX_WORDS_PER_SECOND = 6.0  # faster than any sustained human speech; commits beyond it are the model guessing
 
 
 @dataclass(slots=True)
@@ -154,7 +155,7 @@ class SpeechCaptioner:
             return  # the utterance ended while we decoded: its final supersedes this partial
         if transcript.mean_logprob < self.config.min_confidence and not committed:
             return
-        self._agreement.update(own)
+        self._agreement.update(own, max_words=int(len(snapshot.audio) / AUDIO_RATE * _MAX_WORDS_PER_SECOND))
         committed_text = self._asr.detokenizer.decode(self._agreement.committed).strip()
         text = self._asr.detokenizer.decode(own).strip()
         if not text:
@@ -168,6 +169,17 @@ class SpeechCaptioner:
     async def _final(self, loop: asyncio.AbstractEventLoop, utterance: Utterance) -> None:
         committed = list(self._agreement.committed)
         self._agreement.reset()
+        if utterance.split and committed:
+            # A forced split lands mid-speech: committed words may already reach past the cut. The head's
+            # final is exactly what was committed; the head then serves as context for the rest, so the
+            # still-tentative words are decoded there, once, and nothing is repeated or lost.
+            self._remember(utterance.audio, committed, always=True)
+            text = self._asr.detokenizer.decode(committed).strip()
+            await self._emit(CaptionEvent.stamped(
+                "final", self.stream, _capitalise(text), utterance.start, utterance.end, utterance.last_arrival,
+                self._clock, committed=_capitalise(text), tentative="", confidence=None, split=True,
+            ))
+            return
         transcript, own = await loop.run_in_executor(self._executor, self._decode, utterance.audio, committed)
         text = self._asr.detokenizer.decode(own).strip()
         if not text:
@@ -176,7 +188,7 @@ class SpeechCaptioner:
         if transcript.mean_logprob < self.config.min_confidence and not committed:
             self.stats["no_speech_rejected"] += 1  # confident-less text on non-speech: say nothing
             return
-        self._remember(utterance.audio, own)
+        self._remember(utterance.audio, own, always=utterance.split)
         await self._emit(CaptionEvent.stamped(
             "final", self.stream, _capitalise(text), utterance.start, utterance.end, utterance.last_arrival,
             self._clock, committed=_capitalise(text), tentative="", confidence=round(transcript.mean_logprob, 3),
@@ -193,9 +205,11 @@ class SpeechCaptioner:
         self.stats["asr_seconds"] += transcript.encode_s + transcript.decode_s
         return transcript, transcript.tokens[len(context.tokens) if context else 0 :]
 
-    def _remember(self, audio: np.ndarray, tokens: list[int]) -> None:
+    def _remember(self, audio: np.ndarray, tokens: list[int], always: bool = False) -> None:
+        """Keep this utterance as context for the next one: short ones always help; after a forced split
+        (`always`) the next part continues the same sentence and cannot be decoded without it."""
         seconds = len(audio) / AUDIO_RATE
-        fits = 0 < seconds <= self.config.context_s and seconds + len(_CONTEXT_GAP) / AUDIO_RATE < 60
+        fits = 0 < seconds <= (self.config.max_utterance_s if always else self.config.context_s)
         self._context = _Context(audio, tokens) if fits and tokens else None
 
     def _adapt_interval(self, latency_ms: float) -> None:

@@ -93,9 +93,33 @@ class MoonshineAsr:
             if token == self._eos:
                 break
             tokens.append(token)
+            if _loops(tokens, len(prefix)):
+                break
             next_ids = np.array([[token]], dtype=np.int64)
             # The encoder half of the cache is computed once on step 0 and reused; only the decoder half grows.
             for name, value in zip(self._cache_names, present, strict=True):
                 if step == 0 or ".decoder." in name:
                     cache[name] = value
-        return tokens, logprob_sum / max(1, len(tokens) - len(prefix) + 1)
+        return _drop_loop(tokens, len(prefix)), logprob_sum / max(1, len(tokens) - len(prefix) + 1)
+
+
+_MIN_LOOP = 4  # tokens; shorter immediate repeats ("no, no") are real speech often enough
+_MAX_LOOP = 24
+
+
+def _loop_length(tokens: list[int], fresh_from: int) -> int:
+    """Length k of an immediate repeat at the end (tokens[-k:] == tokens[-2k:-k]) that includes at least one
+    newly decoded token, or 0. Greedy decoding past the end of the audio falls into such loops."""
+    for k in range(_MIN_LOOP, min(_MAX_LOOP, len(tokens) // 2) + 1):
+        if len(tokens) - k >= fresh_from and tokens[-k:] == tokens[-2 * k : -k]:
+            return k
+    return 0
+
+
+def _loops(tokens: list[int], fresh_from: int) -> bool:
+    return _loop_length(tokens, fresh_from) > 0
+
+
+def _drop_loop(tokens: list[int], fresh_from: int) -> list[int]:
+    k = _loop_length(tokens, fresh_from)
+    return tokens[:-k] if k else tokens

@@ -101,3 +101,13 @@ def test_slow_or_broken_sinks_do_not_hold_up_the_others_and_finals_are_never_dro
     assert len(fast.got) == 41  # the fast sink saw everything
     assert slow.got[-1] == FINAL and sinks.dropped["slow"] > 0  # slow one lost only partials, counted
     assert "disk full" in sinks.failures["broken"]
+
+
+def test_terminal_partial_line_fits_one_line_and_dims_only_tentative_words() -> None:
+    from edgeomni.sinks.terminal import _partial_line
+
+    line = _partial_line({"text": "x", "committed": "It was the best of times, it was", "tentative": "the worst"}, 30)
+    visible = line.replace("\x1b[2m", "").replace("\x1b[0m", "")
+    assert len(visible) <= 30 and visible.endswith("the worst") and "…" in visible
+    assert line.index("\x1b[2m") < line.index("the worst")  # tentative words are the dimmed part
+    assert "was" in line[: line.index("\x1b[2m")]  # committed words are plain

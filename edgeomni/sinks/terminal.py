@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from typing import TextIO
 
@@ -22,7 +23,7 @@ class TerminalSink(Sink):
             self._line(f"▶ {event.get('source')} — {event.get('describe', '')}".rstrip(" —"))
         elif kind == "partial":
             if self._live:
-                self._out.write(f"\r\x1b[K  … {event['text']}")
+                self._out.write("\r\x1b[K" + _partial_line(event, shutil.get_terminal_size().columns))
                 self._out.flush()
                 self._partial_shown = True
         elif kind == "final":
@@ -41,6 +42,19 @@ class TerminalSink(Sink):
             self._partial_shown = False
         self._out.write(text + "\n")
         self._out.flush()
+
+
+def _partial_line(event: Event, width: int) -> str:
+    """Committed words plain, tentative ones dimmed; clipped from the left to one line, because a wrapped
+    line could no longer be overwritten in place."""
+    committed = event.get("committed", "")
+    tentative = event.get("tentative", "") if committed or event.get("tentative") else event["text"]
+    text = f"{committed} {tentative}" if committed and tentative else committed or tentative
+    room = max(10, width - 5)
+    start = max(0, len(text) - room)
+    split = len(committed)
+    head, tail = text[start:split] if start < split else "", text[max(start, split) :]
+    return f"  {'…' if start else ''}{head}\x1b[2m{tail}\x1b[0m"
 
 
 def _clock(seconds: float) -> str:

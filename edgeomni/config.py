@@ -35,6 +35,7 @@ class SpeechConfig:
     context_s: float = 8.0  # previous utterance (audio + its text as forced prefix) kept as ASR context; 0 = off
     partials: bool = True  # emit partial captions while the person is still speaking
     partial_interval_ms: int = 250  # new audio between partial updates (widened automatically when behind)
+    commit_lag_s: float = 2.5  # words are committed only once about this much audio has been heard after them
     budget_ms: int = 200  # a partial is due this long after the last audio it reflects
     min_confidence: float = -0.8  # mean token log-prob under which a transcript is noise, not speech
     stall_ms: int = 1000  # a stream silent this long mid-utterance (network stall, unplugged mic) is finalised
@@ -55,6 +56,7 @@ class SpeechConfig:
         _check(0.0 <= self.context_s <= 10.0, f"{section}.context_s", "0..10 s", self.context_s)
         _check(100 <= self.partial_interval_ms <= 5000, f"{section}.partial_interval_ms", "100..5000 ms",
                self.partial_interval_ms)
+        _check(0.0 <= self.commit_lag_s <= 5.0, f"{section}.commit_lag_s", "0..5 s", self.commit_lag_s)
         _check(50 <= self.budget_ms <= 5000, f"{section}.budget_ms", "50..5000 ms", self.budget_ms)
         _check(100 <= self.stall_ms <= 60_000, f"{section}.stall_ms", "100..60000 ms", self.stall_ms)
         _check(-10.0 <= self.min_confidence <= 0.0, f"{section}.min_confidence", "a log-probability in [-10, 0]",

@@ -8,6 +8,7 @@ decoder prefix of every later update and of the `final`). At each endpoint one `
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -155,7 +156,7 @@ class SpeechCaptioner:
             return  # the utterance ended while we decoded: its final supersedes this partial
         if transcript.mean_logprob < self.config.min_confidence and not committed:
             return
-        self._agreement.update(own, max_words=int(len(snapshot.audio) / AUDIO_RATE * _MAX_WORDS_PER_SECOND))
+        self._agreement.update(own, max_words=self._committable_words(own, len(snapshot.audio) / AUDIO_RATE))
         committed_text = self._asr.detokenizer.decode(self._agreement.committed).strip()
         text = self._asr.detokenizer.decode(own).strip()
         if not text:
@@ -204,6 +205,16 @@ class SpeechCaptioner:
         transcript = self._asr.transcribe(audio, prefix=committed)
         self.stats["asr_seconds"] += transcript.encode_s + transcript.decode_s
         return transcript, transcript.tokens[len(context.tokens) if context else 0 :]
+
+    def _committable_words(self, hypothesis: list[int], seconds: float) -> int:
+        """How many leading words of `hypothesis` may be committed: the newest ones are decoded from audio that
+        stops mid-word, and two updates often agree on the same wrong guess ("The knock at a" for "The doctor
+        told him"), so about `commit_lag_s` of speech worth of words is held back, at this hypothesis' own
+        speaking rate; and never more words than the audio could hold."""
+        n_words = sum(self._asr.detokenizer.starts_word(t) for t in hypothesis)
+        rate = n_words / max(seconds, 1e-3)
+        held_back = max(2, math.ceil(rate * self.config.commit_lag_s))
+        return max(0, min(n_words - held_back, int(seconds * _MAX_WORDS_PER_SECOND)))
 
     def _remember(self, audio: np.ndarray, tokens: list[int], always: bool = False) -> None:
         """Keep this utterance as context for the next one: short ones always help; after a forced split

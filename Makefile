@@ -32,9 +32,9 @@ $(BIN)/python: | $(VENV)/.stamp-apt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.stamp-pip: requirements/runtime.txt requirements/dev.txt pyproject.toml | $(BIN)/python $(VENV)/.stamp-apt
+$(VENV)/.stamp-pip: requirements/runtime.txt requirements/dev.txt requirements/bench.txt pyproject.toml | $(BIN)/python $(VENV)/.stamp-apt
 	@echo "==> installing pinned Python packages (one pip command, torch pinned to the CPU wheel)"
-	$(BIN)/pip install -q --progress-bar off -r requirements/dev.txt -e .
+	$(BIN)/pip install -q --progress-bar off -r requirements/dev.txt -r requirements/bench.txt -e .
 	@touch $@
 
 $(VENV)/.stamp-models: requirements/models.txt $(VENV)/.stamp-pip
@@ -47,6 +47,10 @@ bundle: setup
 
 sample: setup
 	$(BIN)/edgeomni sample
+
+# Speech captions vs peers, real-time paced (as long as the audio: several minutes). Report in bench-out/speech.
+bench: bundle
+	$(BIN)/edgeomni bench speech --out bench-out/speech
 
 clean-venv:
 	rm -rf $(VENV)

@@ -147,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     devices = commands.add_parser("devices", help="list webcams and microphones")
     devices.set_defaults(func=_cmd_devices)
 
+    from edgeomni.bench.cli import add_bench_parser
+
+    add_bench_parser(commands)  # `edgeomni bench speech|speechset` (peers live in the optional bench extra)
+
     sample = commands.add_parser("sample", help="build the demo clip (real speech + photos + slides)")
     sample.add_argument("--out", type=Path, default=None, help="directory for sample.mp4")
     sample.set_defaults(func=_cmd_sample)

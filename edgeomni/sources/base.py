@@ -122,7 +122,9 @@ class Source:
                 if clock0 is None:
                     clock0 = now - due  # the monotonic time of media time 0
                     self.started_monotonic, self.started_wall = clock0, time.time() - due
-                item.arrival = now
+                # A paced frame was "captured" at its due time: if the pipeline takes it late, that wait is
+                # backlog and must show in every latency measured from it.
+                item.arrival = clock0 + due if self.paced else now
                 yield item
         finally:
             await self._stop_worker()

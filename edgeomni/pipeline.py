@@ -86,7 +86,7 @@ class Pipeline:
         if self.engines.labeller is not None and self.source.has_video:
             visual = VisualTagger(self.stream, self.engines.labeller, self.config.visual, self.executor,
                                   self._emit, self.clock)
-        started_cpu, started_wall = time.process_time(), time.monotonic()
+        started_cpu, started = time.process_time(), time.monotonic()
         media_end, last_arrival, error, started = 0.0, time.monotonic(), None, False
         try:
             async for frame in self.source.frames():
@@ -117,10 +117,11 @@ class Pipeline:
             await self.source.close()
         if not started:
             await self._start()  # a source that delivered nothing still gets its start record
-        for head in (speech, visual):
-            if head is not None:
-                await (head.finish(last_arrival) if isinstance(head, SpeechCaptioner) else head.finish())
-        wall = time.monotonic() - started_wall
+        if speech is not None:
+            await speech.finish(last_arrival)
+        if visual is not None:
+            await visual.finish()
+        wall = time.monotonic() - started
         counters: dict[str, Any] = {}
         compute = 0.0
         if speech is not None:

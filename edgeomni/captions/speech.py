@@ -20,7 +20,7 @@ import numpy as np
 from edgeomni.captions.agreement import LocalAgreement
 from edgeomni.captions.endpoint import Endpointer, Utterance
 from edgeomni.captions.events import CaptionEvent, MediaClock
-from edgeomni.chunking import AudioFramer
+from edgeomni.chunking import AudioFramer, FixedFrame
 from edgeomni.config import SpeechConfig
 from edgeomni.engines.asr import MoonshineAsr, Transcript
 from edgeomni.engines.vad import SileroVad
@@ -75,12 +75,12 @@ class SpeechCaptioner:
         self.stats["audio_seconds"] += frame.duration
         self._last_push = time.monotonic()
         for fixed in self._framer.push(frame):
-            await self._step(fixed.samples, fixed)
+            await self._step(fixed)
 
     async def finish(self, arrival: float) -> None:
         """End of stream: flush the tail, transcribe what is left, and wait until every final is out."""
         for fixed in self._framer.flush(arrival):
-            await self._step(fixed.samples, fixed)
+            await self._step(fixed)
         tail = self._endpointer.flush()
         if tail is not None:
             await self._queue_final(tail)
@@ -99,12 +99,12 @@ class SpeechCaptioner:
         return out
 
     # -- event-loop side --------------------------------------------------------------------------
-    async def _step(self, samples: np.ndarray, fixed: object) -> None:
-        utterance = self._endpointer.push(fixed, self._vad(samples))  # type: ignore[arg-type]
+    async def _step(self, fixed: FixedFrame) -> None:
+        utterance = self._endpointer.push(fixed, self._vad(fixed.samples))
         if utterance is not None:
             await self._queue_final(utterance)
         elif self.config.partials and self._endpointer.in_speech:
-            self._since_partial += len(samples)
+            self._since_partial += len(fixed.samples)
             if self._since_partial >= self._interval:
                 self._since_partial = 0
                 if self._partial is not None:

@@ -175,11 +175,7 @@ class SpeechCaptioner:
             # final is exactly what was committed; the head then serves as context for the rest, so the
             # still-tentative words are decoded there, once, and nothing is repeated or lost.
             self._remember(utterance.audio, committed, always=True)
-            text = self._asr.detokenizer.decode(committed).strip()
-            await self._emit(CaptionEvent.stamped(
-                "final", self.stream, _capitalise(text), utterance.start, utterance.end, utterance.last_arrival,
-                self._clock, committed=_capitalise(text), tentative="", confidence=None, split=True,
-            ))
+            await self._emit_final(utterance, self._asr.detokenizer.decode(committed).strip(), None)
             return
         transcript, own = await loop.run_in_executor(self._executor, self._decode, utterance.audio, committed)
         text = self._asr.detokenizer.decode(own).strip()
@@ -190,10 +186,13 @@ class SpeechCaptioner:
             self.stats["no_speech_rejected"] += 1  # confident-less text on non-speech: say nothing
             return
         self._remember(utterance.audio, own, always=utterance.split)
+        await self._emit_final(utterance, text, round(transcript.mean_logprob, 3))
+
+    async def _emit_final(self, utterance: Utterance, text: str, confidence: float | None) -> None:
+        shown = _capitalise(text)
         await self._emit(CaptionEvent.stamped(
-            "final", self.stream, _capitalise(text), utterance.start, utterance.end, utterance.last_arrival,
-            self._clock, committed=_capitalise(text), tentative="", confidence=round(transcript.mean_logprob, 3),
-            split=utterance.split,
+            "final", self.stream, shown, utterance.start, utterance.end, utterance.last_arrival, self._clock,
+            committed=shown, tentative="", confidence=confidence, split=utterance.split,
         ))
 
     def _decode(self, audio: np.ndarray, committed: list[int]) -> tuple[Transcript, list[int]]:

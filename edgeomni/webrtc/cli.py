@@ -1,0 +1,49 @@
+"""`edgeomni serve` arguments. Imports nothing heavy: aiortc/aiohttp load only when the command runs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from edgeomni.config import RunConfig
+    from edgeomni.errors import ConfigError
+    from edgeomni.webrtc.ice import IceServer
+
+    try:
+        from edgeomni.webrtc.server import ServeConfig, run_server
+    except ImportError as exc:
+        raise ConfigError(f"edgeomni serve needs the webrtc extra (pip install 'edgeomni[webrtc]'): {exc}") from None
+    config = RunConfig.load(args.config)
+    if args.no_visual:
+        config.visual.enabled = False
+    serve = ServeConfig(host=args.host, port=args.port, token=args.token, bundle=args.bundle,
+                        ice_servers=[IceServer.parse(s) for s in args.ice_server or []],
+                        idle_timeout_s=args.idle_timeout, max_sessions=args.max_sessions)
+    if args.page is not None:
+        serve.page_dir = args.page
+    run_server(serve, config)
+    return 0
+
+
+def add_serve_parser(commands: Any) -> None:
+    from edgeomni.paths import default_bundle_dir
+
+    serve = commands.add_parser("serve", help="WebRTC meeting server: live captions for every participant")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s; "
+                       "without --token only loopback is allowed)")
+    serve.add_argument("--port", type=int, default=8080, help="TCP port for signaling and the page (default: 8080)")
+    serve.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' on signaling")
+    serve.add_argument("--bundle", type=Path, default=default_bundle_dir(),
+                       help="bundle directory (default: $EDGEOMNI_BUNDLE or %(default)s)")
+    serve.add_argument("--ice-server", action="append", metavar="URL[,USER,CREDENTIAL]",
+                       help="STUN/TURN server, repeatable (default: none, host candidates only: LAN/loopback)")
+    serve.add_argument("--idle-timeout", type=float, default=10.0, metavar="S",
+                       help="end a session whose media stopped arriving for this long (default: %(default)s)")
+    serve.add_argument("--max-sessions", type=int, default=16, help="participants at once (default: %(default)s)")
+    serve.add_argument("--config", type=Path, help="TOML config file (see `edgeomni config show`)")
+    serve.add_argument("--no-visual", action="store_true", help="caption only speech, ignore video tracks")
+    serve.add_argument("--page", type=Path, default=None, help="directory of the meeting page (default: the demo)")
+    serve.set_defaults(func=_cmd_serve)

@@ -1,0 +1,227 @@
+"""`edgeomni serve`: the aiohttp app. Signaling over HTTP (non-trickle offer/answer), the meeting page at `/`.
+
+Routes (see docs/WEBRTC_PROTOCOL.md): POST /offer, DELETE /session/{id}, GET /sessions, GET /health,
+GET /config, GET / (the meeting page) and /static/*.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import ipaddress
+import json
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from edgeomni.bundle import verify_bundle
+from edgeomni.config import RunConfig
+from edgeomni.errors import ConfigError
+from edgeomni.pipeline import Engines
+from edgeomni.webrtc.ice import IceServer, allow_loopback_candidates, rtc_configuration
+from edgeomni.webrtc.room import Room
+from edgeomni.webrtc.session import OfferError, Session
+
+PAGE_DIR = Path(__file__).resolve().parents[2] / "demos" / "webrtc_meeting"
+MAX_BODY_BYTES = 256 * 1024  # an SDP offer is a few kB; anything far bigger is not one
+MAX_NAME_CHARS = 64
+
+
+@dataclass
+class ServeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    token: str | None = None
+    bundle: Path | None = None
+    ice_servers: list[IceServer] = field(default_factory=list)
+    idle_timeout_s: float = 10.0  # no media for this long: the participant is gone (closed without a word)
+    max_sessions: int = 16
+    page_dir: Path = PAGE_DIR
+
+    def validate(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"serve: --port must be 0..65535, got {self.port}")
+        if self.token is not None and len(self.token) < 8:
+            raise ConfigError(f"serve: --token must be at least 8 characters, got {len(self.token)}")
+        if self.idle_timeout_s <= 0:
+            raise ConfigError(f"serve: idle timeout must be > 0 s, got {self.idle_timeout_s}")
+        if self.max_sessions < 1:
+            raise ConfigError(f"serve: --max-sessions must be >= 1, got {self.max_sessions}")
+
+    def effective_host(self) -> tuple[str, str | None]:
+        """Without a token anyone who can reach the port could join, so only this machine may."""
+        if self.token is not None or _is_loopback(self.host):
+            return self.host, None
+        return "127.0.0.1", (f"no --token given: binding to 127.0.0.1 instead of {self.host}; "
+                             "pass --token to accept other machines")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    with contextlib.suppress(ValueError):
+        return ipaddress.ip_address(host).is_loopback
+    return False
+
+
+class CaptionServer:
+    """Shared engines and executor; the sessions and rooms of every participant."""
+
+    def __init__(self, serve: ServeConfig, run_config: RunConfig, engines: Engines) -> None:
+        self.serve, self.run_config, self.engines = serve, run_config, engines
+        self.executor = ThreadPoolExecutor(run_config.engine.workers, thread_name_prefix="edgeomni-infer")
+        self.rtc_config = rtc_configuration(serve.ice_servers)
+        self.sessions: dict[str, Session] = {}
+        self.rooms: dict[str, Room] = {}
+        self.closed: list[dict[str, Any]] = []  # the last sessions' final status, for /sessions
+        self.started = time.monotonic()
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app.add_routes([web.post("/offer", self.offer), web.delete("/session/{id}", self.delete),
+                        web.get("/sessions", self.list_sessions), web.get("/health", self.health),
+                        web.get("/config", self.client_config), web.get("/", self.page)])
+        if self.serve.page_dir.is_dir():
+            app.router.add_static("/static", self.serve.page_dir)
+        app.on_shutdown.append(self._shutdown)
+        return app
+
+    # -- handlers -------------------------------------------------------------------------------------------
+    async def offer(self, request: web.Request) -> web.Response:
+        self._authorize(request)
+        body = await _json_body(request)
+        sdp, kind = body.get("sdp"), body.get("type")
+        name = body.get("name", f"participant-{len(self.sessions) + 1}")
+        room_name = body.get("room", "main")
+        for fieldname, value, ok in (("sdp", sdp, isinstance(sdp, str) and sdp.strip()),
+                                     ("type", kind, kind == "offer"),
+                                     ("name", name, isinstance(name, str) and 0 < len(name) <= MAX_NAME_CHARS),
+                                     ("room", room_name, isinstance(room_name, str) and 0 < len(room_name) <= 64)):
+            if not ok:
+                expected = {"sdp": "a non-empty SDP string", "type": '"offer"',
+                            "name": f"a string of 1..{MAX_NAME_CHARS} characters",
+                            "room": "a string of 1..64 characters"}[fieldname]
+                raise _bad_request(f"field {fieldname!r}: expected {expected}, got {_show(value)}")
+        if len(self.sessions) >= self.serve.max_sessions:
+            raise web.HTTPServiceUnavailable(text=json.dumps({"error": f"server full: {len(self.sessions)} "
+                                             f"sessions (max {self.serve.max_sessions})"}),
+                                             content_type="application/json")
+        room = self.rooms.setdefault(room_name, Room(room_name))
+        session = Session(uuid.uuid4().hex[:12], name, room, self.engines, self.run_config, self.executor,
+                          self.rtc_config, self.serve.idle_timeout_s, self._forget)
+        try:
+            answer = await session.accept(sdp)
+        except OfferError as exc:
+            raise _bad_request(str(exc)) from None
+        self.sessions[session.id] = session
+        return web.json_response({"sdp": answer, "type": "answer", "session": session.id, "participant": name})
+
+    async def delete(self, request: web.Request) -> web.Response:
+        self._authorize(request)
+        session = self.sessions.get(request.match_info["id"])
+        if session is None:
+            raise web.HTTPNotFound(text=json.dumps({"error": f"no session {request.match_info['id']!r}"}),
+                                   content_type="application/json")
+        await session.close("deleted by the client")
+        return web.json_response({"session": session.id, "closed": True, "reason": session.closed_reason})
+
+    async def list_sessions(self, request: web.Request) -> web.Response:
+        self._authorize(request)
+        return web.json_response({"sessions": [s.status() for s in self.sessions.values()],
+                                  "recently_closed": self.closed[-16:]})
+
+    async def health(self, _: web.Request) -> web.Response:
+        """Liveness and load, without names: safe to expose to a monitor."""
+        statuses = [s.status() for s in self.sessions.values()]
+        finals = [s["sent_latency_ms"].get("final", {}).get("p95") for s in statuses]
+        return web.json_response({
+            "status": "ok", "uptime_s": round(time.monotonic() - self.started, 1), "sessions": len(statuses),
+            "max_sessions": self.serve.max_sessions, "bundle": str(self.engines.bundle.path),
+            "final_sent_latency_p95_ms": max((f for f in finals if f is not None), default=None),
+            "channel_drops": sum(s["channel_drops"] for s in statuses),
+            "frames_dropped": sum(s["audio_frames_dropped"] + s["video_frames_dropped"] for s in statuses),
+            "bitrate_kbps": round(sum(s["bitrate_kbps"] for s in statuses), 1),
+        })
+
+    async def client_config(self, _: web.Request) -> web.Response:
+        return web.json_response({"iceServers": [s.to_browser() for s in self.serve.ice_servers],
+                                  "auth": self.serve.token is not None})
+
+    async def page(self, _: web.Request) -> web.StreamResponse:
+        index = self.serve.page_dir / "index.html"
+        if not index.is_file():
+            raise web.HTTPNotFound(text=f"meeting page not found: {index} (pass --page DIR)")
+        return web.FileResponse(index)
+
+    # -- helpers --------------------------------------------------------------------------------------------
+    def _authorize(self, request: web.Request) -> None:
+        if self.serve.token is None:
+            return
+        header = request.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            raise _unauthorized("missing 'Authorization: Bearer TOKEN' header")
+        if not hmac.compare_digest(given.strip().encode(), self.serve.token.encode()):
+            raise _unauthorized("wrong token")
+
+    def _forget(self, session: Session) -> None:
+        self.sessions.pop(session.id, None)
+        self.closed.append({**session.status(), "reason": session.closed_reason})
+        del self.closed[:-64]
+        room = session.room
+        if not room.channels and not any(s.room is room for s in self.sessions.values()):
+            self.rooms.pop(room.name, None)
+
+    async def _shutdown(self, _: web.Application) -> None:
+        await asyncio.gather(*(s.close("server shutting down") for s in list(self.sessions.values())))
+        self.executor.shutdown(wait=True)
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
+        raise _bad_request(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise _bad_request(f"request body must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _bad_request(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=json.dumps({"error": message}), content_type="application/json")
+
+
+def _unauthorized(message: str) -> web.HTTPUnauthorized:
+    return web.HTTPUnauthorized(text=json.dumps({"error": message}), content_type="application/json",
+                                headers={"WWW-Authenticate": 'Bearer realm="edgeomni"'})
+
+
+def load_server(serve: ServeConfig, run_config: RunConfig) -> CaptionServer:
+    """Verify the bundle and load the engines once (shared by every participant)."""
+    from edgeomni.paths import default_bundle_dir
+
+    serve.validate()
+    allow_loopback_candidates()
+    bundle = verify_bundle(serve.bundle or default_bundle_dir())
+    return CaptionServer(serve, run_config, Engines.load(bundle, run_config))
+
+
+def run_server(serve: ServeConfig, run_config: RunConfig) -> None:
+    server = load_server(serve, run_config)
+    host, warning = serve.effective_host()
+    if warning:
+        print(f"edgeomni serve: {warning}", flush=True)
+    print(f"edgeomni serve: meeting page http://{host}:{serve.port}/ · bundle {server.engines.bundle.path} · "
+          f"{'token required' if serve.token else 'no token'}", flush=True)
+    web.run_app(server.app(), host=host, port=serve.port, print=None)

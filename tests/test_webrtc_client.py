@@ -1,0 +1,69 @@
+"""End to end over real WebRTC (aiortc both sides, Opus over loopback/LAN): speech in, captions back."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from media_factory import make_speech_wav
+from webrtc_support import SENTENCES, ServerThread, client_events, finals_text, http, own_session, start_client
+
+from edgeomni.wer import wer
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server(default_bundle: Path):
+    running = ServerThread(default_bundle, idle_timeout_s=2.0).start()
+    yield running
+    running.stop()
+
+
+def _speech(tmp_path: Path, index: int) -> Path:
+    return make_speech_wav(tmp_path / f"speech{index}.wav", SENTENCES[index], voice="en-us", speed=145)
+
+
+def test_file_with_known_speech_gets_matching_captions(server: ServerThread, tmp_path: Path) -> None:
+    events = client_events(start_client(server.url, _speech(tmp_path, 0), "alice"))
+    session = own_session(events, "alice")
+    text = finals_text(events, session)
+    assert wer(SENTENCES[0], text) <= 0.35, text
+    finals = [e for e in events if e["type"] == "final" and e["session"] == session]
+    assert all(e["participant"] == "alice" and e["sent_latency_ms"] >= e["latency_ms"] for e in finals)
+    end = next(e for e in events if e["type"] == "end" and e["session"] == session)
+    metrics = end["participant_metrics"]
+    assert metrics["audio_frames_received"] > 100  # ~4 s of 20 ms Opus frames
+    assert metrics["bytes_received"] > 10_000
+    assert metrics["sent_latency_ms"]["final"]["n"] == len(finals)
+    # The session ended itself once the client said it was done: nothing is left on the server.
+    server.wait_for(lambda: not server.server.sessions, 10, "the session to close")
+    closed = server.server.closed[-1]
+    assert closed["reason"] in ("stream ended", "deleted by the client")
+
+
+def test_abrupt_disconnect_cleans_up_without_leaks(server: ServerThread, tmp_path: Path) -> None:
+    wav = _speech(tmp_path, 1)
+    client_events(start_client(server.url, wav, "warmup"))  # executor threads etc. exist from here on
+    server.wait_for(lambda: not server.server.sessions, 10, "the warm-up session to close")
+    time.sleep(0.5)
+    tasks_before = server.tasks()
+    threads_before = {t.name for t in threading.enumerate()}
+
+    proc = start_client(server.url, wav, "vanishing")
+    server.wait_for(lambda: any(s.source.buffer.received["audio"] > 20 for s in server.server.sessions.values()),
+                    30, "audio from the client")
+    proc.send_signal(signal.SIGKILL)  # no DELETE, no DTLS close: the peer is simply gone
+    proc.communicate(timeout=10)
+    server.wait_for(lambda: not server.server.sessions, 15, "the vanished client's session to be cleaned up")
+    assert server.server.closed[-1]["reason"].startswith(("no media", "connection"))
+    time.sleep(1.0)  # aiortc's decoder threads exit on their own queue sentinel
+    leaked_threads = {t.name for t in threading.enumerate()} - threads_before
+    assert not leaked_threads, f"threads left behind: {leaked_threads}"
+    leaked_tasks = server.tasks() - tasks_before
+    assert not leaked_tasks, f"tasks left behind: {leaked_tasks}"
+    status, health = http("GET", f"{server.url}/health", token=None)
+    assert status == 200 and health["sessions"] == 0

@@ -1,0 +1,1 @@
+"""The cloud trainer (the `trainer` extra: pyarrow, paho-mqtt): ingest, fleet report, calibration/distillation sets."""

@@ -1,0 +1,98 @@
+"""`edgeomni trainer [run] | report | build-sets | publish`. With no action, `trainer` runs the ingest loop."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import threading
+from pathlib import Path
+
+
+def _add_ingest_options(parser: argparse.ArgumentParser, required: bool) -> None:
+    parser.add_argument("--broker", required=required, metavar="URL", help="mqtt[s]://user:pass@host:port")
+    parser.add_argument("--data", type=Path, required=required, metavar="DIR", help="dataset directory")
+    parser.add_argument("--client-id", default="edgeomni-trainer-1",
+                        help="MQTT client id; each trainer process needs its own (default: %(default)s)")
+    parser.add_argument("--max-payload-kb", type=int, default=4096,
+                        help="larger messages (on the wire or inflated) are rejected (default: %(default)s)")
+    parser.add_argument("--exclusive", action="store_true",
+                        help="a plain subscription instead of the shared one: for a single trainer on a broker that "
+                        "does not persist shared subscriptions across restarts (Mosquitto 2.0)")
+    parser.add_argument("--ca-file", default="", help="CA certificate for an mqtts:// broker")
+    parser.add_argument("--cert-file", default="", help="client certificate (TLS)")
+    parser.add_argument("--key-file", default="", help="client key (TLS)")
+
+
+def add_trainer_parser(commands: argparse._SubParsersAction) -> None:
+    trainer = commands.add_parser("trainer", help="cloud side: ingest device records, report, build sets, publish",
+                                  description="With no action: `trainer --broker URL --data DIR` runs the ingest loop.")
+    _add_ingest_options(trainer, required=False)
+    trainer.set_defaults(func=_cmd_run)
+    actions = trainer.add_subparsers(dest="trainer_action", metavar="ACTION")
+
+    run = actions.add_parser("run", help="ingest: shared subscription -> validate -> dedup -> Parquet (the default)")
+    _add_ingest_options(run, required=True)
+    run.set_defaults(func=_cmd_run)
+
+    report = actions.add_parser("report", help="latency percentiles, error rates and hard examples per device")
+    report.add_argument("--data", type=Path, required=True, action="append", metavar="DIR",
+                        help="a trainer's data directory (repeat for several trainers)")
+    report.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    report.set_defaults(func=_cmd_report)
+
+    sets = actions.add_parser("build-sets", help="hard examples -> calibration and distillation sets (wav+manifest)")
+    sets.add_argument("--data", type=Path, required=True, action="append", metavar="DIR",
+                      help="a trainer's data directory (repeat for several trainers)")
+    sets.add_argument("--out", type=Path, required=True, metavar="DIR")
+    sets.add_argument("--seed", type=int, default=0)
+    sets.add_argument("--calibration-fraction", type=float, default=0.3)
+    sets.set_defaults(func=_cmd_build_sets)
+
+    from edgeomni.ota.cli import add_publish_parser
+
+    add_publish_parser(actions)  # `trainer publish BUNDLE` (signed OTA bundles, issue 8 part B)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from edgeomni.errors import ConfigError
+    from edgeomni.trainer.ingest import IngestConfig, serve
+
+    if not args.broker or not args.data:
+        raise ConfigError("edgeomni trainer: the ingest loop needs --broker URL and --data DIR")
+    _require_extra()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    serve(IngestConfig(args.broker, args.data, args.client_id, args.max_payload_kb, args.ca_file, args.cert_file,
+                       args.key_file, shared=not args.exclusive), stop)
+    return 0
+
+
+def _require_extra() -> None:
+    import importlib.util
+
+    from edgeomni.errors import ConfigError
+
+    missing = [name for name in ("paho", "pyarrow") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(f"edgeomni trainer needs {' and '.join(missing)}: pip install 'edgeomni[trainer]'")
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from edgeomni.trainer.report import fleet_report, format_report
+
+    _require_extra()
+    report = fleet_report(args.data)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+def _cmd_build_sets(args: argparse.Namespace) -> int:
+    from edgeomni.trainer.build_sets import build_sets
+
+    _require_extra()
+    print(json.dumps(build_sets(args.data, args.out, args.seed, args.calibration_fraction), indent=2))
+    return 0

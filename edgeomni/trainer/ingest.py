@@ -1,0 +1,160 @@
+"""The trainer's ingest loop: shared MQTT subscription -> validate -> dedup -> Parquet, acked after commit.
+
+Several trainer processes with different client ids split the load on `$share/trainers/...`. Each runs a
+persistent MQTT v5 session with manual acks: a message is acknowledged only after its records are
+committed (or it was rejected), so a trainer killed mid-write gets the message again and drops what it
+already stored by id.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeomni.sync.codec import TOPIC_ROOT, PayloadError, decode_batch
+from edgeomni.sync.config import BrokerAddress
+from edgeomni.trainer.dataset import Dataset
+from edgeomni.trainer.schema import SchemaError, validate_record
+
+log = logging.getLogger("edgeomni.trainer")
+RECORD_TOPICS = f"{TOPIC_ROOT}/+/+/#"
+SHARED_TOPIC = f"$share/trainers/{RECORD_TOPICS}"
+SESSION_EXPIRY_S = 7 * 86400
+
+
+@dataclass
+class IngestConfig:
+    broker: str
+    data: Path
+    client_id: str = "edgeomni-trainer-1"
+    max_payload_kb: int = 4096
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    # Shared (several trainers split the load) or exclusive (one trainer). Mosquitto 2.0 does not restore
+    # shared subscriptions from its persistence file: after a broker restart, records published before the
+    # trainers re-subscribe are acknowledged and dropped. An exclusive subscription survives (see
+    # runtimes/server/README.md); use it with a single trainer on such brokers.
+    shared: bool = True
+
+
+class Ingestor:
+    def __init__(self, config: IngestConfig) -> None:
+        self.config = config
+        self.address = BrokerAddress.parse(config.broker, "trainer --broker")
+        self.dataset = Dataset(config.data)
+        self.max_bytes = config.max_payload_kb * 1024
+        self.messages = 0
+        self.connected = threading.Event()
+        self._client = self._make_client()
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        """One MQTT message: everything in it is stored, counted as duplicate, or rejected with a reason."""
+        self.messages += 1
+        parts = topic.split("/")
+        if len(parts) != 4 or parts[0] != TOPIC_ROOT:
+            self.dataset.reject(topic, "bad_topic", f"expected {TOPIC_ROOT}/<fleet>/<device>/<kind>")
+            return
+        _, fleet, device, kind = parts
+        try:
+            raw_records = decode_batch(payload, self.max_bytes)
+        except PayloadError as exc:
+            log.warning("trainer: rejected message on %s: %s", topic, exc)
+            self.dataset.reject(topic, exc.reason, str(exc))
+            return
+        valid: dict[str, dict[str, Any]] = {}
+        checked_count = 0
+        for index, record in enumerate(raw_records):
+            try:
+                checked = validate_record(record, fleet, device, kind)
+            except SchemaError as exc:
+                log.warning("trainer: rejected record %d on %s: %s", index, topic, exc)
+                self.dataset.reject(topic, "schema", f"record {index}: {exc}")
+                continue
+            checked_count += 1
+            valid.setdefault(checked["id"], checked)
+        new = self.dataset.new_ids(list(valid))
+        if checked_count - len(new):  # seen before (a redelivery or a resend), or twice in this batch
+            self.dataset.count("duplicates", checked_count - len(new))
+        if new:
+            self.dataset.append(device, [r for i, r in valid.items() if i in new])
+
+    # -- MQTT ------------------------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        client = self._client
+        client.connect_async(self.address.host, self.address.port, keepalive=30,
+                             clean_start=False, properties=self._connect_properties())
+        client.loop_start()
+        try:
+            while not stop.wait(0.2):
+                pass
+        finally:
+            client.disconnect()
+            client.loop_stop()
+            self.dataset.close()
+
+    def _connect_properties(self) -> Any:
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = SESSION_EXPIRY_S  # the broker keeps our queue while we restart
+        return properties
+
+    def _make_client(self) -> Any:
+        import paho.mqtt.client as mqtt
+
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.config.client_id,
+                             protocol=mqtt.MQTTv5, manual_ack=True)
+        if self.address.username:
+            client.username_pw_set(self.address.username, self.address.password)
+        if self.address.tls or self.config.ca_file:
+            client.tls_set(ca_certs=self.config.ca_file or None, certfile=self.config.cert_file or None,
+                           keyfile=self.config.key_file or None)
+        client.reconnect_delay_set(min_delay=0.5, max_delay=30)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if reason_code.is_failure:
+            log.error("trainer: broker %s refused the connection: %s", self.address.redacted(), reason_code)
+            return
+        topic = SHARED_TOPIC if self.config.shared else RECORD_TOPICS
+        client.subscribe(topic, qos=1)
+        log.info("trainer: connected to %s as %s, subscribed to %s (session present: %s)", self.address.redacted(),
+                 self.config.client_id, topic, flags.session_present)
+        self.connected.set()
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        self.connected.clear()
+        log.warning("trainer: disconnected (%s); reconnecting", reason_code)
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        topic = message.topic
+        if topic.split("/")[2:3] == ["bundles"]:  # bundle announcements share the tree; they are not records
+            client.ack(message.mid, message.qos)
+            return
+        try:
+            self.handle(topic, message.payload)
+        except Exception:  # a bug or a full disk: do not ack, so the broker redelivers once we are fixed
+            log.exception("trainer: failed to store the message on %s; it stays unacknowledged", topic)
+            return
+        client.ack(message.mid, message.qos)  # only after the records are committed
+
+
+def serve(config: IngestConfig, stop: threading.Event, report_every_s: float = 10.0) -> None:
+    ingestor = Ingestor(config)
+    thread = threading.Thread(target=ingestor.run, args=(stop,), name="edgeomni-trainer", daemon=True)
+    thread.start()
+    last = time.monotonic()
+    while not stop.wait(0.5):
+        if time.monotonic() - last > report_every_s:
+            last = time.monotonic()
+            log.info("trainer: %d messages, counters %s", ingestor.messages, ingestor.dataset.counters())
+    thread.join(10)

@@ -1,0 +1,70 @@
+"""The record schema the trainer accepts: common fields, then fields per kind. Reasons name the field."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import time
+from typing import Any
+
+from edgeomni.sync.config import TOPIC_SAFE
+
+NUMBER = (int, float)
+# kind -> {field: expected type(s)} inside `data`
+REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "caption": {"type": str, "text": str, "start": NUMBER, "end": NUMBER, "latency_ms": NUMBER},
+    "metrics": {"scope": str, "latency_ms": dict},
+    "counters": {"counters": dict},
+    "error": {"message": str},
+    "hard_example": {"text": str, "confidence": NUMBER, "start": NUMBER, "end": NUMBER, "audio_wav_b64": str},
+}
+MAX_FUTURE_S = 86400.0  # device clocks drift, but a record from tomorrow is a bug
+
+
+class SchemaError(ValueError):
+    pass
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise SchemaError(message)
+
+
+def _typed(value: Any, expected: type | tuple[type, ...]) -> bool:
+    if isinstance(value, bool):  # bool is an int subclass; never a valid number or string here
+        return expected is bool
+    return isinstance(value, expected) and not (isinstance(value, float) and not math.isfinite(value))
+
+
+def validate_record(record: Any, fleet: str, device: str, kind: str) -> dict[str, Any]:
+    """Check one record from topic edgeomni/<fleet>/<device>/<kind>; returns it, or raises SchemaError."""
+    _require(isinstance(record, dict), f"record is {type(record).__name__}, expected an object")
+    for name, expected in (("id", str), ("kind", str), ("fleet", str), ("device", str), ("ts", NUMBER),
+                           ("data", dict)):
+        _require(name in record, f"missing field {name!r}")
+        _require(_typed(record[name], expected), f"field {name!r}: expected {_name(expected)}, "
+                 f"got {type(record[name]).__name__} {str(record[name])[:40]!r}")
+    _require(8 <= len(record["id"]) <= 64 and TOPIC_SAFE.match(record["id"]) is not None,
+             f"field 'id': expected 8-64 of [A-Za-z0-9._-], got {record['id'][:70]!r}")
+    _require(record["kind"] in REQUIRED, f"field 'kind': unknown {record['kind']!r} (known: {', '.join(REQUIRED)})")
+    _require(record["kind"] == kind, f"field 'kind' is {record['kind']!r} but the topic says {kind!r}")
+    _require(record["fleet"] == fleet, f"field 'fleet' is {record['fleet']!r} but the topic says {fleet!r}")
+    _require(record["device"] == device, f"field 'device' is {record['device']!r} but the topic says {device!r}")
+    _require(0 < record["ts"] < time.time() + MAX_FUTURE_S, f"field 'ts': {record['ts']!r} is not a plausible time")
+    data = record["data"]
+    for name, expected in REQUIRED[kind].items():
+        _require(name in data, f"{kind} record: missing data.{name}")
+        _require(_typed(data[name], expected), f"{kind} record: data.{name} expected {_name(expected)}, "
+                 f"got {type(data[name]).__name__}")
+    if kind == "hard_example":
+        try:
+            audio = base64.b64decode(data["audio_wav_b64"], validate=True)
+        except (binascii.Error, ValueError):
+            raise SchemaError("hard_example record: data.audio_wav_b64 is not base64") from None
+        _require(audio[:4] == b"RIFF" and audio[8:12] == b"WAVE", "hard_example record: audio is not a WAV file")
+    return record
+
+
+def _name(expected: type | tuple[type, ...]) -> str:
+    return "number" if expected == NUMBER else getattr(expected, "__name__", str(expected))

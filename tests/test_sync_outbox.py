@@ -1,0 +1,248 @@
+"""Issue 8 units: the outbox (durability, retention policy), its sink, the wire codec, schema and config."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import signal
+import struct
+import subprocess
+import sys
+import time
+import wave
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeomni.config import RunConfig
+from edgeomni.errors import ConfigError
+from edgeomni.frames import AudioFrame, VideoFrame
+from edgeomni.outbox import Outbox, OutboxConfig
+from edgeomni.outbox.sink import OutboxSink
+from edgeomni.sync.codec import PayloadError, decode_batch, encode_batch
+from edgeomni.sync.config import BrokerAddress, SyncConfig
+
+_WRITER = """
+import sys
+from edgeomni.outbox import Outbox
+outbox = Outbox(sys.argv[1])
+i = 0
+while True:
+    print(outbox.append("caption", {"type": "final", "text": f"line {i}"}), flush=True)
+    i += 1
+"""
+
+
+def test_committed_records_survive_sigkill(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite"
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+    acknowledged = []
+    assert proc.stdout is not None
+    while len(acknowledged) < 200:
+        acknowledged.append(proc.stdout.readline().strip())
+    proc.send_signal(signal.SIGKILL)  # mid-write: no close, no checkpoint
+    proc.wait()
+    outbox = Outbox(path)
+    stored = {r.id for r in outbox.pending(limit=100_000)}
+    outbox.close()
+    assert set(acknowledged) <= stored
+
+
+def test_retention_drops_telemetry_first_and_hard_examples_last(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.sqlite", max_bytes=10**9)
+    payload = "x" * 1000
+    hard = outbox.append_many([("hard_example", {"blob": payload})] * 5)
+    outbox.append_many([("caption", {"blob": payload})] * 5)
+    outbox.append_many([("metrics", {"blob": payload})] * 5)
+    outbox.max_bytes = 8_500  # room for about 8 of the 15 records
+    dropped = outbox.enforce_bounds()
+    assert dropped == {"metrics": 5, "caption": 2}
+    left = outbox.pending(limit=100)
+    assert [r.kind for r in left].count("hard_example") == 5 and {r.id for r in left} >= set(hard)
+    assert outbox.stats()["dropped"] == {"metrics": 5, "caption": 2}
+    outbox.close()
+
+
+def test_retention_by_age_gives_hard_examples_longer(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.sqlite", max_age_s=3600)
+    now = time.time()
+    outbox.append("metrics", {"old": True}, ts=now - 7200)
+    outbox.append("hard_example", {"old": True}, ts=now - 7200)  # 2 h < 4 x 1 h: kept
+    outbox.append("hard_example", {"older": True}, ts=now - 5 * 3600)
+    outbox.append("caption", {"new": True}, ts=now)
+    assert outbox.enforce_bounds(now) == {"metrics": 1, "hard_example": 1}
+    assert sorted(r.kind for r in outbox.pending()) == ["caption", "hard_example"]
+    outbox.close()
+
+
+def test_delete_after_ack_and_append_validation(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.sqlite")
+    ids = outbox.append_many([("error", {"message": str(i)}) for i in range(5)])
+    assert outbox.delete(ids[:3]) == 3 and [r.id for r in outbox.pending()] == ids[3:]
+    with pytest.raises(Exception, match="unknown record kind 'telemetry'"):
+        outbox.append("telemetry", {})
+    outbox.close()
+
+
+def _frames(seconds: float) -> list[AudioFrame]:
+    t = np.arange(int(seconds * 16000)) / 16000
+    audio = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    return [AudioFrame(audio[i:i + 512], i / 16000, 0.0) for i in range(0, len(audio), 512)]
+
+
+def _event(kind: str, **extra: object) -> dict:
+    return {"type": kind, "stream": "main", "text": "hello there", "start": 1.0, "end": 2.5, "emitted": 2.6,
+            "latency_ms": 120.0, **extra}
+
+
+async def _feed(sink: OutboxSink, events: list[dict]) -> None:
+    for event in events:
+        await sink.send(event)
+
+
+def test_sink_records_captions_metrics_counters_errors_and_hard_examples(tmp_path: Path) -> None:
+    import asyncio
+
+    outbox = Outbox(tmp_path / "o.sqlite")
+    sink = OutboxSink(outbox, OutboxConfig(hard_examples=True, hard_example_below=-0.5))
+    for frame in _frames(4.0):
+        sink.tap(frame)
+    sink.tap(VideoFrame(np.full((90, 160, 3), 200, np.uint8), 2.0, 0.0))
+    events = [{"type": "start", "stream": "main", "source": "clip.wav"}, _event("partial"),
+              _event("final", confidence=-0.2), _event("final", confidence=-1.3), _event("visual"),
+              {"type": "error", "stream": "main", "message": "decode error at 3.1 s"},
+              {"type": "end", "stream": "main", "source": "clip.wav", "latency_ms": {"final": {"n": 2}},
+               "counters": {"partials_skipped": 1}, "sink_drops": {}, "error": None}]
+    asyncio.run(_feed(sink, events))
+    records = outbox.pending(limit=100)
+    kinds = [r.kind for r in records]
+    assert kinds.count("caption") == 3  # two finals and the visual note; the partial is superseded
+    assert kinds.count("hard_example") == 1 and kinds.count("error") == 1 and kinds.count("counters") == 1
+    assert kinds.count("metrics") == 2  # the window flushed at the end, and the run summary
+    hard = next(r.data() for r in records if r.kind == "hard_example")
+    assert hard["text"] == "hello there" and hard["confidence"] == -1.3
+    with wave.open(io.BytesIO(base64.b64decode(hard["audio_wav_b64"]))) as clip:
+        assert clip.getframerate() == 16000 and clip.getnframes() == 24000  # exactly [1.0, 2.5] s
+    png = base64.b64decode(hard["thumbnail_png_b64"])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", png[16:24])
+    assert (width, height) == (160, 90)
+    idat = png[png.index(b"IDAT") + 4:png.index(b"IEND") - 8]
+    assert len(zlib.decompress(idat)) == 90 * (1 + 160 * 3)
+    counters = next(r.data() for r in records if r.kind == "counters")
+    assert counters["counters"] == {"partials_skipped": 1} and counters["outbox_dropped"] == {}
+    window = next(r.data() for r in records if r.kind == "metrics" and r.data()["scope"] == "window")
+    assert window["latency_ms"]["final"]["n"] == 2 and window["latency_ms"]["partial"]["n"] == 1
+    outbox.close()
+
+
+def test_hard_examples_are_opt_in(tmp_path: Path) -> None:
+    import asyncio
+
+    outbox = Outbox(tmp_path / "o.sqlite")
+    sink = OutboxSink(outbox, OutboxConfig())
+    asyncio.run(_feed(sink, [_event("final", confidence=-3.0)]))
+    assert [r.kind for r in outbox.pending()] == ["caption"]
+    outbox.close()
+
+
+def test_codec_round_trip_and_rejections() -> None:
+    records = [{"id": "a" * 10, "n": i} for i in range(3)]
+    assert decode_batch(encode_batch(records), 10_000) == records
+    assert decode_batch(encode_batch(records, "none"), 10_000) == records
+    cases = {
+        "oversized": encode_batch([{"pad": "y" * 5000}], "none"),
+        "bad_compression": b"\x00\x01garbage",
+        "malformed_json": zlib.compress(b"{not json"),
+        "bad_format": zlib.compress(json.dumps({"v": 99, "records": []}).encode()),
+    }
+    for reason, payload in cases.items():
+        with pytest.raises(PayloadError) as caught:
+            decode_batch(payload, 4096)
+        assert caught.value.reason == reason
+    bomb = zlib.compress(b"{" + b" " * 10_000_000 + b"}")
+    with pytest.raises(PayloadError, match="inflates past the limit"):
+        decode_batch(bomb, 20_000)  # 10 kB on the wire, 10 MB inflated
+
+
+def test_schema_names_the_bad_field() -> None:
+    from edgeomni.trainer.schema import SchemaError, validate_record
+
+    good = {"id": "0123456789", "kind": "caption", "fleet": "f", "device": "d", "ts": time.time(),
+            "data": {"type": "final", "text": "hi", "start": 0.0, "end": 1.0, "latency_ms": 80.0}}
+    assert validate_record(good, "f", "d", "caption") is good
+    bad = [({**good, "ts": "yesterday"}, "field 'ts': expected number"),
+           ({**good, "data": {**good["data"], "latency_ms": True}}, "data.latency_ms expected number"),
+           ({**good, "kind": "weather"}, "unknown 'weather'"),
+           ({**good, "id": "x/y#"}, "field 'id'"),
+           ({**good, "data": {"type": "final"}}, "missing data.text")]
+    for record, reason in bad:
+        with pytest.raises(SchemaError, match=reason):
+            validate_record(record, "f", "d", "caption")
+
+
+def test_sync_config_validates_and_parses_broker_urls() -> None:
+    address = BrokerAddress.parse("mqtts://dev%2Da:p%40ss@broker.example:8884")
+    assert (address.host, address.port, address.tls, address.username, address.password) == \
+        ("broker.example", 8884, True, "dev-a", "p@ss")
+    assert BrokerAddress.parse("mqtt://h").port == 1883
+    assert "p@ss" not in address.redacted()
+    config = RunConfig.from_dict({"sync": {"broker": "mqtt://h:1884", "fleet": "lab", "batch_size": 50},
+                                  "outbox": {"hard_examples": True}})
+    assert config.sync.batch_size == 50 and config.outbox.hard_examples
+    for raw, message in [({"sync": {"broker": "http://h"}}, "scheme mqtt:// or mqtts://"),
+                         ({"sync": {"fleet": "a/b"}}, "sync.fleet"),
+                         ({"sync": {"compression": "lz4"}}, "sync.compression"),
+                         ({"sync": {"cert_file": "c.pem"}}, "both or neither"),
+                         ({"outbox": {"max_mb": 0.1}}, "outbox.max_mb")]:
+        with pytest.raises(ConfigError, match=message):
+            RunConfig.from_dict(raw)
+    assert SyncConfig(device="bundles").device == "bundles"
+    with pytest.raises(ConfigError, match="not 'bundles'"):
+        SyncConfig(device="bundles").validate()
+
+
+def test_dataset_recovery_finishes_committed_and_drops_uncommitted_writes(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow", reason="pyarrow (the trainer extra) is not installed")
+    from edgeomni.trainer.dataset import Dataset
+
+    record = {"id": "rec-000001", "kind": "error", "fleet": "f", "device": "d", "ts": time.time(),
+              "data": {"message": "m"}}
+    dataset = Dataset(tmp_path)
+    dataset.append("d", [record])
+    final = next((tmp_path / "dataset").rglob("*.parquet"))
+    committed_tmp = final.with_name(final.name + ".tmp")
+    final.rename(committed_tmp)  # as if killed between the index commit and the rename
+    orphan = final.with_name("part-orphan.parquet.tmp")
+    orphan.write_bytes(b"half written")  # as if killed before the index commit
+    dataset.close()
+    reopened = Dataset(tmp_path)
+    assert final.exists() and not committed_tmp.exists() and not orphan.exists()
+    assert reopened.new_ids(["rec-000001", "rec-000002"]) == {"rec-000002"}
+    reopened.close()
+
+
+def test_sync_and_outbox_import_no_optional_clients() -> None:
+    """paho-mqtt and pyarrow are optional: `edgeomni run` without sync must not need them."""
+    code = ("import sys\n"
+            "for m in ['edgeomni.cli', 'edgeomni.outbox.sink', 'edgeomni.sync.device', 'edgeomni.sync.worker',"
+            " 'edgeomni.trainer.cli']: __import__(m)\n"
+            "import edgeomni.cli; edgeomni.cli.build_parser()\n"
+            "print(','.join(m for m in ('paho', 'pyarrow') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"imported at start-up: {out.stdout.strip()}"
+
+
+def test_one_trainer_per_data_directory(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow", reason="pyarrow (the trainer extra) is not installed")
+    from edgeomni.errors import EdgeOmniError
+    from edgeomni.trainer.dataset import Dataset
+
+    first = Dataset(tmp_path)
+    with pytest.raises(EdgeOmniError, match="in use by another trainer"):
+        Dataset(tmp_path)
+    first.close()
+    Dataset(tmp_path).close()  # free again once the first one is gone

@@ -1,0 +1,61 @@
+"""CLI for signed bundle updates: `edgeomni trainer publish`, `edgeomni bundle keygen|sign`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _cmd_publish(args: argparse.Namespace) -> int:
+    from edgeomni.ota.publish import run_publish
+
+    return run_publish(args)
+
+
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    from edgeomni.ota.signing import generate_keypair
+
+    private_path, public_path, public_b64 = generate_keypair(args.out)
+    print(f"private key: {private_path} (keep it secret; it signs bundles)")
+    print(f"public key:  {public_path}")
+    print(f'device config:\n[ota]\npublic_key = "{public_b64}"')
+    return 0
+
+
+def _cmd_sign(args: argparse.Namespace) -> int:
+    from edgeomni.bundle import verify_bundle
+    from edgeomni.ota.signing import SIGNATURE_NAME, load_private_key, public_key_base64, sign_manifest
+
+    key = load_private_key(args.key)
+    bundle = verify_bundle(args.dir)  # sign only what verifies: the signature vouches for every file's sha256
+    sign_manifest(bundle.path, key)
+    print(f"signed {bundle.manifest.name}@{bundle.manifest.version}: {bundle.path / SIGNATURE_NAME} "
+          f"(public key {public_key_base64(key.public_key())})")
+    return 0
+
+
+def add_publish_parser(actions: argparse._SubParsersAction) -> None:
+    """Register `publish` under `edgeomni trainer` (the trainer CLI calls this)."""
+    publish = actions.add_parser("publish", help="sign a bundle, serve it and announce it to the fleet over MQTT")
+    publish.add_argument("bundle", type=Path, help="bundle directory to publish")
+    publish.add_argument("--key", type=Path, required=True, help="Ed25519 private key (PEM) from `bundle keygen`")
+    publish.add_argument("--broker", required=True, metavar="URL", help="mqtt://[user:pass@]host:port or mqtts://")
+    publish.add_argument("--fleet", default="default", help="fleet name in the topic (default: %(default)s)")
+    publish.add_argument("--serve", metavar="HOST:PORT",
+                         help="serve the archive over HTTP from this process until Ctrl+C (port 0: any free port)")
+    publish.add_argument("--url", metavar="BASE", help="base URL devices download from (with --serve: the public "
+                         "address of this server; without: where you upload the archive)")
+    publish.add_argument("--out", type=Path, default=None, help="where to write the archive (default: a temp dir)")
+    publish.add_argument("--ca-file", default="", help="CA certificate for an mqtts:// broker")
+    publish.set_defaults(func=_cmd_publish)
+
+
+def add_signing_parsers(bundle_actions: argparse._SubParsersAction) -> None:
+    """Register `keygen` and `sign` under `edgeomni bundle`."""
+    keygen = bundle_actions.add_parser("keygen", help="create an Ed25519 key pair for signing bundles")
+    keygen.add_argument("--out", type=Path, required=True, help="directory for the key files (never overwritten)")
+    keygen.set_defaults(func=_cmd_keygen)
+    sign = bundle_actions.add_parser("sign", help="verify a bundle and sign its manifest (writes manifest.sig)")
+    sign.add_argument("dir", type=Path)
+    sign.add_argument("--key", type=Path, required=True, help="Ed25519 private key (PEM)")
+    sign.set_defaults(func=_cmd_sign)

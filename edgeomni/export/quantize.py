@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -74,6 +75,8 @@ def quantize_int8(
     percentile: float = DEFAULT_PERCENTILE,
     activations: str = "int8-symmetric",
     input_name: str = "input",
+    nodes_to_exclude: list[str] | None = None,
+    ranges_cache: Path | None = None,
     progress: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Write a static INT8 QDQ model; return the settings used (for the bundle report).
@@ -102,16 +105,23 @@ def quantize_int8(
         progress(f"    quant_pre_process {time.perf_counter() - started:.1f} s")
 
         started = time.perf_counter()
-        # Ranges are computed here rather than inside quantize_static so every method gets its
-        # options (see _calibrator_options); quantize_static then reads them from the cache file.
-        calibrator = create_calibrator(prepared, None, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-                                       calibrate_method=METHODS[key],
-                                       extra_options=_calibrator_options(key, percentile, activation_symmetric))
-        with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print to stdout
-            calibrator.collect_data(ArrayCalibrationReader(input_name, calibration))
-            save_tensors_data(calibrator.compute_data(), cache)
-        del calibrator
-        progress(f"    calibration ranges ({key}, {len(calibration)} images) {time.perf_counter() - started:.1f} s")
+        if ranges_cache is not None and Path(ranges_cache).is_file():
+            # Same model, same data, same method: only the excluded nodes changed, so the ranges still hold.
+            shutil.copyfile(ranges_cache, cache)
+            progress(f"    calibration ranges reused from {Path(ranges_cache).name}")
+        else:
+            # Ranges are computed here rather than inside quantize_static so every method gets its
+            # options (see _calibrator_options); quantize_static then reads them from the cache file.
+            calibrator = create_calibrator(prepared, None, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                                           calibrate_method=METHODS[key],
+                                           extra_options=_calibrator_options(key, percentile, activation_symmetric))
+            with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print to stdout
+                calibrator.collect_data(ArrayCalibrationReader(input_name, calibration))
+                save_tensors_data(calibrator.compute_data(), cache)
+            del calibrator
+            if ranges_cache is not None:
+                shutil.copyfile(cache, ranges_cache)
+            progress(f"    calibration ranges ({key}, {len(calibration)} images) {time.perf_counter() - started:.1f} s")
 
         started = time.perf_counter()
         quantize_static(
@@ -124,6 +134,7 @@ def quantize_int8(
             weight_type=QuantType.QInt8,
             calibrate_method=METHODS[key],
             calibration_cache_path=cache,
+            nodes_to_exclude=list(nodes_to_exclude or []),
             extra_options={
                 "ActivationSymmetric": activation_symmetric,
                 "WeightSymmetric": True,
@@ -143,6 +154,7 @@ def quantize_int8(
         **({"histogram_bins": ENTROPY_BINS if key == "entropy" else HISTOGRAM_BINS} if key != "minmax" else {}),
         "calibration_images": len(calibration),
         "float_outputs": ["logits (Gemm output left unquantized)"],
+        "excluded_nodes": list(nodes_to_exclude or []),
     }
 
 

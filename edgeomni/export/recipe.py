@@ -1,0 +1,209 @@
+"""Export recipes: one YAML file names the source model, the steps, the data and the gates.
+
+Every section is a dataclass that validates itself and names the offending field (`source.kind: expected
+one of ..., got 'tf'`), so a typo in a recipe fails in the first second instead of after a long export.
+Flags override recipe fields with dotted paths (`--set quantize.method=entropy`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from edgeomni.errors import ExportError
+
+SOURCE_KINDS = ("onnx", "pytorch", "huggingface")
+TASKS = ("image-classification", "encoder")
+QUANT_MODES = ("static", "dynamic", "none")
+METHODS = ("minmax", "entropy", "percentile")
+ACTIVATIONS = ("int8-symmetric", "uint8-asymmetric")
+METRICS = {"top1_agreement": "image-classification", "cosine": "encoder"}
+TARGETS = ("onnxruntime-cpu", "onnxruntime-cuda", "tensorrt")
+
+
+@dataclass
+class SourceSpec:
+    kind: str = "onnx"
+    path: str = ""  # onnx file, Hugging Face checkpoint directory, or (pytorch) weights file
+    factory: str = ""  # pytorch: "package.module:function" returning an nn.Module; gets the weights path
+    input_name: str = "input"
+    input_shape: list[int] = field(default_factory=lambda: [1, 3, 224, 224])
+
+    def validate(self, where: str) -> None:
+        _one_of(self.kind, SOURCE_KINDS, f"{where}.kind")
+        _check(bool(self.path), f"{where}.path", "a file or directory (weights are never downloaded)", self.path)
+        if self.kind == "pytorch":
+            _check(":" in self.factory, f"{where}.factory", "'package.module:function'", self.factory)
+        _check(len(self.input_shape) >= 2 and all(isinstance(d, int) and d > 0 for d in self.input_shape),
+               f"{where}.input_shape", "a list of positive ints (batch first)", self.input_shape)
+
+
+@dataclass
+class DataSpec:
+    """Media to calibrate or to hold out: an image folder, or `skimage:calibration|heldout` (real photos that
+    ship with scikit-image). Sub-folders are strata: sampling takes the same share from each, seeded."""
+
+    images: str = ""
+    count: int = 48
+    seed: int = 1234
+
+    def validate(self, where: str) -> None:
+        _check(bool(self.images), f"{where}.images", "an image folder or skimage:calibration|heldout", self.images)
+        _check(1 <= self.count <= 100_000, f"{where}.count", "1..100000", self.count)
+
+
+@dataclass
+class QuantizeSpec:
+    mode: str = "static"
+    method: str = "percentile"
+    percentile: float = 99.999
+    activations: str = "int8-symmetric"
+    per_channel: bool = True
+
+    def validate(self, where: str) -> None:
+        _one_of(self.mode, QUANT_MODES, f"{where}.mode")
+        _one_of(self.method, METHODS, f"{where}.method")
+        _one_of(self.activations, ACTIVATIONS, f"{where}.activations")
+        _check(90.0 <= self.percentile <= 100.0, f"{where}.percentile", "90..100", self.percentile)
+
+
+@dataclass
+class GateSpec:
+    metric: str = "top1_agreement"
+    min: float = 0.9
+    exclude_sensitive: bool = True  # keep the worst nodes in FP32, one round at a time, until the gate holds
+    max_excluded: int = 8
+
+    def validate(self, where: str) -> None:
+        _one_of(self.metric, tuple(METRICS), f"{where}.metric")
+        _check(0.0 <= self.min <= 1.0, f"{where}.min", "0..1", self.min)
+        _check(0 <= self.max_excluded <= 200, f"{where}.max_excluded", "0..200", self.max_excluded)
+
+
+@dataclass
+class Recipe:
+    name: str = ""
+    version: str = "1"
+    task: str = "image-classification"
+    source: SourceSpec = field(default_factory=SourceSpec)
+    calibration: DataSpec = field(default_factory=DataSpec)
+    heldout: DataSpec = field(default_factory=lambda: DataSpec(count=64))
+    quantize: QuantizeSpec = field(default_factory=QuantizeSpec)
+    gate: GateSpec = field(default_factory=GateSpec)
+    targets: list[str] = field(default_factory=lambda: ["onnxruntime-cpu"])
+    labels: str = ""  # image-classification: class names, one per line (copied into the bundle)
+    latency_runs: int = 64
+    base_dir: Path = field(default=Path("."), repr=False, compare=False)  # relative paths resolve from here
+
+    def validate(self) -> Recipe:
+        _check(bool(self.name) and self.name.replace("-", "").replace("_", "").isalnum(), "name",
+               "letters, digits, - and _", self.name)
+        _one_of(self.task, TASKS, "task")
+        self.source.validate("source")
+        self.calibration.validate("calibration")
+        self.heldout.validate("heldout")
+        self.quantize.validate("quantize")
+        self.gate.validate("gate")
+        _check(METRICS[self.gate.metric] == self.task, "gate.metric",
+               f"a metric for task {self.task!r} ({[m for m, t in METRICS.items() if t == self.task]})",
+               self.gate.metric)
+        _check(bool(self.targets), "targets", f"a non-empty list of {TARGETS}", self.targets)
+        for i, target in enumerate(self.targets):
+            _one_of(target, TARGETS, f"targets[{i}]")
+        _check(1 <= self.latency_runs <= 10_000, "latency_runs", "1..10000", self.latency_runs)
+        return self
+
+    def resolve(self, path: str) -> Path:
+        candidate = Path(path).expanduser()
+        return candidate if candidate.is_absolute() else (self.base_dir / candidate)
+
+    def to_dict(self) -> dict[str, Any]:
+        raw = dataclasses.asdict(self)
+        raw.pop("base_dir")
+        return raw
+
+    @classmethod
+    def load(cls, path: Path, overrides: list[str] | None = None) -> Recipe:
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise ExportError(f"recipe {path}: no such file")
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ExportError(f"recipe {path}: not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ExportError(f"recipe {path}: expected a mapping of fields, got {type(raw).__name__}")
+        for override in overrides or []:
+            _apply_override(raw, override)
+        recipe = _build(cls, raw, f"recipe {path.name}")
+        recipe.base_dir = path.parent.resolve()
+        try:
+            return recipe.validate()
+        except ExportError as exc:
+            raise ExportError(f"recipe {path.name}: {exc}") from None
+
+
+def _build(kind: type, raw: dict[str, Any], where: str) -> Any:
+    hints = get_type_hints(kind)
+    known = {f.name for f in dataclasses.fields(kind) if f.name != "base_dir"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ExportError(f"{where}: unknown field(s) {unknown} (known: {sorted(known)})")
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        hint = hints[name]
+        spot = f"{where}: {name}" if ":" not in where else f"{where}.{name}"
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ExportError(f"{spot}: expected a mapping, got {value!r}")
+            values[name] = _build(hint, value, spot)
+        else:
+            values[name] = _coerce(value, hint, spot)
+    return kind(**values)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin = getattr(hint, "__origin__", None)
+    if origin is list:
+        (item,) = hint.__args__
+        if not isinstance(value, list):
+            raise ExportError(f"{where}: expected a list of {item.__name__}, got {value!r}")
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)  # `version: 2` is meant as text
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ExportError(f"{where}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _apply_override(raw: dict[str, Any], override: str) -> None:
+    import yaml
+
+    key, sep, text = override.partition("=")
+    if not sep or not key:
+        raise ExportError(f"--set {override!r}: expected FIELD=VALUE, e.g. quantize.method=entropy")
+    *parents, leaf = key.split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ExportError(f"--set {override!r}: {part!r} is not a section")
+    node[leaf] = yaml.safe_load(text)
+
+
+def _check(ok: bool, where: str, expected: str, got: Any) -> None:
+    if not ok:
+        raise ExportError(f"{where}: expected {expected}, got {got!r}")
+
+
+def _one_of(value: str, allowed: tuple[str, ...], where: str) -> None:
+    _check(value in allowed, where, f"one of {list(allowed)}", value)
+
+
+__all__ = ["DataSpec", "GateSpec", "QuantizeSpec", "Recipe", "SourceSpec"]

@@ -1,0 +1,229 @@
+"""`edgeomni export RECIPE.yaml`: source model -> FP32 ONNX -> calibration -> INT8 -> accuracy gate -> bundle.
+
+The report (report.json + report.md) is written whatever happens; the bundle only when the gate holds.
+A gate that cannot be met exits non-zero and leaves the report (and no bundle) in the output directory.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from edgeomni.errors import ExportError
+from edgeomni.export.recipe import Recipe
+
+REPORT_JSON, REPORT_MD = "report.json", "report.md"
+
+
+class GateFailed(ExportError):
+    """The INT8 model missed the accuracy gate even after excluding sensitive nodes."""
+
+
+class _Report:
+    def __init__(self, recipe: Recipe, out: Path, progress: Callable[[str], None]) -> None:
+        self.out, self.progress = out, progress
+        self.data: dict[str, Any] = {"recipe": recipe.to_dict(), "steps": [],
+                                     "started": datetime.now(UTC).isoformat(timespec="seconds")}
+
+    @contextmanager
+    def step(self, title: str) -> Iterator[None]:
+        number = len(self.data["steps"]) + 1
+        self.progress(f"[{number}] {title} ...")
+        started = time.perf_counter()
+        entry = {"step": title, "seconds": None, "ok": False}
+        self.data["steps"].append(entry)
+        try:
+            yield
+            entry["ok"] = True
+        finally:
+            entry["seconds"] = round(time.perf_counter() - started, 2)
+            self.progress(f"[{number}] {title} ... {entry['seconds']:.1f} s{'' if entry['ok'] else ' FAILED'}")
+
+    def write(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / REPORT_JSON).write_text(json.dumps(self.data, indent=2) + "\n")
+        (self.out / REPORT_MD).write_text(markdown(self.data))
+
+
+def run_recipe(recipe: Recipe, out: Path, progress: Callable[[str], None] = print) -> Path:
+    """Run every step; returns the bundle directory (`out/bundle`). Raises GateFailed after writing the report."""
+    out = Path(out)
+    work, bundle = out / "work", out / "bundle"
+    if bundle.exists():
+        shutil.rmtree(bundle)
+    report = _Report(recipe, out, progress)
+    try:
+        _run(recipe, work, bundle, report)
+    except ExportError as exc:
+        report.data["error"] = str(exc)
+        raise
+    finally:
+        report.data["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+        report.write()
+        shutil.rmtree(work, ignore_errors=True)
+        if bundle.is_dir():  # the bundle carries its own report (not a component: it changes nothing at run time)
+            for name in (REPORT_JSON, REPORT_MD):
+                shutil.copyfile(out / name, bundle / name)
+    return bundle
+
+
+def _run(recipe: Recipe, work: Path, bundle: Path, report: _Report) -> None:
+    from edgeomni.export.gate import score, sensitive_nodes
+    from edgeomni.export.media_sets import load_image_set
+    from edgeomni.export.model_source import export_fp32
+    from edgeomni.export.quantize import latency_ms, quantize_int8
+
+    say = report.progress
+    fp32, int8 = work / f"{recipe.name}_fp32.onnx", work / f"{recipe.name}_int8.onnx"
+    with report.step(f"source model ({recipe.source.kind}) -> FP32 ONNX"):
+        export_fp32(recipe, fp32, say)
+    with report.step("calibration and held-out sets"):
+        calibration = load_image_set(recipe, recipe.calibration, "calibration")
+        heldout = load_image_set(recipe, recipe.heldout, "heldout")
+        overlap = _overlap(calibration.manifest, heldout.manifest)
+        if overlap:
+            raise ExportError(f"heldout.images: {len(overlap)} file(s) are also in the calibration set "
+                              f"({overlap[:3]}...); the gate must be measured on data the calibrator never saw")
+        report.data["calibration"] = calibration.manifest
+        report.data["heldout"] = {k: v for k, v in heldout.manifest.items() if k != "inputs"}
+        say(f"    {len(calibration.tensors)} calibration, {len(heldout.tensors)} held-out inputs")
+    quant, gate = recipe.quantize, recipe.gate
+    excluded: list[tuple[str, float]] = []
+    rounds: list[dict[str, Any]] = []
+    while True:
+        with report.step(f"INT8 {quant.mode} quantization ({quant.method}, {len(excluded)} nodes kept FP32)"):
+            settings = quantize_int8(fp32, int8, calibration.tensors, method=quant.method,
+                                     percentile=quant.percentile, activations=quant.activations,
+                                     input_name=recipe.source.input_name,
+                                     nodes_to_exclude=[n for n, _ in excluded], ranges_cache=work / "ranges.json",
+                                     progress=say)
+        with report.step(f"accuracy gate ({gate.metric} >= {gate.min}) on {len(heldout.tensors)} held-out inputs"):
+            value = score(gate.metric, fp32, int8, heldout.tensors)
+            rounds.append({"excluded": len(excluded), gate.metric: round(value, 4)})
+            say(f"    {gate.metric} {value:.4f}")
+        if value >= gate.min or not gate.exclude_sensitive or len(excluded) >= gate.max_excluded:
+            break
+        with report.step("finding the nodes INT8 hurts most"):
+            batch = min(len(heldout.tensors), 8)
+            worst = sensitive_nodes(fp32, int8, heldout.tensors[:batch], recipe.source.input_name,
+                                    {n for n, _ in excluded}, limit=min(2, gate.max_excluded - len(excluded)))
+            if not worst:
+                break
+            excluded += worst
+            say(f"    keeping FP32: {', '.join(f'{n} ({sqnr} dB)' for n, sqnr in worst)}")
+    passed = value >= gate.min
+    with report.step("size and latency, FP32 vs INT8"):
+        runs = recipe.latency_runs
+        report.data["components"] = {recipe.name: {
+            "size_bytes": {"fp32": fp32.stat().st_size, "int8": int8.stat().st_size},
+            "size_ratio": round(fp32.stat().st_size / int8.stat().st_size, 2),
+            "latency_ms": {kind: {f"threads_{n}": latency_ms(path, heldout.tensors, threads=n, runs=runs)
+                                  for n in (1, 2)} for kind, path in (("fp32", fp32), ("int8", int8))},
+            "quantization": settings,
+            "gate": {"metric": gate.metric, "min": gate.min, "value": round(value, 4), "passed": passed,
+                     "rounds": rounds, "excluded_nodes": [{"node": n, "sqnr_db": s} for n, s in excluded]},
+        }}
+    report.data["targets"] = _targets(recipe)
+    if not passed:
+        raise GateFailed(f"accuracy gate not met: {gate.metric} {value:.4f} < {gate.min} after keeping "
+                         f"{len(excluded)} node(s) in FP32 (max_excluded {gate.max_excluded}); no bundle written, "
+                         f"see {report.out / REPORT_MD}")
+    with report.step("writing the bundle"):
+        _write_bundle(recipe, bundle, fp32, int8, report.data)
+        say(f"    bundle at {bundle}")
+
+
+def _overlap(calibration: dict[str, Any], heldout: dict[str, Any]) -> list[str]:
+    digests = {f["sha256"] for f in calibration.get("files", [])}
+    return [f["file"] for f in heldout.get("files", []) if f["sha256"] in digests]
+
+
+def _targets(recipe: Recipe) -> dict[str, str]:
+    import onnxruntime as ort
+
+    offered = set(ort.get_available_providers())
+    status = {}
+    for target in recipe.targets:
+        if target == "onnxruntime-cpu":
+            status[target] = "built (QDQ ONNX)"
+        elif target == "onnxruntime-cuda":
+            status[target] = ("built (same QDQ ONNX)" if "CUDAExecutionProvider" in offered else
+                              "the QDQ ONNX runs there; not checked here (this onnxruntime has no CUDA provider)")
+        else:
+            status[target] = "not built: TensorRT engines are not built by recipes yet (issue 6)"
+    return status
+
+
+def _write_bundle(recipe: Recipe, bundle: Path, fp32: Path, int8: Path, report: dict[str, Any]) -> None:
+    from edgeomni.bundle import verify_bundle
+    from edgeomni.bundle.describe import describe_file
+    from edgeomni.bundle.manifest import Manifest
+    from edgeomni.engines.image_preprocess import IMAGENET_MEAN, IMAGENET_STD
+    from edgeomni.export.model_source import resolve_path, source_provenance
+
+    staging = bundle.with_name(bundle.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "models").mkdir(parents=True)
+    shutil.copyfile(fp32, staging / "models" / fp32.name)
+    shutil.copyfile(int8, staging / "models" / int8.name)
+    component = report["components"][recipe.name]
+    provenance = {**source_provenance(recipe), "source": recipe.source.kind,
+                  "export": "edgeomni export: torch.onnx / ONNX + onnxruntime static QDQ"}
+    preprocess = {"size": recipe.source.input_shape[-1], "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+                  "layout": "NCHW", "colour": "RGB", "function": "edgeomni.engines.image_preprocess.preprocess_rgb"}
+    role = "image-labeller" if recipe.task == "image-classification" else "encoder"
+    components = [
+        describe_file(staging, f"models/{int8.name}", name=recipe.name, role=role, precision="int8",
+                      license="see source", provenance=provenance, preprocess=preprocess, report=component),
+        describe_file(staging, f"models/{fp32.name}", name=f"{recipe.name}_fp32", role=f"{role}-fp32",
+                      precision="fp32", license="see source", provenance=provenance, preprocess=preprocess),
+    ]
+    if recipe.labels:
+        labels = resolve_path(recipe, recipe.labels, "labels")
+        shutil.copyfile(labels, staging / "models" / "labels.txt")
+        components.append(describe_file(staging, "models/labels.txt", name="labels", role="image-labels",
+                                        precision="n/a", license="see source", provenance=provenance))
+    manifest = Manifest(name=recipe.name, version=recipe.version,
+                        created=datetime.now(UTC).isoformat(timespec="seconds"),
+                        components={c.name: c for c in components}, calibration=report["calibration"],
+                        notes=f"Built by `edgeomni export` from recipe {recipe.name}.")
+    manifest.save(staging)
+    verify_bundle(staging)
+    staging.rename(bundle)
+
+
+def markdown(data: dict[str, Any]) -> str:
+    recipe = data["recipe"]
+    lines = [f"# Export report: {recipe['name']} {recipe['version']}", "",
+             f"Started {data['started']}, finished {data.get('finished', '?')}. Task: {recipe['task']}; "
+             f"source: {recipe['source']['kind']} `{recipe['source']['path']}`.", ""]
+    if data.get("error"):
+        lines += [f"**Failed:** {data['error']}", ""]
+    lines += ["## Steps", "", "| step | seconds | ok |", "|---|---|---|"]
+    lines += [f"| {s['step']} | {s['seconds']} | {'yes' if s['ok'] else 'no'} |" for s in data["steps"]]
+    for name, c in data.get("components", {}).items():
+        lat, gate = c["latency_ms"], c["gate"]
+        lines += ["", f"## {name}", "", "| | FP32 | INT8 | ratio |", "|---|---|---|---|",
+                  f"| size (MB) | {c['size_bytes']['fp32'] / 1e6:.2f} | {c['size_bytes']['int8'] / 1e6:.2f} | "
+                  f"{c['size_ratio']}x smaller |"]
+        for threads in ("threads_1", "threads_2"):
+            f, i = lat["fp32"][threads], lat["int8"][threads]
+            lines.append(f"| latency {threads.replace('_', ' ')} median / p95 (ms) | {f['median']} / {f['p95']} | "
+                         f"{i['median']} / {i['p95']} | {f['median'] / i['median']:.2f}x faster |")
+        lines += ["", f"Gate: {gate['metric']} = {gate['value']} (min {gate['min']}): "
+                  f"**{'passed' if gate['passed'] else 'FAILED'}**. Rounds: {gate['rounds']}.",
+                  f"Kept in FP32: {[e['node'] for e in gate['excluded_nodes']] or 'none'}.",
+                  f"Quantization: {json.dumps(c['quantization'])}"]
+    if "calibration" in data:
+        cal = data["calibration"]
+        lines += ["", "## Calibration set", "", f"{cal.get('count')} inputs from {cal.get('source')}, "
+                  f"seed {cal.get('seed')}; strata/photos: {cal.get('strata') or cal.get('photos')}."]
+    if "targets" in data:
+        lines += ["", "## Targets", ""] + [f"- {t}: {s}" for t, s in data["targets"].items()]
+    return "\n".join(lines) + "\n"

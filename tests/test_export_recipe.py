@@ -1,0 +1,132 @@
+"""`edgeomni export RECIPE.yaml`: recipe validation, bad input, the accuracy gate, and a real MobileNetV2 export."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from edgeomni.errors import ExportError
+from edgeomni.export.recipe import Recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+MOBILENET = ROOT / "export" / "mobilenet_v2.yaml"
+
+
+def write(tmp_path: Path, recipe: dict, name: str = "r.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def base() -> dict:
+    return yaml.safe_load(MOBILENET.read_text())
+
+
+def export(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edgeomni.cli", "export", *args], capture_output=True, text=True,
+                          timeout=900)
+
+
+def test_shipped_recipe_is_valid() -> None:
+    recipe = Recipe.load(MOBILENET)
+    assert recipe.name == "mobilenet-v2" and recipe.quantize.activations == "int8-symmetric"
+
+
+@pytest.mark.parametrize(("change", "needle"), [
+    ({"quantise": {"mode": "static"}}, "unknown field(s) ['quantise']"),
+    ({"source": {"kind": "tensorflow", "path": "x"}}, "source.kind: expected one of"),
+    ({"calibration": {"count": "many"}}, "count: expected int, got str 'many'"),
+    ({"gate": {"min": 1.5}}, "gate.min: expected 0..1, got 1.5"),
+    ({"gate": {"metric": "cosine"}}, "gate.metric: expected a metric for task 'image-classification'"),
+    ({"targets": ["tflite"]}, "targets[0]: expected one of"),
+    ({"quantize": {"method": "kl"}}, "quantize.method: expected one of"),
+])
+def test_bad_recipe_fields_are_named(tmp_path: Path, change: dict, needle: str) -> None:
+    raw = base()
+    for key, value in change.items():
+        raw[key] = {**raw[key], **value} if isinstance(raw.get(key), dict) and isinstance(value, dict) else value
+    with pytest.raises(ExportError, match=None) as caught:
+        Recipe.load(write(tmp_path, raw))
+    assert needle in str(caught.value)
+
+
+def test_overrides_are_checked_like_the_file(tmp_path: Path) -> None:
+    assert Recipe.load(MOBILENET, ["quantize.method=entropy"]).quantize.method == "entropy"
+    with pytest.raises(ExportError, match=r"quantize\.percentile: expected float"):
+        Recipe.load(MOBILENET, ["quantize.percentile=high"])
+    with pytest.raises(ExportError, match="expected FIELD=VALUE"):
+        Recipe.load(MOBILENET, ["quantize.method"])
+
+
+def test_missing_local_checkpoint_is_a_clear_error_and_never_a_download(tmp_path: Path) -> None:
+    raw = base()
+    raw["source"] = {"kind": "huggingface", "path": str(tmp_path / "whisper-tiny"), "input_name": "input",
+                     "input_shape": [1, 3, 224, 224]}
+    result = export(str(write(tmp_path, raw)), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr and "nothing is downloaded" in result.stderr
+
+
+def test_empty_calibration_folder_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "empty" / "cats").mkdir(parents=True)
+    raw = base()
+    raw["calibration"] = {"images": str(tmp_path / "empty"), "count": 8, "seed": 1}
+    result = export(str(write(tmp_path, raw)), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "holds no images" in result.stderr and "empty calibration set" in result.stderr
+    assert (tmp_path / "out" / "report.json").is_file()  # what was done is still reported
+    assert not (tmp_path / "out" / "bundle").exists()
+
+
+def test_model_whose_input_does_not_match_the_calibration_data(tmp_path: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    # A real (tiny) model that takes 1x64 vectors, not the recipe's 1x3x224x224 images.
+    graph = helper.make_graph([helper.make_node("Relu", ["features"], ["out"])], "tiny",
+                              [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 64])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 64])])
+    model = tmp_path / "tiny.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    raw = base()
+    raw["source"] = {"kind": "onnx", "path": str(model), "input_name": "input", "input_shape": [1, 3, 224, 224]}
+    result = export(str(write(tmp_path, raw)), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "inputs ['features'] do not match the calibration data" in result.stderr
+
+
+@pytest.mark.slow
+def test_mobilenet_recipe_end_to_end_and_an_unmeetable_gate(tmp_path: Path) -> None:
+    # Small sets keep this quick; the figures in docs/BENCHMARKS.md come from the shipped recipe.
+    quick = ["--set", "calibration.count=16", "--set", "heldout.count=24", "--set", "latency_runs=8"]
+    result = export(str(MOBILENET), "--out", str(tmp_path / "ok"), *quick, "--set", "gate.min=0.5")
+    assert result.returncode == 0, result.stdout + result.stderr
+    bundle = tmp_path / "ok" / "bundle"
+    report = json.loads((bundle / "report.json").read_text())
+    component = report["components"]["mobilenet-v2"]
+    assert component["gate"]["passed"] and component["size_ratio"] > 2.0
+    assert report["calibration"]["count"] == 16 and report["calibration"]["seed"] == 1234
+    verify = subprocess.run([sys.executable, "-m", "edgeomni.cli", "bundle", "verify", str(bundle)],
+                            capture_output=True, text=True, timeout=120)
+    assert verify.returncode == 0, verify.stderr
+    # The INT8 labeller in the bundle really labels: the scikit-image cat comes out as a cat.
+    from skimage import data
+
+    from edgeomni.bundle import verify_bundle
+    from edgeomni.engines.labeller import ImageLabeller
+
+    labeller = ImageLabeller(verify_bundle(bundle))
+    assert "cat" in labeller(np.asarray(data.chelsea()))[0].name
+
+    failed = export(str(MOBILENET), "--out", str(tmp_path / "strict"), *quick, "--set", "gate.min=1.0",
+                    "--set", "gate.max_excluded=0", "--set", "quantize.method=minmax",
+                    "--set", "quantize.percentile=99.0")
+    assert failed.returncode == 3, failed.stdout + failed.stderr
+    assert "accuracy gate not met" in failed.stdout
+    assert (tmp_path / "strict" / "report.md").is_file() and not (tmp_path / "strict" / "bundle").exists()
+    shutil.rmtree(tmp_path / "ok", ignore_errors=True)

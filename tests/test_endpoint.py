@@ -94,3 +94,62 @@ def test_long_speech_ends_at_a_short_pause() -> None:
     utts = feed(Endpointer(config), early + late)
     assert len(utts) == 2
     assert abs(utts[0].end - (len(early) + n_long - len(early) + 5) * FRAME_S) < 1e-6
+
+
+def feed_levels(endpointer: Endpointer, frames: list[tuple[float, float]]) -> list:
+    """(amplitude, VAD probability) per frame: for the loudness rule, which looks at the audio itself."""
+    out = []
+    for i, (amplitude, p) in enumerate(frames):
+        utterance = endpointer.push(FixedFrame(np.full(FRAME, amplitude, dtype=np.float32), i * FRAME_S, 0.0), p)
+        if utterance is not None:
+            out.append(utterance)
+    return out
+
+
+def test_voice_far_below_the_speakers_level_ends_speech_although_the_vad_lags() -> None:
+    # Silero keeps saying "speech" through trailing murmur and reverb; 20 dB under the voice is silence.
+    frames = [(0.0, 0.0)] * 5 + [(0.3, 0.95)] * 30 + [(0.01, 0.9)] * 30 + [(0.0, 0.0)] * 20
+    config = SpeechConfig(min_silence_ms=320, pad_ms=0, min_speech_ms=0, silence_db=20.0)
+    [utt] = feed_levels(Endpointer(config), frames)
+    assert abs(utt.end - 35 * FRAME_S) < 1e-6 and abs(utt.speech_end - 35 * FRAME_S) < 1e-6
+    [lagging] = feed_levels(Endpointer(SpeechConfig(min_silence_ms=320, pad_ms=0, min_speech_ms=0, silence_db=0)),
+                            frames)
+    assert abs(lagging.end - 65 * FRAME_S) < 1e-6  # without the rule the VAD alone decides
+
+
+def test_quieter_words_within_the_voice_range_stay_speech() -> None:
+    frames = [(0.3, 0.95)] * 20 + [(0.05, 0.9)] * 20 + [(0.0, 0.0)] * 20  # -15.6 dB: a softer phrase, not silence
+    config = SpeechConfig(min_silence_ms=320, pad_ms=0, min_speech_ms=0, silence_db=20.0)
+    [utt] = feed_levels(Endpointer(config), frames)
+    assert abs(utt.end - 40 * FRAME_S) < 1e-6
+
+
+def test_pending_is_the_final_to_come_if_the_silence_holds() -> None:
+    config = SpeechConfig(min_silence_ms=320, pad_ms=96, min_speech_ms=0)
+    endpointer = Endpointer(config)
+    guesses, finals = [], []
+    probs = [0.9] * 20 + [0.0] * 4 + [0.9] * 10 + [0.0] * 12
+    for i, p in enumerate(probs):
+        utterance = endpointer.push(FixedFrame(np.full(FRAME, p, dtype=np.float32), i * FRAME_S, 0.0), p)
+        if utterance is not None:
+            finals.append(utterance)
+        elif endpointer.in_speech:
+            pending = endpointer.pending()
+            assert (pending is None) == (p > 0)  # nothing to guess while the person speaks
+            if pending is not None:
+                assert endpointer.frames_to_endpoint == 10 - endpointer.silent_frames
+                guesses.append(pending)
+    [final] = finals
+    first_pause, last_pause = guesses[:4], guesses[4:]
+    assert all(g.speech_end != final.speech_end for g in first_pause)  # speech resumed: those guesses are stale
+    assert all(g.speech_end == final.speech_end and g.start == final.start for g in last_pause)
+    assert np.array_equal(last_pause[-1].audio, final.audio)  # once the pad has arrived, it is the final
+    assert len(last_pause[0].audio) == (20 + 4 + 10 + 1) * FRAME  # the guess holds the pad that has arrived
+
+
+def test_a_soft_onset_after_a_pause_is_speech_not_more_silence() -> None:
+    # 7 silent frames (224 ms) then a quiet first frame that the VAD starts to like: the pause is not 256 ms.
+    config = SpeechConfig(min_silence_ms=256, pad_ms=0, min_speech_ms=0, silence_db=20.0)
+    frames = [(0.3, 0.95)] * 20 + [(0.0, 0.05)] * 7 + [(0.01, 0.55)] + [(0.3, 0.95)] * 10 + [(0.0, 0.0)] * 10
+    [utt] = feed_levels(Endpointer(config), frames)
+    assert abs(utt.end - 38 * FRAME_S) < 1e-6

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+import wave
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 from media_factory import make_speech_wav
 
 from edgeomni.bundle import verify_bundle
 from edgeomni.config import RunConfig
-from edgeomni.frames import AudioFrame
+from edgeomni.frames import AUDIO_RATE, AudioFrame
 from edgeomni.pipeline import Engines, Pipeline
 from edgeomni.sinks import Sink, SinkSet
 from edgeomni.sources import Source, open_source
@@ -78,11 +80,12 @@ def sentence_frames(tmp_path_factory: pytest.TempPathFactory) -> list[AudioFrame
     return asyncio.run(decode())
 
 
-def run_pipelines(engines: Engines, sources: list[Source], sinks: list[Sink]) -> list[dict]:
+def run_pipelines(engines: Engines, sources: list[Source], sinks: list[Sink],
+                  config: RunConfig | None = None) -> list[dict]:
     async def go() -> list[dict]:
         with ThreadPoolExecutor(2) as executor:
             sets = [SinkSet([sink]) for sink in sinks]
-            pipelines = [Pipeline(src, engines, s, RunConfig(), executor, stream=f"s{i}")
+            pipelines = [Pipeline(src, engines, s, config or RunConfig(), executor, stream=f"s{i}")
                          for i, (src, s) in enumerate(zip(sources, sets, strict=True))]
             ends = await asyncio.gather(*(p.run() for p in pipelines))
             for s in sets:
@@ -133,3 +136,33 @@ def test_slow_consumer_on_one_stream_does_not_hold_up_another(
     assert wer(SENTENCE, fast_finals[0]["text"]) <= 0.2
     assert ends[1]["latency_ms"]["final"]["p50"] < 1500  # produced on time, whatever the other sink does
     assert ends[0]["finals"] == len(slow_finals)  # every final reached the slow sink too
+
+
+def frames_of(audio: np.ndarray, frame_s: float = 0.02) -> list[AudioFrame]:
+    step = int(frame_s * AUDIO_RATE)
+    return [AudioFrame(audio[i : i + step], i / AUDIO_RATE, 0.0) for i in range(0, len(audio), step)]
+
+
+def test_final_is_decoded_during_the_endpoint_silence_and_a_resumed_speaker_voids_the_guess(
+        engines: Engines, tmp_path: Path) -> None:
+    first, second = "The museum is closed today.", "We open again on Monday."
+
+    def spoken(text: str) -> np.ndarray:
+        with wave.open(str(make_speech_wav(tmp_path / f"{len(text)}.wav", text, speed=150))) as w:
+            audio = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).astype(np.float32) / 32768
+        return audio[: int(np.flatnonzero(np.abs(audio) > 0.02)[-1]) + 1]
+
+    run_config = RunConfig()
+    run_config.speech.partials = False  # an idle worker starts each guess at once, however busy the machine is
+    config = run_config.speech
+    # Silent long enough for the whole pad to arrive (a guess starts) but short of min_silence_ms (no endpoint).
+    assert config.pad_ms + 64 < config.min_silence_ms
+    almost = np.zeros(int((config.pad_ms + 20) / 1000 * AUDIO_RATE), dtype=np.float32)
+    audio = np.concatenate([spoken(first), almost, spoken(second), np.zeros(AUDIO_RATE, dtype=np.float32)])
+    assert len(audio) / AUDIO_RATE - 1 < config.long_speech_s  # one utterance, ended by the normal silence rule
+    sink = Collect("guess")
+    [end] = run_pipelines(engines, [ScriptedSource(frames_of(audio))], [sink], run_config)
+    finals = [e["text"] for e in sink.events if e["type"] == "final"]
+    assert len(finals) == 1 and wer(f"{first} {second}", finals[0]) <= 0.25, finals
+    assert end["counters"]["speculations_discarded"] >= 1  # the guess at the pause was not used
+    assert end["counters"]["speculative_finals"] == 1, end["counters"]  # the real end was decoded while the silence ran

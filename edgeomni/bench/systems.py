@@ -34,6 +34,14 @@ OFFLINE_LIMIT_S = 30.0
 
 
 def _rss_mb() -> float:
+    """Peak resident memory of this process so far. Linux carries ru_maxrss across exec, so a pass started from
+    a big parent (pytest) would report the parent's peak; VmHWM belongs to this process image alone."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024.0, 1)  # kB
+    except OSError:
+        pass
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)  # Linux: kilobytes
 
 

@@ -25,33 +25,47 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from edgeomni.pipeline import Engines, Pipeline
     from edgeomni.sinks import SinkSet, open_sink
     from edgeomni.sources import open_source
+    from edgeomni.sync.device import DeviceSync
 
     config = RunConfig.load(args.config)
     if args.no_speech:
         config.speech.enabled = False
     if args.no_visual:
         config.visual.enabled = False
+    if args.ota:
+        config.ota.broker = args.ota
+        config.ota.validate()
     bundle = verify_bundle(args.bundle)  # the runtime never loads an unverified bundle
     width = config.visual.frame_width
     source = open_source(args.source, realtime=args.realtime, video_size=(width, -1) if width else None,
                          require_audio=config.speech.enabled)
-    sinks = [open_sink(spec) for spec in (args.sink or ["terminal"])]
+    sinks = [open_sink(spec, bundle) for spec in (args.sink or ["terminal"])]
     engines = Engines.load(bundle, config)
+    device_sync = DeviceSync.from_args(args, config)  # outbox + MQTT sync (issue 8); None when not asked for
+    sinks += device_sync.sinks if device_sync else []
 
     async def main() -> dict[str, Any]:
         with ThreadPoolExecutor(config.engine.workers, thread_name_prefix="edgeomni-infer") as executor:
             sink_set = SinkSet(sinks)
-            pipeline = Pipeline(source, engines, sink_set, config, executor)
+            pipeline = Pipeline(source, engines, sink_set, config, executor,
+                                frame_tap=device_sync.tap if device_sync else None)
             loop = asyncio.get_running_loop()
             with contextlib.suppress(NotImplementedError):  # Ctrl+C: finish the utterance in progress, then stop
                 loop.add_signal_handler(signal.SIGINT, pipeline.stop)
                 loop.add_signal_handler(signal.SIGTERM, pipeline.stop)
-            try:
-                return await pipeline.run()
+            from edgeomni.ota.updater import updates_for
+
+            try:  # with [ota] on, new signed bundles are installed and switched to between utterances
+                async with updates_for(config, bundle, engines, [pipeline], sink_set.publish):
+                    return await pipeline.run()
             finally:
                 await sink_set.close()
 
-    end = asyncio.run(main())
+    try:
+        end = asyncio.run(main())
+    finally:
+        if device_sync:
+            device_sync.close()
     return EXIT_STREAM_ERROR if end.get("error") else EXIT_OK
 
 
@@ -122,7 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, help="TOML config file (see `edgeomni config show`)")
     run.add_argument("--no-speech", action="store_true", help="caption only what is on screen")
     run.add_argument("--no-visual", action="store_true", help="caption only speech")
+    run.add_argument("--ota", metavar="URL", help="follow signed bundle updates from this MQTT broker "
+                     "(overrides [ota] broker; needs [ota] public_key)")
     run.set_defaults(func=_cmd_run)
+    from edgeomni.sync.device import add_sync_arguments
+
+    add_sync_arguments(run)  # --sync URL, --outbox, --device, --fleet (issue 8)
 
     bundle = commands.add_parser("bundle", help="build, verify and inspect model bundles")
     bundle_cmds = bundle.add_subparsers(dest="bundle_command", required=True, metavar="ACTION")
@@ -137,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("dir", type=Path)
     show.add_argument("--json", action="store_true", help="print the manifest as JSON")
     show.set_defaults(func=_cmd_bundle_show)
+    from edgeomni.ota.cli import add_signing_parsers
+
+    add_signing_parsers(bundle_cmds)  # `edgeomni bundle keygen|sign` (Ed25519, for OTA updates)
 
     config = commands.add_parser("config", help="show the effective configuration")
     config_cmds = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -150,6 +172,19 @@ def build_parser() -> argparse.ArgumentParser:
     from edgeomni.bench.cli import add_bench_parser
 
     add_bench_parser(commands)  # `edgeomni bench speech|speechset` (peers live in the optional bench extra)
+
+    from edgeomni.export.cli import add_export_parser
+
+    add_export_parser(commands)  # `edgeomni export RECIPE.yaml` (torch and onnx are imported only when it runs)
+    from edgeomni.sync.cli import add_sync_parser
+
+    add_sync_parser(commands)  # `edgeomni sync`: drain an outbox to MQTT (issue 8)
+    from edgeomni.trainer.cli import add_trainer_parser
+
+    add_trainer_parser(commands)  # `edgeomni trainer [run]|report|build-sets|publish` (issue 8)
+    from edgeomni.webrtc.cli import add_serve_parser
+
+    add_serve_parser(commands)  # `edgeomni serve`: WebRTC meeting server (aiortc/aiohttp load only when it runs)
 
     sample = commands.add_parser("sample", help="build the demo clip (real speech + photos + slides)")
     sample.add_argument("--out", type=Path, default=None, help="directory for sample.mp4")

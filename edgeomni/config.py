@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from edgeomni.errors import ConfigError
+from edgeomni.ota.config import OtaConfig
+from edgeomni.outbox.config import OutboxConfig
+from edgeomni.sync.config import SyncConfig
 
 
 def _check(ok: bool, where: str, expected: str, got: Any) -> None:
@@ -26,7 +29,8 @@ class SpeechConfig:
     enabled: bool = True
     threshold: float = 0.5  # VAD probability that starts speech
     release: float = 0.35  # probability under which a frame counts as silence (hysteresis)
-    min_silence_ms: int = 300  # silence that ends an utterance (context carry-over keeps short cuts accurate)
+    min_silence_ms: int = 250  # silence that ends an utterance (context carry-over keeps short cuts accurate)
+    silence_db: float = 20.0  # a frame this far below the utterance's loud frames is silence, whatever the VAD says
     min_speech_ms: int = 250  # shorter bursts are noise, not speech
     pad_ms: int = 150  # audio kept before and after speech so word edges are not clipped
     max_utterance_s: float = 12.0  # longer speech is split at its quietest point, never dropped
@@ -45,6 +49,8 @@ class SpeechConfig:
         _check(0.0 < self.release <= self.threshold, f"{section}.release", f"in (0, threshold={self.threshold}]",
                self.release)
         _check(32 <= self.min_silence_ms <= 5000, f"{section}.min_silence_ms", "32..5000 ms", self.min_silence_ms)
+        _check(self.silence_db == 0 or 6.0 <= self.silence_db <= 60.0, f"{section}.silence_db",
+               "0 (off) or 6..60 dB", self.silence_db)
         _check(0 <= self.min_speech_ms <= 5000, f"{section}.min_speech_ms", "0..5000 ms", self.min_speech_ms)
         _check(0 <= self.pad_ms <= 1000, f"{section}.pad_ms", "0..1000 ms", self.pad_ms)
         _check(2.0 <= self.max_utterance_s <= 50.0, f"{section}.max_utterance_s", "2..50 s (the ASR limit is 64 s)",
@@ -65,19 +71,38 @@ class SpeechConfig:
 
 @dataclass
 class VisualConfig:
-    """What is on screen: frames grouped into blocks, one labelling pass per block."""
+    """What is on screen: sampled frames grouped into blocks; the expensive models run only on change."""
 
     enabled: bool = True
     block_frames: int = 16
+    sample_fps: float = 15.0  # frames kept per media second (every 2nd at 30 fps); 0 keeps every frame
+    block_stride: int = 0  # new frames between block starts; 0 = block_frames (no overlap)
     top_k: int = 3
     min_score: float = 0.15  # a label below this is not worth telling the viewer
     frame_width: int = 640  # frames are scaled once at decode time to at most this width
+    change_threshold: float = 0.02  # mean grey-thumbnail difference (0..1) above which a frame is re-analysed
+    scene_threshold: float = 0.12  # difference from the scene's reference thumbnail that marks a new scene
+    labeller: str = "int8"  # "int8" (image-labeller) or "fp32" (image-labeller-fp32, the reference)
+    faces: bool = True  # count faces (needs a face-detector in the bundle)
+    ocr: bool = True  # read on-screen text on scene changes (needs ocr-detector/recognizer in the bundle)
+    budget_ms: int = 200  # a visual event is due this long after its block's last frame
+    max_sample_step: int = 4  # when behind, sampling slows down to at most 1/max_sample_step of sample_fps
 
     def validate(self, section: str = "visual") -> None:
         _check(1 <= self.block_frames <= 256, f"{section}.block_frames", "1..256", self.block_frames)
+        _check(self.sample_fps == 0 or 0.5 <= self.sample_fps <= 120, f"{section}.sample_fps",
+               "0 (every frame) or 0.5..120", self.sample_fps)
+        _check(0 <= self.block_stride <= self.block_frames, f"{section}.block_stride",
+               f"0..block_frames ({self.block_frames})", self.block_stride)
         _check(1 <= self.top_k <= 10, f"{section}.top_k", "1..10", self.top_k)
         _check(0.0 <= self.min_score < 1.0, f"{section}.min_score", "in [0, 1)", self.min_score)
         _check(64 <= self.frame_width <= 3840, f"{section}.frame_width", "64..3840 pixels", self.frame_width)
+        _check(0.0 <= self.change_threshold < 1.0, f"{section}.change_threshold", "in [0, 1)", self.change_threshold)
+        _check(self.change_threshold <= self.scene_threshold < 1.0, f"{section}.scene_threshold",
+               f"in [change_threshold ({self.change_threshold}), 1)", self.scene_threshold)
+        _check(self.labeller in ("int8", "fp32"), f"{section}.labeller", "'int8' or 'fp32'", self.labeller)
+        _check(20 <= self.budget_ms <= 10_000, f"{section}.budget_ms", "20..10000 ms", self.budget_ms)
+        _check(1 <= self.max_sample_step <= 32, f"{section}.max_sample_step", "1..32", self.max_sample_step)
 
 
 @dataclass
@@ -100,11 +125,17 @@ class RunConfig:
     speech: SpeechConfig = field(default_factory=SpeechConfig)
     visual: VisualConfig = field(default_factory=VisualConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    outbox: OutboxConfig = field(default_factory=OutboxConfig)  # issue 8: device outbox
+    sync: SyncConfig = field(default_factory=SyncConfig)  # issue 8: outbox -> MQTT
+    ota: OtaConfig = field(default_factory=OtaConfig)  # issue 8: signed bundle updates
 
     def validate(self) -> RunConfig:
         self.speech.validate()
         self.visual.validate()
         self.engine.validate()
+        self.outbox.validate()
+        self.sync.validate()
+        self.ota.validate()
         return self
 
     def to_toml(self) -> str:
@@ -123,7 +154,8 @@ class RunConfig:
         for section_name, values in raw.items():
             section = getattr(config, section_name, None)
             if section is None or section_name.startswith("_"):
-                raise ConfigError(f"{source}: unknown section [{section_name}] (known: speech, visual, engine)")
+                known_sections = ", ".join(f.name for f in fields(cls))
+                raise ConfigError(f"{source}: unknown section [{section_name}] (known: {known_sections})")
             if not isinstance(values, dict):
                 raise ConfigError(f"{source}: [{section_name}] must be a table, got {values!r}")
             known = {f.name: f for f in fields(section)}

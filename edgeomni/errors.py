@@ -23,3 +23,7 @@ class SinkError(EdgeOmniError):
 
 class ExportError(EdgeOmniError):
     """The export stage failed (missing weights package, accuracy gate not met, ...)."""
+
+
+class OtaError(EdgeOmniError):
+    """A bundle update was refused: bad announcement, download failure, bad signature or a changed file."""

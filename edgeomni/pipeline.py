@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,14 +20,17 @@ from edgeomni.captions.speech import SpeechCaptioner
 from edgeomni.captions.visual import VisualTagger
 from edgeomni.config import RunConfig
 from edgeomni.engines.asr import MoonshineAsr
+from edgeomni.engines.faces import FaceDetector
 from edgeomni.engines.labeller import ImageLabeller
+from edgeomni.engines.ocr import TextReader
 from edgeomni.engines.session import EngineProfile
 from edgeomni.engines.vad import SileroVad
 from edgeomni.errors import EdgeOmniError
-from edgeomni.frames import AudioFrame
+from edgeomni.frames import AudioFrame, VideoFrame
 from edgeomni.sinks import SinkSet
 from edgeomni.sources import Source
 from edgeomni.telemetry import percentiles
+from edgeomni.vision.analyzer import VisionEngines
 
 
 @dataclass
@@ -37,17 +41,41 @@ class Engines:
     profile: EngineProfile
     asr: MoonshineAsr | None
     labeller: ImageLabeller | None
+    faces: FaceDetector | None = None  # video path (issue 5): people in view
+    reader: TextReader | None = None  # video path (issue 5): on-screen text, read on scene changes
 
     @classmethod
     def load(cls, bundle: VerifiedBundle, config: RunConfig) -> Engines:
         profile = EngineProfile(tuple(config.engine.providers), config.engine.threads_per_engine)
         asr = MoonshineAsr(bundle, profile) if config.speech.enabled else None
-        wants_labels = config.visual.enabled and bundle.manifest.has_role("image-labeller")
-        labeller = ImageLabeller(bundle, profile) if wants_labels else None
-        return cls(bundle, profile, asr, labeller)
+        labeller_role = "image-labeller" if config.visual.labeller == "int8" else "image-labeller-fp32"
+        wants_labels = config.visual.enabled and bundle.manifest.has_role(labeller_role)
+        labeller = ImageLabeller(bundle, profile, labeller_role) if wants_labels else None
+        visual = config.visual
+        faces = FaceDetector(bundle, profile) if visual.enabled and visual.faces and bundle.manifest.has_role(
+            "face-detector") else None
+        wants_ocr = visual.enabled and visual.ocr and all(
+            bundle.manifest.has_role(r) for r in ("ocr-detector", "ocr-recognizer", "ocr-dictionary"))
+        reader = TextReader(bundle, profile) if wants_ocr else None
+        return cls(bundle, profile, asr, labeller, faces, reader)
+
+    @property
+    def vision(self) -> VisionEngines:
+        return VisionEngines(self.labeller, self.faces, self.reader)
 
     def new_vad(self) -> SileroVad:
         return SileroVad(self.bundle, self.profile)
+
+    @property
+    def tag(self) -> str:
+        """`name@version` of the bundle, stamped on every caption event (OTA makes it change mid-stream)."""
+        return f"{self.bundle.manifest.name}@{self.bundle.manifest.version}"
+
+    def same_tokenizer(self, other: Engines) -> bool:
+        mine, theirs = self.bundle.manifest, other.bundle.manifest
+        if not (mine.has_role("asr-tokenizer") and theirs.has_role("asr-tokenizer")):
+            return False
+        return mine.by_role("asr-tokenizer").sha256 == theirs.by_role("asr-tokenizer").sha256
 
 
 @dataclass
@@ -66,12 +94,17 @@ class _Tally:
 
 class Pipeline:
     def __init__(self, source: Source, engines: Engines, sinks: SinkSet, config: RunConfig, executor: Executor,
-                 stream: str = "main") -> None:
+                 stream: str = "main", frame_tap: Callable[[AudioFrame | VideoFrame], None] | None = None) -> None:
         self.source, self.engines, self.sinks, self.config = source, engines, sinks, config
         self.executor, self.stream = executor, stream
+        self.frame_tap = frame_tap  # sees every frame (the outbox keeps recent audio for hard examples); O(1)
         self.clock = MediaClock()
         self._tally = _Tally()
         self._stop = asyncio.Event()
+        self._speech: SpeechCaptioner | None = None
+        self._visual: VisualTagger | None = None
+        self._bundle_tags = {"speech": engines.tag, "visual": engines.tag}  # which bundle each head runs now
+        self._switch_events: set[asyncio.Task[None]] = set()
 
     def stop(self) -> None:
         """Ask the pipeline to end as if the source had ended: in-flight speech still gets its final."""
@@ -83,10 +116,12 @@ class Pipeline:
         if self.engines.asr is not None and self.source.has_audio:
             speech = SpeechCaptioner(self.stream, self.engines.new_vad(), self.engines.asr, self.config.speech,
                                      self.executor, self._emit, self.clock)
-        if self.engines.labeller is not None and self.source.has_video:
-            visual = VisualTagger(self.stream, self.engines.labeller, self.config.visual, self.executor,
-                                  self._emit, self.clock)
-        started_cpu, started = time.process_time(), time.monotonic()
+        if self.engines.vision.any and self.source.has_video:
+            visual = VisualTagger(self.stream, self.engines.vision, self.config.visual, self._emit, self.clock,
+                                  realtime=self.source.paced or self.source.live)
+        self._speech, self._visual = speech, visual
+        self._bundle_tags = {"speech": self.engines.tag, "visual": self.engines.tag}
+        started_cpu, started_at = time.process_time(), time.monotonic()
         media_end, last_arrival, error, started = 0.0, time.monotonic(), None, False
         try:
             async for frame in self.source.frames():
@@ -94,12 +129,15 @@ class Pipeline:
                     started = True
                     await self._start()
                 last_arrival = frame.arrival
+                if self.frame_tap is not None:
+                    self.frame_tap(frame)
                 if isinstance(frame, AudioFrame):
                     media_end = max(media_end, frame.end)
                     if speech is not None:
                         await speech.push(frame)
                 else:
                     media_end = max(media_end, frame.pts)
+                    self.sinks.push_frame(self.stream, frame)  # sinks that draw on video (issue 5)
                     if visual is not None:
                         await visual.push(frame)
                 if self._stop.is_set():
@@ -121,7 +159,7 @@ class Pipeline:
             await speech.finish(last_arrival)
         if visual is not None:
             await visual.finish()
-        wall = time.monotonic() - started
+        wall = time.monotonic() - started_at  # (was `started`, which the loop reuses as a flag: wall read ~uptime)
         counters: dict[str, Any] = {}
         compute = 0.0
         if speech is not None:
@@ -146,8 +184,30 @@ class Pipeline:
         self.clock.origin = self.source.started_monotonic or time.monotonic()
         await self.sinks.publish({"type": "start", "stream": self.stream, "source": self.source.spec,
                                   "wall": self.source.started_wall or time.time(),
-                                  "describe": self.source.describe()})
+                                  "describe": self.source.describe(), "bundle": self.engines.tag})
 
     async def _emit(self, event: CaptionEvent) -> None:
         self._tally.add(event)
-        await self.sinks.publish(event.to_dict())
+        payload = event.to_dict()
+        payload["bundle"] = self._bundle_tags["visual" if event.type == "visual" else "speech"]
+        await self.sinks.publish(payload)
+
+    def use_engines(self, engines: Engines, vad: SileroVad | None = None) -> None:
+        """Move this stream to another bundle's engines (OTA). Each head switches at its next pause: speech
+        between utterances, vision between blocks; the stream never stops and no utterance mixes models.
+        `vad`: this stream's new VAD, made off the loop by the caller (creating a session takes ~45 ms)."""
+        previous, self.engines = self.engines, engines
+        if self._speech is not None and engines.asr is not None:
+            self._speech.use_engines(engines.asr, vad or engines.new_vad(),
+                                     keep_context=previous.same_tokenizer(engines),
+                                     applied=lambda: self._switched("speech", engines.tag))
+        if self._visual is not None and engines.labeller is not None:
+            self._visual.use_labeller(engines.labeller, applied=lambda: self._switched("visual", engines.tag))
+
+    def _switched(self, head: str, tag: str) -> None:
+        previous, self._bundle_tags[head] = self._bundle_tags[head], tag
+        event = {"type": "ota", "status": "switched", "stream": self.stream, "head": head, "bundle": tag,
+                 "previous": previous, "emitted": round(self.clock.now(), 3)}
+        task = asyncio.get_running_loop().create_task(self.sinks.publish(event))
+        self._switch_events.add(task)  # keep a reference until it is published
+        task.add_done_callback(self._switch_events.discard)

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from mqtt_broker import mqtt_broker  # noqa: F401 - private Mosquitto fixture factory (issue 8 sync/OTA tests)
 
 
 @pytest.fixture(scope="session")

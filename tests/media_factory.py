@@ -14,6 +14,10 @@ from pathlib import Path
 import av
 import numpy as np
 
+from edgeomni.bench.video_media import make_scene_clip as make_scene_clip
+from edgeomni.bench.video_media import render_photo as render_photo
+from edgeomni.bench.video_media import render_slide as render_slide
+
 _AUDIO_CODECS = {".wav": "pcm_s16le", ".flac": "flac", ".m4a": "aac", ".mp4": "aac", ".mkv": "aac", ".ogg": "libvorbis"}
 
 
@@ -124,3 +128,45 @@ def truncate_file(src: Path, dst: Path, fraction: float = 0.5) -> Path:
     data = Path(src).read_bytes()
     Path(dst).write_bytes(data[: int(len(data) * fraction)])
     return Path(dst)
+
+
+# --- video path (issue 5): scenes of real photos and slides with known text, with speech -------------
+# render_photo, render_slide and make_scene_clip live in the package (edgeomni.bench.video_media, imported
+# above): `edgeomni bench video` builds its clips with the very same code.
+
+
+def set_rotation(src: Path, dst: Path, degrees: int) -> Path:
+    """A stream copy of ``src`` whose display matrix says 'rotate by degrees' (what phones record)."""
+    exe = shutil.which("ffmpeg")
+    if exe is None:
+        raise RuntimeError("ffmpeg is not installed (apt-get install ffmpeg)")
+    subprocess.run([exe, "-y", "-v", "error", "-i", str(src), "-c", "copy", "-metadata:s:v:0", f"rotate={degrees}",
+                    str(dst)], check=True, capture_output=True)
+    return Path(dst)
+
+
+def make_clip_with_corrupt_frame(path: Path, scenes: list[np.ndarray], bad_frame: int, seconds_each: float = 2.0,
+                                 fps: int = 15, codec: str = "mjpeg") -> Path:
+    """A video-only clip (.mkv) whose packet number ``bad_frame`` is replaced by random bytes of the same size:
+    one frame the decoder must reject, with good frames before and after it."""
+    path = Path(path)
+    height, width = scenes[0].shape[:2]
+    rng = np.random.default_rng(bad_frame)
+    with av.open(str(path), "w") as out:
+        video = out.add_stream(codec, rate=fps)
+        video.width, video.height = width, height
+        video.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+        count = round(seconds_each * len(scenes) * fps)
+        for i in range(count):
+            frame = av.VideoFrame.from_ndarray(scenes[min(len(scenes) - 1, int(i / fps / seconds_each))],
+                                               format="rgb24")
+            frame.pts = i
+            for packet in video.encode(frame):
+                if i == bad_frame:
+                    garbage = av.Packet(rng.bytes(packet.size))
+                    garbage.pts, garbage.dts, garbage.time_base, garbage.stream = (packet.pts, packet.dts,
+                                                                                   packet.time_base, video)
+                    packet = garbage
+                out.mux(packet)
+        out.mux(video.encode(None))
+    return path

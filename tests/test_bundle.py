@@ -22,6 +22,12 @@ EXPECTED_ROLES = {
     "labeller": "image-labeller",
     "labeller_fp32": "image-labeller-fp32",
     "labels": "image-labels",
+    # issue 5 (video path): face detector and PP-OCRv4 det/rec + dictionary
+    "faces": "face-detector",
+    "ocr_detector": "ocr-detector",
+    "ocr_recognizer": "ocr-recognizer",
+    "ocr_dictionary": "ocr-dictionary",
+    "glyphs": "overlay-glyphs",
 }
 
 
@@ -50,7 +56,8 @@ def test_default_bundle_verifies_with_every_component(default_bundle: Path) -> N
     assert manifest.component("asr_decoder").preprocess["num_layers"] == 6
     for name, comp in manifest.components.items():
         assert comp.provenance["package"] and comp.provenance["version"], name
-        assert comp.license in ("MIT", "BSD-3-Clause"), name
+        # Apache-2.0: BlazeFace, PP-OCR; CC0-1.0: glyph atlas from Pillow's built-in font (Aileron)
+        assert comp.license in ("MIT", "BSD-3-Clause", "Apache-2.0", "CC0-1.0"), name
     assert verified.role_file("image-labels").read_text().count("\n") == 1000
 
 
@@ -203,7 +210,7 @@ def test_damaged_bundle_is_rebuilt_atomically(tmp_bundle_copy: Path) -> None:
     labeller.write_bytes(b"broken")
     messages: list[str] = []
     assert build_default_bundle(tmp_bundle_copy, progress=messages.append) == tmp_bundle_copy
-    assert any(m.startswith("[7/7]") for m in messages)
+    assert any(m.startswith("[8/8]") for m in messages)
     verify_bundle(tmp_bundle_copy)
     leftovers = [p.name for p in tmp_bundle_copy.parent.iterdir() if p.name.startswith(".bundle.")]
     assert all(name.endswith(".lock") for name in leftovers)

@@ -110,6 +110,10 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:  # type: i
     speechset.add_argument("--force", action="store_true", help="regenerate even if a complete set is there")
     speechset.set_defaults(func=_cmd_speechset)
 
+    from edgeomni.bench.video_cli import add_video_parser  # issue 5: `bench video`
+
+    add_video_parser(kinds)
+
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m edgeomni.bench.cli bench speech ...`: the same commands without the rest of the CLI."""

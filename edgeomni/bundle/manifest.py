@@ -18,7 +18,7 @@ FORMAT = "edgeomni-bundle/1"
 MANIFEST_NAME = "manifest.json"
 
 ENGINE_FORMATS = ("onnx", "ort", "tensorrt")
-DATA_FORMATS = ("json", "txt")
+DATA_FORMATS = ("json", "txt", "npz")  # npz: numpy arrays (the glyph atlas of the video sink)
 PRECISIONS = ("fp32", "fp16", "int8", "mixed", "n/a")
 
 

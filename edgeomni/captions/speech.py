@@ -42,6 +42,22 @@ class _Context:
     tokens: list[int]
 
 
+@dataclass(slots=True)
+class _Speculation:
+    """A final decoded while the endpoint silence was still running; used if the utterance ends as guessed."""
+
+    start: float
+    speech_end: float
+    committed: list[int]
+    context: _Context | None
+    transcript: Transcript
+    own: list[int]
+
+    def fits(self, utterance: Utterance, committed: list[int], context: _Context | None) -> bool:
+        return (utterance.start == self.start and utterance.speech_end == self.speech_end
+                and committed == self.committed and context is self.context)
+
+
 class SpeechCaptioner:
     """One per audio stream. The ASR engine is shared; the VAD, endpointer and agreement state are not.
 
@@ -62,14 +78,21 @@ class SpeechCaptioner:
         self._context: _Context | None = None
         self._finals: deque[Utterance] = deque()
         self._partial: Utterance | None = None
+        self._speculate: Utterance | None = None  # a final to decode early, while the endpoint silence runs
+        self._speculation: _Speculation | None = None
+        self._guessed_end = -1.0
+        self._pad_s = self._endpointer.pad_frames * vad.frame_samples / AUDIO_RATE - 1e-6
+        self._final_decode_s = 0.1  # running estimate: how early to speculate so the decode is done in time
         self._wake, self._room = asyncio.Event(), asyncio.Event()
         self._closing = False
         self._interval = int(config.partial_interval_ms * AUDIO_RATE / 1000)
         self._since_partial = 0
         self._last_push = time.monotonic()
+        self._pending_engines: _PendingEngines | None = None  # OTA: applied by the worker between utterances
         self._worker = asyncio.create_task(self._work(), name=f"asr:{stream}")
         self.stats = {"audio_seconds": 0.0, "asr_seconds": 0.0, "merged_updates": 0, "interval_widened": 0,
-                      "no_speech_rejected": 0, "empty_transcripts": 0, "stalls": 0}
+                      "no_speech_rejected": 0, "empty_transcripts": 0, "stalls": 0, "speculations": 0,
+                      "speculative_finals": 0, "speculations_discarded": 0}
 
     async def push(self, frame: AudioFrame) -> None:
         self.stats["audio_seconds"] += frame.duration
@@ -103,7 +126,12 @@ class SpeechCaptioner:
         utterance = self._endpointer.push(fixed, self._vad(fixed.samples))
         if utterance is not None:
             await self._queue_final(utterance)
-        elif self.config.partials and self._endpointer.in_speech:
+        elif self._endpointer.silent_frames:
+            self._maybe_speculate(len(fixed.samples) / AUDIO_RATE)
+        elif self._endpointer.in_speech:
+            self._speculate = None  # speech resumed: a guess not started yet is already stale
+            if not self.config.partials:
+                return
             self._since_partial += len(fixed.samples)
             if self._since_partial >= self._interval:
                 self._since_partial = 0
@@ -112,11 +140,26 @@ class SpeechCaptioner:
                 self._partial = self._endpointer.snapshot()
                 self._wake.set()
 
+    def _maybe_speculate(self, frame_s: float) -> None:
+        """The speaker paused, so no new words can arrive: partials stop, and once the pad has arrived and the
+        silence left before the endpoint is about one final decode long, the final is decoded now. If the
+        silence holds, it is emitted the moment the endpoint is reached instead of one decode later."""
+        pending = self._endpointer.pending()
+        if pending is None or pending.speech_end == self._guessed_end or pending.end < pending.speech_end + self._pad_s:
+            return
+        if self._endpointer.frames_to_endpoint * frame_s > self._final_decode_s * 1.25 + frame_s:
+            return
+        self._guessed_end = pending.speech_end
+        self._partial, self._since_partial = None, 0  # the guess covers all of it
+        self._speculate = pending
+        self._wake.set()
+
     async def _queue_final(self, utterance: Utterance) -> None:
         while len(self._finals) >= _MAX_QUEUED_FINALS:  # back-pressure instead of an unbounded backlog
             self._room.clear()
             await self._room.wait()
         self._partial, self._since_partial = None, 0  # superseded by the final
+        self._speculate = None  # not started yet: decoding the final itself costs the same
         self._finals.append(utterance)
         self._wake.set()
 
@@ -124,18 +167,24 @@ class SpeechCaptioner:
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            self._apply_pending_engines()
             if self._finals:
                 utterance = self._finals.popleft()
                 self._room.set()
                 await self._final(loop, utterance)
+            elif self._speculate is not None:
+                guess, self._speculate = self._speculate, None
+                await self._decode_speculatively(loop, guess)
             elif self._partial is not None:
                 snapshot, self._partial = self._partial, None
                 await self._update(loop, snapshot)
             elif self._closing:
                 return
             else:
+                # Wake up exactly when the stream would count as stalled, not one whole period after going idle.
+                until_stall = self.config.stall_ms / 1000 - (time.monotonic() - self._last_push)
                 try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.config.stall_ms / 1000)
+                    await asyncio.wait_for(self._wake.wait(), timeout=max(0.02, until_stall))
                     self._wake.clear()
                 except TimeoutError:
                     self._check_stall()
@@ -177,7 +226,18 @@ class SpeechCaptioner:
             self._remember(utterance.audio, committed, always=True)
             await self._emit_final(utterance, self._asr.detokenizer.decode(committed).strip(), None)
             return
-        transcript, own = await loop.run_in_executor(self._executor, self._decode, utterance.audio, committed)
+        speculation = self._speculation
+        if speculation is not None and speculation.start <= utterance.start:
+            self._speculation = None  # a guess at this utterance (or an older one): used now or never
+        else:
+            speculation = None
+        if speculation is not None and speculation.fits(utterance, committed, self._context):
+            transcript, own = speculation.transcript, speculation.own
+            self.stats["speculative_finals"] += 1
+        else:
+            if speculation is not None:
+                self.stats["speculations_discarded"] += 1  # speech resumed after the guess
+            transcript, own = await self._decode_final(loop, utterance.audio, committed)
         text = self._asr.detokenizer.decode(own).strip()
         if not text:
             self.stats["empty_transcripts"] += 1
@@ -187,6 +247,22 @@ class SpeechCaptioner:
             return
         self._remember(utterance.audio, own, always=utterance.split)
         await self._emit_final(utterance, text, round(transcript.mean_logprob, 3))
+
+    async def _decode_speculatively(self, loop: asyncio.AbstractEventLoop, guess: Utterance) -> None:
+        committed = list(self._agreement.committed)
+        transcript, own = await self._decode_final(loop, guess.audio, committed)
+        self.stats["speculations"] += 1
+        previous = self._speculation
+        if previous is not None and (previous.start, previous.speech_end) != (guess.start, guess.speech_end):
+            self.stats["speculations_discarded"] += 1  # speech resumed after that guess
+        self._speculation = _Speculation(guess.start, guess.speech_end, committed, self._context, transcript, own)
+
+    async def _decode_final(self, loop: asyncio.AbstractEventLoop, audio: np.ndarray,
+                            committed: list[int]) -> tuple[Transcript, list[int]]:
+        started = time.monotonic()
+        result = await loop.run_in_executor(self._executor, self._decode, audio, committed)
+        self._final_decode_s = 0.8 * self._final_decode_s + 0.2 * (time.monotonic() - started)
+        return result
 
     async def _emit_final(self, utterance: Utterance, text: str, confidence: float | None) -> None:
         shown = _capitalise(text)
@@ -231,6 +307,37 @@ class SpeechCaptioner:
                 self.stats["interval_widened"] += 1
         elif latency_ms < self.config.budget_ms / 2 and self._interval > base:
             self._interval = max(base, int(self._interval / 1.25))
+
+    # -- bundle switch (OTA, edgeomni/ota) ----------------------------------------------------------
+    def use_engines(self, asr: MoonshineAsr, vad: SileroVad, keep_context: bool = True,
+                    applied: Callable[[], None] | None = None) -> None:
+        """Use another bundle's engines from the next utterance on. The worker swaps them only between
+        utterances (not in speech, nothing queued), so no utterance is decoded by two models; `applied`
+        is called at that moment. `keep_context=False` when the tokenizers differ (context tokens would lie)."""
+        if vad.frame_samples != self._vad.frame_samples:
+            raise ValueError(f"VAD frame size {vad.frame_samples} differs from the running {self._vad.frame_samples}")
+        self._pending_engines = _PendingEngines(asr, vad, keep_context, applied)
+        self._wake.set()
+
+    def _apply_pending_engines(self) -> None:
+        pending = self._pending_engines
+        if pending is None or self._endpointer.in_speech or self._finals or self._partial is not None:
+            return
+        self._pending_engines = None
+        self._asr, self._vad = pending.asr, pending.vad
+        self._agreement = LocalAgreement(pending.asr.detokenizer.starts_word)
+        if not pending.keep_context:
+            self._context = None
+        if pending.applied is not None:
+            pending.applied()
+
+
+@dataclass(slots=True)
+class _PendingEngines:
+    asr: MoonshineAsr
+    vad: SileroVad
+    keep_context: bool
+    applied: Callable[[], None] | None
 
 
 def _capitalise(text: str) -> str:

@@ -26,7 +26,8 @@ class MoonshineAsr:
     """Greedy decoding of one utterance at a time.
 
     Stateless between calls, so one instance is shared by every stream; onnxruntime sessions are
-    safe to run from several threads at once.
+    safe to run from several threads at once. Calls are batch 1: the shipped encoder is not batch-safe (rows
+    of one batch change each other's outputs, see docs/ARCHITECTURE.md), so streams cannot share a batch.
     """
 
     def __init__(self, bundle: VerifiedBundle, profile: EngineProfile | None = None) -> None:

@@ -26,7 +26,9 @@ from edgeomni.errors import BundleError, ExportError
 from edgeomni.paths import default_bundle_dir
 
 BUNDLE_NAME = "default"
-BUNDLE_VERSION = "1.0.0"
+# 1.1.0 added the video path engines (faces, OCR), 1.2.0 the glyph atlas for burned-in captions;
+# an older built bundle is rebuilt, not reused.
+BUNDLE_VERSION = "1.2.0"
 # Percentile 99.99 was the best of MinMax / Entropy / Percentile on held-out agreement (docs/BENCHMARKS.md).
 LABELLER_METHOD = "percentile"
 LABELLER_PERCENTILE = 99.99
@@ -34,7 +36,7 @@ LABELLER_PERCENTILE = 99.99
 MIN_TOP1_AGREEMENT = 0.85
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 LABELS_FILE = Path(__file__).parent / "data" / "imagenet_classes.txt"
-STEPS = 7
+STEPS = 8
 
 
 @dataclass(frozen=True)
@@ -179,13 +181,21 @@ def _build_into(bundle: Path, progress: Callable[[str], None]) -> Manifest:
     steps = _Steps(progress)
     with steps.step("locating pinned weight packages"):
         sources = {pinned: locate(pinned) for pinned in PINNED}
+        from edgeomni.export.vision_models import VISION_PINNED
+
+        for pinned in VISION_PINNED:  # fail before the slow labeller export if a video-path package is missing
+            locate(pinned)
         if not LABELS_FILE.is_file():
             raise ExportError(f"{LABELS_FILE} is missing: edgeomni was installed without its package data "
                               f"(export/data/*.txt); reinstall it from the source tree with pip install -e .")
-        for pinned in dict.fromkeys(p.package for p in PINNED):
-            version = next(p.version for p in PINNED if p.package == pinned)
+        for pinned in dict.fromkeys(p.package for p in (*PINNED, *VISION_PINNED)):
+            version = next(p.version for p in (*PINNED, *VISION_PINNED) if p.package == pinned)
             progress(f"    {pinned}=={version}")
     labeller_components, calibration = _build_labeller(bundle, steps, progress)
+    with steps.step("adding the face detector (BlazeFace -> ONNX) and PP-OCRv4 text detector/recognizer"):
+        from edgeomni.export.vision_models import build_vision_components
+
+        vision_components = build_vision_components(bundle, progress)
     with steps.step("copying VAD, ASR, tokenizer and label files"):
         vad = describe_file(
             bundle, _copy(sources[VAD], bundle, "vad/silero_vad.onnx"), name="vad", role="vad", precision="fp32",
@@ -212,13 +222,15 @@ def _build_into(bundle: Path, progress: Callable[[str], None]) -> Manifest:
                         "file": "edgeomni/export/data/imagenet_classes.txt",
                         "source": "pytorch/hub imagenet_classes.txt (class-index order, underscores as spaces)"})
     with steps.step("writing and verifying the manifest"):
-        components = [vad, encoder, decoder, tokenizer, *labeller_components, labels]
+        components = [vad, encoder, decoder, tokenizer, *labeller_components, labels, *vision_components]
         manifest = Manifest(
             name=BUNDLE_NAME, version=BUNDLE_VERSION, created=datetime.now(UTC).isoformat(timespec="seconds"),
             components={c.name: c for c in components}, calibration=calibration,
             notes=("Built offline by edgeomni.export.build_default_bundle from pinned wheels: Silero VAD, Moonshine "
                    "tiny-en (INT8 .ort as shipped), MobileNetV2 ImageNet exported here and quantized to INT8 QDQ "
-                   "with a scikit-image photo calibration set; the FP32 labeller is kept as a reference/fallback."))
+                   "with a scikit-image photo calibration set; the FP32 labeller is kept as a reference/fallback. "
+                   "Video path: BlazeFace short-range (mediapipe wheel, converted with tflite2onnx) and PP-OCRv4 "
+                   "det/rec (rapidocr-onnxruntime), FP32."))
         manifest.save(bundle)
         verify_bundle(bundle)
     return manifest

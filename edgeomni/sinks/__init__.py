@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from edgeomni.bundle import VerifiedBundle
 from edgeomni.errors import SinkError
+from edgeomni.frames import VideoFrame
 from edgeomni.sinks.base import Event, Sink
 from edgeomni.sinks.files import JsonlSink, SubtitleSink
 from edgeomni.sinks.terminal import TerminalSink
 
-SINK_FORMS = "terminal, jsonl:PATH (- for stdout), vtt:PATH, srt:PATH"
+SINK_FORMS = "terminal, jsonl:PATH (- for stdout), vtt:PATH, srt:PATH, video:PATH.mp4"
 
 
-def open_sink(spec: str) -> Sink:
+def open_sink(spec: str, bundle: VerifiedBundle | None = None) -> Sink:
+    """``bundle`` is needed by sinks that draw (video: its glyph atlas)."""
     kind, _, target = spec.partition(":")
     if kind == "terminal" and not target:
         return TerminalSink()
@@ -21,6 +24,15 @@ def open_sink(spec: str) -> Sink:
         if not target:
             raise SinkError(f"sink {spec!r}: {kind} needs a path, e.g. {kind}:captions.{kind} (or {kind}:- for stdout)")
         return JsonlSink(target) if kind == "jsonl" else SubtitleSink(target, kind)
+    if kind == "video":  # issue 5: captions and screen notes burned into the frames
+        from edgeomni.sinks.video import BurnedVideoSink
+
+        if not target or target == "-":
+            raise SinkError(f"sink {spec!r}: video needs a file path, e.g. video:captioned.mp4")
+        if bundle is None or not bundle.manifest.has_role("overlay-glyphs"):
+            raise SinkError(f"sink {spec!r}: the bundle has no overlay-glyphs component (rebuild it: "
+                            f"edgeomni bundle build-default)")
+        return BurnedVideoSink(target, bundle.role_file("overlay-glyphs"))
     raise SinkError(f"unknown sink {spec!r}; expected one of: {SINK_FORMS}")
 
 
@@ -38,6 +50,13 @@ class SinkSet:
         self._queues = [asyncio.Queue[Event | None](maxsize=depth) for _ in sinks]
         self._tasks = [asyncio.create_task(self._drain(s, q), name=f"sink:{s.name}")
                        for s, q in zip(sinks, self._queues, strict=True)]
+
+    def push_frame(self, stream: str, frame: VideoFrame) -> None:
+        """Decoded video frames, for sinks that draw on them (video:); never blocks."""
+        for sink in self.sinks:
+            push = getattr(sink, "push_frame", None)
+            if push is not None:
+                push(stream, frame)
 
     async def publish(self, event: Event) -> None:
         for sink, queue in zip(self.sinks, self._queues, strict=True):

@@ -72,6 +72,13 @@ class AudioConverter:
         return out
 
 
+def _rotation(frame: av.VideoFrame) -> float:
+    try:
+        return float(frame.rotation or 0)
+    except (AttributeError, TypeError, ValueError):  # older PyAV, or a malformed display matrix
+        return 0.0
+
+
 class VideoConverter:
     """Turns av.VideoFrames into RGB VideoFrames, scaled once in libswscale when a size is asked for."""
 
@@ -83,11 +90,19 @@ class VideoConverter:
         self.position = 0.0
 
     def push(self, frame: av.VideoFrame) -> VideoFrame:
-        width, height = self.size or (frame.width, frame.height)
+        # Phones record sideways and say so in the display matrix; frames leave upright, as a player shows them
+        # (issue 5). PyAV's rotation is the counterclockwise angle to apply, which is np.rot90's direction.
+        turns = round(_rotation(frame) / 90) % 4
+        shown_w, shown_h = (frame.height, frame.width) if turns % 2 else (frame.width, frame.height)
+        width, height = self.size or (shown_w, shown_h)
         if height <= 0:  # (width, -1): at most `width` wide, aspect kept, never upscaled, even dimensions
-            width = min(width, frame.width)
-            height = max(2, round(frame.height * width / frame.width / 2) * 2)
+            width = min(width, shown_w)
+            height = max(2, round(shown_h * width / shown_w / 2) * 2)
+        if turns % 2:
+            width, height = height, width  # scaled in the stored orientation, turned afterwards
         image = frame.to_ndarray(format="rgb24", width=width, height=height)
+        if turns:
+            image = np.ascontiguousarray(np.rot90(image, k=turns))
         # Streams without timestamps (some raw/device inputs) fall back to the nominal frame rate;
         # clamping keeps pts monotonic when a stream's first timestamps wobble around the origin.
         pts = frame.time - self.origin if frame.time is not None else self.count / self.fps

@@ -1,0 +1,156 @@
+"""Whisper speech recognition (an exported tiny.en bundle), driven with numpy + onnxruntime only.
+
+The encoder graph turns 30 s of log-mel features into every decoder layer's cross-attention keys/values;
+the decoder graph is called once for the prompt (+ forced prefix) and then once per token, feeding its
+self-attention cache back. Greedy, English, no timestamps: the prompt is <|startoftranscript|><|notimestamps|>.
+Same interface as MoonshineAsr (`transcribe`, `detokenizer`, `close`), so the caption heads take either.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeomni.bundle import VerifiedBundle
+from edgeomni.engines.asr import Transcript, _drop_loop, _loops
+from edgeomni.engines.session import EngineProfile, create_session
+from edgeomni.engines.whisper_features import CHUNK_SAMPLES, SAMPLE_RATE, LogMel
+from edgeomni.engines.whisper_tokenizer import ByteLevelDetokenizer
+
+ROLES = ("asr-whisper-encoder", "asr-whisper-decoder", "asr-whisper-tokenizer", "asr-whisper-mel")
+
+
+@dataclass(frozen=True)
+class WhisperDecoding:
+    """How the decoder is driven; read from the decoder component's `preprocess` fields."""
+
+    num_layers: int
+    num_heads: int
+    head_dim: int
+    start_token: int = 50257
+    no_timestamps_token: int = 50362
+    eos_token: int = 50256
+    suppress_ids: tuple[int, ...] = ()
+    suppress_from: int = 50257  # every special token from here on (timestamps, languages, tasks) is never emitted
+    suppress_begin: tuple[int, ...] = (220, 50256)  # not as the first token: a bare space, end-of-text
+    max_target_positions: int = 448
+    max_tokens_per_second: float = 6.5
+
+    @classmethod
+    def from_preprocess(cls, params: dict[str, Any]) -> WhisperDecoding:
+        try:
+            return cls(
+                num_layers=int(params["num_layers"]), num_heads=int(params["num_heads"]),
+                head_dim=int(params["head_dim"]), start_token=int(params.get("start_token", 50257)),
+                no_timestamps_token=int(params.get("no_timestamps_token", 50362)),
+                eos_token=int(params.get("eos_token", 50256)),
+                suppress_ids=tuple(int(i) for i in params.get("suppress_ids", ())),
+                suppress_from=int(params.get("suppress_from", 50257)),
+                suppress_begin=tuple(int(i) for i in params.get("suppress_begin", (220, 50256))),
+                max_target_positions=int(params.get("max_target_positions", 448)),
+                max_tokens_per_second=float(params.get("max_tokens_per_second", 6.5)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"asr-whisper-decoder preprocess fields: {exc!r} in {params}") from None
+
+    @property
+    def prompt(self) -> list[int]:
+        return [self.start_token, self.no_timestamps_token]
+
+
+class WhisperAsr:
+    """Greedy decoding of one utterance (<= 30 s) at a time; stateless between calls, shared by all streams.
+
+    `max_batch` is accepted for interface parity with MoonshineAsr; encoder calls are not batched here (every
+    call is a fixed 30 s window, so batching would only multiply the padding work).
+    """
+
+    min_seconds = 0.1
+    max_seconds = CHUNK_SAMPLES / SAMPLE_RATE
+    sample_rate = SAMPLE_RATE
+    batcher = None
+
+    def __init__(self, bundle: VerifiedBundle, profile: EngineProfile | None = None, max_batch: int = 1) -> None:
+        manifest = bundle.manifest
+        encoder, decoder = manifest.by_role(ROLES[0]), manifest.by_role(ROLES[1])
+        self._setup(bundle.path / encoder.file, bundle.path / decoder.file, bundle.role_file(ROLES[2]),
+                    bundle.role_file(ROLES[3]), WhisperDecoding.from_preprocess(decoder.preprocess), profile)
+
+    @classmethod
+    def _from_files(cls, encoder: Path, decoder: Path, vocabulary: Path, mel: Path, decoding: WhisperDecoding,
+                    profile: EngineProfile | None = None) -> WhisperAsr:
+        """Build from loose files (the export stage evaluates candidate graphs before a bundle exists)."""
+        asr = cls.__new__(cls)
+        asr._setup(encoder, decoder, vocabulary, mel, decoding, profile)
+        return asr
+
+    def _setup(self, encoder: Path, decoder: Path, vocabulary: Path, mel: Path, decoding: WhisperDecoding,
+               profile: EngineProfile | None) -> None:
+        self.decoding = decoding
+        with np.load(mel) as arrays:
+            if "filters" not in arrays:
+                raise ValueError(f"{mel}: expected an array named 'filters' (the mel filterbank), got {arrays.files}")
+            self.features = LogMel(arrays["filters"])
+        self._encoder = create_session(encoder, profile)
+        self._decoder = create_session(decoder, profile)
+        self.detokenizer = ByteLevelDetokenizer(vocabulary, first_special=decoding.eos_token)
+        vocab = int(self._decoder.get_outputs()[0].shape[-1] or len(self.detokenizer))
+        # Additive masks on the logits: -inf where a token may never be emitted (first step: also suppress_begin).
+        self._mask = np.zeros(vocab, dtype=np.float32)
+        self._mask[list(decoding.suppress_ids)] = -np.inf
+        self._mask[decoding.suppress_from :] = -np.inf
+        self._mask[decoding.eos_token] = 0.0
+        self._first_mask = self._mask.copy()
+        self._first_mask[list(decoding.suppress_begin)] = -np.inf
+
+    def close(self) -> None:
+        """Nothing to release (no batcher thread); present for parity with MoonshineAsr."""
+
+    def encode(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        features = self.features(audio)[None]
+        cross_k, cross_v = self._encoder.run(None, {"input_features": features})
+        return cross_k, cross_v
+
+    def transcribe(self, audio: np.ndarray, prefix: list[int] | None = None) -> Transcript:
+        """Transcribe one utterance; `prefix` (already committed tokens) is forced in the first decoder pass."""
+        seconds = len(audio) / self.sample_rate
+        if seconds < self.min_seconds:
+            return Transcript("", [], 0.0, 0.0, 0.0)
+        if seconds > self.max_seconds:
+            raise ValueError(f"ASR input: at most {self.max_seconds:.0f} s per call, got {seconds:.1f} s")
+        started = time.perf_counter()
+        cross_k, cross_v = self.encode(audio)
+        encoded = time.perf_counter()
+        budget = max(8, math.ceil(seconds * self.decoding.max_tokens_per_second))
+        tokens, logprob = self._greedy_decode(cross_k, cross_v, list(prefix or []), budget)
+        decoded = time.perf_counter()
+        text = self.detokenizer.decode(tokens).strip()
+        return Transcript(text, tokens, logprob, encoded - started, decoded - encoded)
+
+    def _greedy_decode(self, cross_k: np.ndarray, cross_v: np.ndarray, prefix: list[int],
+                       max_tokens: int) -> tuple[list[int], float]:
+        d = self.decoding
+        empty = np.zeros((d.num_layers, 1, d.num_heads, 0, d.head_dim), dtype=np.float32)
+        self_k, self_v = empty, empty
+        prompt = [*d.prompt, *prefix]
+        room = d.max_target_positions - len(prompt)
+        tokens, logprob_sum = list(prefix), 0.0
+        next_ids = np.array([prompt], dtype=np.int64)
+        for step in range(max(0, min(max_tokens, room))):
+            logits, self_k, self_v = self._decoder.run(None, {
+                "input_ids": next_ids, "self_k": self_k, "self_v": self_v, "cross_k": cross_k, "cross_v": cross_v})
+            # The "begin" suppression applies to the first token of the transcript, not after a forced prefix.
+            last = logits[0, -1] + (self._first_mask if step == 0 and not prefix else self._mask)
+            token = int(last.argmax())
+            logprob_sum -= math.log(float(np.exp(last - last[token]).sum()))
+            if token == d.eos_token:
+                break
+            tokens.append(token)
+            if _loops(tokens, len(prefix)):
+                break
+            next_ids = np.array([[token]], dtype=np.int64)
+        return _drop_loop(tokens, len(prefix)), logprob_sum / max(1, len(tokens) - len(prefix) + 1)

@@ -1,0 +1,67 @@
+"""Score a Whisper ONNX pair on the bench speech set (word error rate) and time it on this machine."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from edgeomni.wer import edit_distance, words
+
+# Whisper sees at most 30 s; longer clips are cut in pauses (the same rule the Moonshine offline bench uses).
+SPAN_LIMIT_S = 28.0
+
+
+class Transcriber(Protocol):
+    def __call__(self, audio: np.ndarray) -> str: ...
+
+
+def speech_items(speech_set: Path | None = None, progress: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """The speech clips of the bench speech set (generated on first use), as (name, reference, audio spans)."""
+    from edgeomni.bench.speechset import load_speech_set, read_wav
+    from edgeomni.bench.systems import offline_spans
+    from edgeomni.paths import cache_root
+
+    root = Path(speech_set) if speech_set is not None else cache_root() / "bench" / "speechset"
+    sset = load_speech_set(root, progress=progress)
+    items = []
+    for clip in sset.clips:
+        if clip.kind != "speech":
+            continue
+        audio = read_wav(sset.wav(clip))
+        spans = offline_spans(len(audio) / 16_000, clip.segments, limit=SPAN_LIMIT_S)
+        items.append({"name": clip.name, "reference": clip.reference,
+                      "spans": [audio[int(a * 16_000) : int(b * 16_000)] for a, b in spans]})
+    return items
+
+
+def score(transcribe: Transcriber, items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Corpus WER (total edits / total reference words) and per-clip WER and text."""
+    edits = total = 0
+    clips, busy, media = [], 0.0, 0.0
+    for item in items:
+        started = time.perf_counter()
+        text = " ".join(transcribe(span) for span in item["spans"]).strip()
+        busy += time.perf_counter() - started
+        media += sum(len(s) for s in item["spans"]) / 16_000
+        ref = words(item["reference"])
+        errors = edit_distance(ref, words(text))
+        edits, total = edits + errors, total + len(ref)
+        clips.append({"name": item["name"], "wer": round(errors / max(1, len(ref)), 4), "text": text})
+    return {"wer": round(edits / max(1, total), 4), "words": total, "clips": clips,
+            "seconds_per_audio_second": round(busy / max(media, 1e-9), 4)}
+
+
+def latency(call: Callable[[], Any], runs: int, warmup: int = 2) -> dict[str, float]:
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - started) * 1000.0)
+    return {"median_ms": round(float(np.median(times)), 2), "p95_ms": round(float(np.percentile(times, 95)), 2),
+            "runs": runs}

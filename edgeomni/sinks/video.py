@@ -1,0 +1,173 @@
+"""`--sink video:out.mp4`: the stream's frames with the captions and screen notes burned in (H.264, PyAV).
+
+Frames reach this sink straight from the pipeline (``push_frame``), captions through ``send`` like any
+sink. A caption is emitted a little after the speech it reflects, so each frame is held ``delay_s`` of
+wall time before it is drawn: by then the captions covering its media time have usually arrived, and
+frame and text leave in step (the design's parallel text + image outputs). Drawing and encoding run in
+a writer thread; the event loop only enqueues. Frames keep their own timestamps (VFR-safe), at the
+analysis resolution (visual.frame_width). No audio track is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from edgeomni.errors import SinkError
+from edgeomni.frames import VideoFrame
+from edgeomni.sinks.base import Event, Sink
+from edgeomni.sinks.overlay import GlyphFont, draw_lines
+
+_HOLD_FINAL_S = 2.0  # a final stays on screen this long after its speech ended
+_QUEUE_FRAMES = 600  # ~20 s at 30 fps: the writer only falls this far behind on a badly overloaded machine
+
+
+@dataclass(slots=True)
+class _Cue:
+    start: float
+    end: float
+    text: str
+
+
+class CaptionBoard:
+    """What to show at a media time: the caption covering it (final, else the live partial) and the screen note."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._finals: list[_Cue] = []
+        self._partial: _Cue | None = None
+        self._notes: list[_Cue] = []
+
+    def update(self, event: Event) -> None:
+        cue = _Cue(float(event["start"]), float(event["end"]), str(event.get("text", "")))
+        with self._lock:
+            if event["type"] == "final":
+                self._finals.append(cue)
+                self._partial = None
+            elif event["type"] == "partial":
+                self._partial = cue
+            elif event["type"] == "visual":
+                self._notes.append(cue)
+
+    def at(self, pts: float) -> tuple[str, str]:
+        with self._lock:
+            covering = [c for c in self._finals if c.start <= pts <= c.end + _HOLD_FINAL_S]
+            caption = covering[-1].text if covering else ""
+            if not caption and self._partial is not None and self._partial.start <= pts:
+                caption = self._partial.text
+            notes = [n for n in self._notes if n.start <= pts]
+            note = notes[-1].text if notes else ""
+            # Old cues can go: frames are written in pts order.
+            self._finals = [c for c in self._finals if c.end + _HOLD_FINAL_S >= pts - 1.0]
+        return caption, note
+
+
+class BurnedVideoSink(Sink):
+    def __init__(self, path: str, glyphs: Path, delay_s: float = 1.0) -> None:
+        self.name = f"video:{path}"
+        target = Path(path).expanduser()
+        if not target.parent.is_dir():
+            raise SinkError(f"video sink: directory {target.parent} does not exist (for {path})")
+        if target.suffix.lower() not in (".mp4", ".mkv", ".mov"):
+            raise SinkError(f"video sink: {path}: expected a .mp4, .mkv or .mov file name")
+        if not glyphs.is_file():
+            raise SinkError(f"video sink: glyph atlas {glyphs} is missing; rebuild the bundle "
+                            f"(edgeomni bundle build-default)")
+        self.path, self.delay_s = target, delay_s
+        self._glyphs = glyphs
+        self.board = CaptionBoard()
+        self.frames_written = 0
+        self.frames_dropped = 0
+        self.error: str | None = None
+        self._stream: str | None = None
+        self._queue: queue.Queue[VideoFrame | None] = queue.Queue(maxsize=_QUEUE_FRAMES)
+        self._thread = threading.Thread(target=self._write_loop, name=f"sink:{self.name}", daemon=True)
+        self._thread.start()
+
+    def push_frame(self, stream: str, frame: VideoFrame) -> None:
+        """Called by the pipeline for every decoded frame; never blocks the event loop."""
+        if self._stream is None:
+            self._stream = stream
+        if stream != self._stream:
+            return  # one output file follows one stream
+        try:
+            self._queue.put_nowait(frame)
+        except queue.Full:
+            self.frames_dropped += 1
+
+    async def send(self, event: Event) -> None:
+        if event.get("type") in ("partial", "final", "visual") and event.get("stream", self._stream) == self._stream:
+            self.board.update(event)
+        if self.error is not None:
+            raise SinkError(f"video sink {self.path}: {self.error}")
+
+    async def close(self) -> None:
+        self._queue.put(None)
+        await asyncio.to_thread(self._thread.join)
+
+    def _write_loop(self) -> None:
+        container = stream = font = None
+        last_pts = -1
+        try:
+            while (frame := self._queue.get()) is not None:
+                wait = frame.arrival + self.delay_s - time.monotonic()
+                if wait > 0 and self._queue.qsize() < _QUEUE_FRAMES // 2:
+                    time.sleep(wait)  # let the captions for this moment arrive first
+                image = _even(frame.image)
+                if container is None:
+                    container, stream = _open_output(self.path, image.shape[1], image.shape[0])
+                    font = GlyphFont(self._glyphs, scale=max(1, image.shape[1] // 640))
+                pts = max(last_pts + 1, round(frame.pts * 1000))  # strictly increasing, millisecond timestamps
+                last_pts = pts
+                out = self._draw(image, frame.pts, font)
+                video_frame = av.VideoFrame.from_ndarray(out, format="rgb24")
+                video_frame.pts, video_frame.time_base = pts, Fraction(1, 1000)
+                container.mux(stream.encode(video_frame))
+                self.frames_written += 1
+            if container is not None:
+                container.mux(stream.encode(None))
+        except Exception as exc:  # reported through send(); the pipeline and other sinks go on
+            self.error = f"{type(exc).__name__}: {exc}"
+            while self._queue.get() is not None:  # keep draining so push_frame never fills up
+                pass
+        finally:
+            if container is not None:
+                container.close()
+
+    def _draw(self, image: np.ndarray, pts: float, font: GlyphFont) -> np.ndarray:
+        caption, note = self.board.at(pts)
+        out = image.copy()
+        margin = max(4, image.shape[0] // 40)
+        if note:
+            draw_lines(out, font.wrap(f"[screen] {note}", image.shape[1] - 2 * margin, 1), font, top=margin,
+                       colour=(255, 230, 120))
+        if caption:
+            draw_lines(out, font.wrap(caption, image.shape[1] - 2 * margin, 2), font,
+                       bottom=image.shape[0] - margin)
+        return out
+
+
+def _even(image: np.ndarray) -> np.ndarray:
+    """H.264 4:2:0 needs even sizes: an odd last row/column is dropped."""
+    height, width = image.shape[:2]
+    return image[: height - height % 2, : width - width % 2]
+
+
+def _open_output(path: Path, width: int, height: int) -> tuple[av.container.OutputContainer, av.video.VideoStream]:
+    options = {"movflags": "+faststart"} if path.suffix.lower() in (".mp4", ".mov") else {}
+    container = av.open(str(path), "w", options=options)
+    try:
+        stream = container.add_stream("libx264", rate=30, options={"preset": "ultrafast", "crf": "23"})
+    except (av.FFmpegError, ValueError):
+        stream = container.add_stream("mpeg4", rate=30)
+    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    stream.codec_context.time_base = Fraction(1, 1000)
+    return container, stream

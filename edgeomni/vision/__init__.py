@@ -1,0 +1,1 @@
+"""The video path: change scores, incremental visual state, and the block analyser."""

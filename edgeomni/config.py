@@ -80,8 +80,8 @@ class VisualConfig:
     top_k: int = 3
     min_score: float = 0.15  # a label below this is not worth telling the viewer
     frame_width: int = 640  # frames are scaled once at decode time to at most this width
-    change_threshold: float = 0.02  # mean grey-thumbnail difference (0..1) above which a frame is re-analysed
-    scene_threshold: float = 0.12  # difference from the scene's reference thumbnail that marks a new scene
+    change_threshold: float = 0.01  # share of grey-thumbnail cells changed, above which a frame is re-analysed
+    scene_threshold: float = 0.3  # share changed against the scene's reference thumbnail that marks a new scene
     labeller: str = "int8"  # "int8" (image-labeller) or "fp32" (image-labeller-fp32, the reference)
     faces: bool = True  # count faces (needs a face-detector in the bundle)
     ocr: bool = True  # read on-screen text on scene changes (needs ocr-detector/recognizer in the bundle)

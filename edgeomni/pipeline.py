@@ -25,6 +25,7 @@ from edgeomni.engines.labeller import ImageLabeller
 from edgeomni.engines.ocr import TextReader
 from edgeomni.engines.session import EngineProfile
 from edgeomni.engines.vad import SileroVad
+from edgeomni.engines.whisper_asr import WhisperAsr
 from edgeomni.errors import EdgeOmniError
 from edgeomni.frames import AudioFrame, VideoFrame
 from edgeomni.sinks import SinkSet
@@ -39,7 +40,7 @@ class Engines:
 
     bundle: VerifiedBundle
     profile: EngineProfile
-    asr: MoonshineAsr | None
+    asr: MoonshineAsr | WhisperAsr | None
     labeller: ImageLabeller | None
     faces: FaceDetector | None = None  # video path (issue 5): people in view
     reader: TextReader | None = None  # video path (issue 5): on-screen text, read on scene changes
@@ -47,7 +48,9 @@ class Engines:
     @classmethod
     def load(cls, bundle: VerifiedBundle, config: RunConfig) -> Engines:
         profile = EngineProfile(tuple(config.engine.providers), config.engine.threads_per_engine)
-        asr = MoonshineAsr(bundle, profile) if config.speech.enabled else None
+        # A bundle with the asr-whisper-* roles (python -m edgeomni.export.whisper) captions with Whisper (issue 6).
+        asr_cls = WhisperAsr if bundle.manifest.has_role("asr-whisper-encoder") else MoonshineAsr
+        asr = asr_cls(bundle, profile) if config.speech.enabled else None
         labeller_role = "image-labeller" if config.visual.labeller == "int8" else "image-labeller-fp32"
         wants_labels = config.visual.enabled and bundle.manifest.has_role(labeller_role)
         labeller = ImageLabeller(bundle, profile, labeller_role) if wants_labels else None

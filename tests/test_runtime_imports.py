@@ -10,7 +10,8 @@ RUNTIME_MODULES += ["edgeomni.ota.updater", "edgeomni.ota.install", "edgeomni.ot
 RUNTIME_MODULES += ["edgeomni.outbox", "edgeomni.outbox.sink", "edgeomni.sync.device", "edgeomni.sync.worker"]
 RUNTIME_MODULES += ["edgeomni.webrtc.server", "edgeomni.webrtc.session", "edgeomni.webrtc.client"]  # edgeomni serve
 RUNTIME_MODULES += ["edgeomni.engines.faces", "edgeomni.engines.ocr", "edgeomni.vision.analyzer",
-                    "edgeomni.vision.change", "edgeomni.chunking.video"]  # issue 5: the video path
+                    "edgeomni.vision.change", "edgeomni.chunking.video", "edgeomni.sinks.video",
+                    "edgeomni.sinks.overlay"]  # issue 5: the video path
 FORBIDDEN = ["torch", "transformers", "optimum", "onnx", "skimage", "PIL", "tokenizers", "yaml"]
 
 

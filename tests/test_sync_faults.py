@@ -42,9 +42,9 @@ def _accepted(data: Path) -> int:
 @pytest.mark.slow
 @pytest.mark.parametrize("subscription", ["exclusive", "shared"])
 def test_exactly_once_through_sync_broker_and_trainer_restarts(tmp_path: Path, mqtt_broker, subscription: str) -> None:
-    """Exclusive: all three faults. Shared: not the broker restart, because Mosquitto 2.0 does not restore shared
-    subscriptions from persistence (records published before the trainer re-subscribes are dropped by the broker;
-    see runtimes/server/README.md)."""
+    """All three faults in both subscription modes. Mosquitto 2.0 does not restore shared subscriptions from
+    persistence, so after its restart the broker answers "No matching subscribers" until the trainer has
+    re-subscribed: the device keeps those records and sends them again (they must not be lost)."""
     broker = mqtt_broker(users={"dev-a": "pw-a"}, fleet="test")
     outbox, data = tmp_path / "outbox.sqlite", tmp_path / "data"
     expected = fill_outbox(outbox, RECORDS)
@@ -61,13 +61,12 @@ def test_exactly_once_through_sync_broker_and_trainer_restarts(tmp_path: Path, m
         sync = _sync(outbox, broker.url_for("dev-a"), tmp_path / "sync.log")
 
         # 2. the broker goes away for a while and comes back (same port, same persistence)
-        if subscription == "exclusive":
-            wait_for(lambda: outbox_count(outbox) < RECORDS * 0.65, 60, "the restarted sync to deliver")
-            broker.stop()
-            faults.append(f"broker stopped at {outbox_count(outbox)} waiting")
-            time.sleep(2.0)
-            assert sync.poll() is None, "sync gave up while the broker was down"
-            broker.start_again()
+        wait_for(lambda: outbox_count(outbox) < RECORDS * 0.65, 60, "the restarted sync to deliver")
+        broker.stop()
+        faults.append(f"broker stopped at {outbox_count(outbox)} waiting")
+        time.sleep(2.0)
+        assert sync.poll() is None, "sync gave up while the broker was down"
+        broker.start_again()
 
         # 3. the trainer is killed mid-ingest and restarted (its session and unacked messages wait at the broker)
         wait_for(lambda: _accepted(data) > RECORDS * 0.4, 90, "the trainer to ingest")

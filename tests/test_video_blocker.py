@@ -82,7 +82,7 @@ def test_bad_blocker_arguments_are_named() -> None:
 
 @pytest.mark.parametrize(("field", "value", "expected"), [
     ("sample_fps", 0.1, "or 0.5..120"), ("block_stride", 17, "0..block_frames"),
-    ("scene_threshold", 0.01, "change_threshold"), ("budget_ms", 5, "20..10000"), ("max_sample_step", 0, "1..32"),
+    ("scene_threshold", 0.005, "change_threshold"), ("budget_ms", 5, "20..10000"), ("max_sample_step", 0, "1..32"),
 ])
 def test_visual_config_names_bad_fields(field: str, value: float, expected: str) -> None:
     config = VisualConfig(**{field: value})

@@ -182,3 +182,58 @@ def run_video_bench(options: VideoBenchOptions, progress: Progress = print) -> d
     measure("talking-head-change-skip-off", head, {"change_threshold": 0.0})
     return {"passes": passes, "options": {"sizes": options.sizes, "seconds_each": options.seconds_each,
                                           "runs": options.runs, "fps": FPS}}
+
+
+def _median_ms(fn: Callable[[], object], repeat: int) -> dict[str, float]:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - started) * 1000.0)
+    return {"median": round(float(np.median(times)), 2), "p95": round(float(np.percentile(times, 95)), 2)}
+
+
+def stage_costs(bundle: Path, media: Path, sizes: list[str], seconds_each: float, repeat: int = 20) -> dict[str, Any]:
+    """Per-stage costs in this process, one thread each, as fast as possible (not paced): decode + scale
+    to visual.frame_width per size, the thumbnail, and every visual model on a 640x360 frame."""
+    import av
+
+    from edgeomni.bench.video_media import render_photo, render_slide
+    from edgeomni.bundle import verify_bundle
+    from edgeomni.engines.faces import FaceDetector
+    from edgeomni.engines.labeller import ImageLabeller
+    from edgeomni.engines.ocr import TextReader
+    from edgeomni.sources.convert import VideoConverter
+    from edgeomni.vision.change import thumbnail
+
+    decode: dict[str, Any] = {}
+    for size in sizes:
+        clip = scenes_clip(media, size, seconds_each)
+        converter = VideoConverter(0.0, (640, -1), FPS)
+        started, cpu, frames = time.perf_counter(), time.process_time(), 0
+        with av.open(str(clip)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for frame in container.decode(stream):
+                converter.push(frame)
+                frames += 1
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+        decode[size] = {"frames": frames, "fps": round(frames / wall, 1),
+                        "cpu_ms_per_frame": round(cpu * 1000 / frames, 2)}
+    verified = verify_bundle(bundle)
+    photo, slide = render_photo("astronaut"), render_slide("Quarterly results", "Revenue up 12%")
+    int8, fp32 = ImageLabeller(verified), ImageLabeller(verified, role="image-labeller-fp32")
+    faces, reader = FaceDetector(verified), TextReader(verified)
+    big = render_photo("astronaut", SIZES["1080p"])
+    models = {
+        "thumbnail_1080p": lambda: thumbnail(big),
+        "thumbnail_640x360": lambda: thumbnail(photo),
+        "labeller_int8": lambda: int8.features(photo),
+        "labeller_fp32": lambda: fp32.features(photo),
+        "faces_2_tiles": lambda: faces(photo),
+        "ocr_detector": lambda: reader.detector(slide),
+        "ocr_slide_2_lines": lambda: reader(slide),
+    }
+    for fn in models.values():
+        fn()  # warm-up
+    return {"decode_scale_to_640": decode, "per_call_ms": {name: _median_ms(fn, repeat) for name, fn in models.items()}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -20,9 +21,12 @@ def _sizes(value: str) -> list[str]:
 
 
 def _cmd_video(args: argparse.Namespace) -> int:
-    from edgeomni.bench.video import VideoBenchOptions, run_video_bench
+    from edgeomni.bench.video import VideoBenchOptions, run_video_bench, stage_costs
     from edgeomni.bench.video_report import write_video_report
 
+    if args.stages_only:
+        print(json.dumps(stage_costs(args.bundle, args.media, args.sizes, args.seconds_each), indent=2))
+        return 0
     options = VideoBenchOptions(out=args.out, bundle=args.bundle, media=args.media, sizes=args.sizes,
                                 seconds_each=args.seconds_each, runs=args.runs)
     result = run_video_bench(options, progress=lambda message: print(message, flush=True))
@@ -44,4 +48,6 @@ def add_video_parser(kinds: argparse._SubParsersAction) -> None:  # type: ignore
     video.add_argument("--sizes", type=_sizes, default="480p,720p,1080p", help="comma-separated (default: %(default)s)")
     video.add_argument("--seconds-each", type=float, default=4.0, help="seconds each scene is held (6 scenes)")
     video.add_argument("--runs", type=int, default=1, metavar="K", help="repeat every pass K times, report medians")
+    video.add_argument("--stages-only", action="store_true",
+                       help="only the per-stage costs (decode + scale per size, thumbnail, each model), as JSON")
     video.set_defaults(func=_cmd_video)

@@ -131,6 +131,12 @@ class VisualTagger:
         self._wakeup.set()
 
     async def _analyse_loop(self) -> None:
+        try:
+            await self._analyse_blocks()
+        finally:
+            self._idle.set()  # a dead worker must not leave push() waiting for ever
+
+    async def _analyse_blocks(self) -> None:
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self._executor, self._analyzer.engines.warm_up)

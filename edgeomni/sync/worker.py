@@ -3,7 +3,10 @@
 Delivery contract: QoS 1 on a persistent MQTT v5 session (fixed client id, clean_start False, a session
 expiry); a record is deleted from the outbox only after the broker's successful PUBACK for the message
 that carried it. A PUBACK with a failure reason (e.g. "Not authorized": the ACL refuses this device's
-credentials on that topic) keeps the records, logs the reason and retries after `backoff_max_s`. Anything not
+credentials on that topic) keeps the records, logs the reason and retries after `backoff_max_s`. A PUBACK
+"No matching subscribers" (MQTT v5 reason 16: no trainer is subscribed, e.g. right after a broker restart,
+which does not restore shared subscriptions in Mosquitto 2.0) means the broker dropped the message: the
+records are kept and sent again, with a backoff doubling up to `backoff_max_s`, until a trainer listens. Anything not
 acknowledged is sent again (by paho on reconnect, or by us after `ack_timeout_s`, or by the next process
 after a crash), so delivery is at-least-once and the trainer's id index makes it exactly-once in the
 dataset. Offline, records wait in the outbox (bounded by its retention policy); paho reconnects with
@@ -26,6 +29,7 @@ from edgeomni.sync.config import SyncConfig
 
 log = logging.getLogger("edgeomni.sync")
 SESSION_EXPIRY_S = 7 * 86400
+NO_MATCHING_SUBSCRIBERS = 16  # MQTT v5 PUBACK reason code
 
 
 @dataclass
@@ -36,6 +40,7 @@ class SyncStats:
     disconnects: int = 0
     resends: int = 0
     refused_records: int = 0
+    unrouted_records: int = 0  # PUBACK "No matching subscribers": no trainer listening, kept and retried
     last_error: str = ""
 
     def as_dict(self) -> dict[str, Any]:
@@ -60,6 +65,7 @@ class SyncWorker(threading.Thread):
         self._stop_requested = threading.Event()
         self._connected = threading.Event()
         self._wake = threading.Event()
+        self._unrouted_backoff = 0.0
         # (mid, reason code) from paho's thread, handled in ours
         self._acks: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
         self._retry_refused_at: float | None = None
@@ -150,6 +156,16 @@ class SyncWorker(threading.Thread):
             flight = self._inflight.pop(mid, None)
             if flight is None:
                 continue
+            if getattr(reason, "value", None) == NO_MATCHING_SUBSCRIBERS:
+                self.stats.unrouted_records += len(flight.ids)
+                self._unrouted_backoff = min(self.config.backoff_max_s,
+                                             max(self.config.backoff_min_s, self._unrouted_backoff * 2))
+                self.stats.last_error = (f"no trainer is subscribed: the broker dropped a batch of {len(flight.ids)} "
+                                         f"record(s); kept, retrying in {self._unrouted_backoff:.1f} s")
+                log.warning("sync: %s", self.stats.last_error)
+                self._retry_refused_at = time.monotonic() + self._unrouted_backoff
+                continue
+            self._unrouted_backoff = 0.0
             if getattr(reason, "is_failure", False):
                 self.stats.refused_records += len(flight.ids)
                 self.stats.last_error = f"broker refused a batch of {len(flight.ids)} record(s): {reason}"

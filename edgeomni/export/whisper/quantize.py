@@ -33,9 +33,11 @@ def float_nodes(model_path: Path) -> tuple[list[str], dict[str, int]]:
     return excluded, kinds
 
 
-def quantize_encoder(fp32: Path, int8: Path, features: np.ndarray, method: str = "minmax",
-                     progress: Callable[[str], None] = print) -> dict[str, Any]:
-    """Static INT8 QDQ (per-channel symmetric weights, symmetric int8 activations) of the linear layers."""
+def quantize_encoder(fp32: Path, int8: Path, features: np.ndarray, method: str = "percentile",
+                     activations: str = "uint8-asymmetric", progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """Static INT8 QDQ of the linear layers: per-channel symmetric int8 weights; activations uint8 asymmetric by
+    default, which ONNX Runtime's x86 kernels run as integer GEMMs (1.7x faster than FP32 here, where symmetric
+    int8 activations ran no faster than FP32) and which fits the one-sided GELU outputs feeding fc2."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory(prefix="edgeomni-whisper-q-") as tmp:
@@ -45,7 +47,7 @@ def quantize_encoder(fp32: Path, int8: Path, features: np.ndarray, method: str =
         quant_pre_process(str(fp32), str(prepared))
         excluded, kinds = float_nodes(prepared)
         settings = quantize_int8(prepared, int8, features, method=method, input_name="input_features",
-                                 nodes_to_exclude=excluded, progress=progress)
+                                 activations=activations, nodes_to_exclude=excluded, progress=progress)
     settings["excluded_nodes"] = f"{len(excluded)} non-linear nodes kept float"
     settings["excluded_by_op"] = kinds
     settings["quantized_ops"] = list(WEIGHT_OPS)

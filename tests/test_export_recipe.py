@@ -14,6 +14,8 @@ import yaml
 
 from edgeomni.errors import ExportError
 from edgeomni.export.recipe import Recipe
+from edgeomni.export.tensorrt import Profile, TensorRtSettings, build_engine, profile_for
+from edgeomni.export.tensorrt import available as tensorrt_version
 
 ROOT = Path(__file__).resolve().parents[1]
 MOBILENET = ROOT / "export" / "mobilenet_v2.yaml"
@@ -111,6 +113,9 @@ def test_mobilenet_recipe_end_to_end_and_an_unmeetable_gate(tmp_path: Path) -> N
     component = report["components"]["mobilenet-v2"]
     assert component["gate"]["passed"] and component["size_ratio"] > 2.0
     assert report["calibration"]["count"] == 16 and report["calibration"]["seed"] == 1234
+    if tensorrt_version() is None:  # the TensorRT target fails with its reason; the ONNX bundle is still written
+        assert "not built" in report["targets"]["tensorrt"] and "not installed" in report["targets"]["tensorrt"]
+        assert report["tensorrt_profiles"][0]["max"] == [8, 3, 224, 224]
     verify = subprocess.run([sys.executable, "-m", "edgeomni.cli", "bundle", "verify", str(bundle)],
                             capture_output=True, text=True, timeout=120)
     assert verify.returncode == 0, verify.stderr
@@ -130,3 +135,25 @@ def test_mobilenet_recipe_end_to_end_and_an_unmeetable_gate(tmp_path: Path) -> N
     assert "accuracy gate not met" in failed.stdout
     assert (tmp_path / "strict" / "report.md").is_file() and not (tmp_path / "strict" / "bundle").exists()
     shutil.rmtree(tmp_path / "ok", ignore_errors=True)
+
+
+def test_tensorrt_profiles_cover_a_dynamic_batch_and_keep_fixed_dims() -> None:
+    profile = profile_for("input", ["batch", 3, 224, 224], [1, 3, 224, 224], max_batch=8)
+    assert profile == Profile("input", (1, 3, 224, 224), (1, 3, 224, 224), (8, 3, 224, 224))
+    fixed = profile_for("input_values", [1, "samples"], [1, 16000], max_batch=4)
+    assert fixed.min == fixed.max == (1, 16000)  # a fixed batch stays fixed; other symbolic dims take the example
+    with pytest.raises(ExportError, match="dimension 1 is 3 in the model, 1 in the example"):
+        profile_for("input", ["batch", 3, 224, 224], [1, 1, 224, 224], max_batch=8)
+
+
+def test_tensorrt_settings_are_checked() -> None:
+    with pytest.raises(ExportError, match="workspace_mb"):
+        TensorRtSettings(workspace_mb=1).validate()
+    with pytest.raises(ExportError, match="min <= opt <= max"):
+        TensorRtSettings(profiles=[Profile("x", (4, 3), (1, 3), (8, 3))]).validate()
+
+
+@pytest.mark.skipif(tensorrt_version() is not None, reason="TensorRT is installed here: the build path runs instead")
+def test_tensorrt_target_without_tensorrt_fails_clearly(tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="TensorRT Python package is not installed"):
+        build_engine(tmp_path / "model.onnx", tmp_path / "model.engine", TensorRtSettings())

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 SOURCES = [*sorted(Path("edgeomni/export/whisper").glob("*.py")),
            *(Path("edgeomni/engines") / f"whisper_{m}.py" for m in ("asr", "features", "tokenizer"))]
-RUN_SENTENCES = ["The library will open at nine tomorrow morning.",
+RUN_SENTENCES = ["The library will open early tomorrow morning.",
                  "Please remember to bring your laptop to the meeting."]
 
 

@@ -134,8 +134,12 @@ def _run(recipe: Recipe, work: Path, bundle: Path, report: _Report) -> None:
         raise GateFailed(f"accuracy gate not met: {gate.metric} {value:.4f} < {gate.min} after keeping "
                          f"{len(excluded)} node(s) in FP32 (max_excluded {gate.max_excluded}); no bundle written, "
                          f"see {report.out / REPORT_MD}")
+    engine = None
+    if "tensorrt" in recipe.targets:
+        with report.step("TensorRT engine from the QDQ ONNX (explicit quantization)"):
+            engine = _tensorrt(recipe, int8, work / f"{recipe.name}.engine", report.data)
     with report.step("writing the bundle"):
-        _write_bundle(recipe, bundle, fp32, int8, report.data)
+        _write_bundle(recipe, bundle, fp32, int8, report.data, engine)
         say(f"    bundle at {bundle}")
 
 
@@ -156,11 +160,32 @@ def _targets(recipe: Recipe) -> dict[str, str]:
             status[target] = ("built (same QDQ ONNX)" if "CUDAExecutionProvider" in offered else
                               "the QDQ ONNX runs there; not checked here (this onnxruntime has no CUDA provider)")
         else:
-            status[target] = "not built: TensorRT engines are not built by recipes yet (issue 6)"
+            status[target] = "not attempted: built only once the accuracy gate holds"
     return status
 
 
-def _write_bundle(recipe: Recipe, bundle: Path, fp32: Path, int8: Path, report: dict[str, Any]) -> None:
+def _tensorrt(recipe: Recipe, int8: Path, out: Path, report: dict[str, Any]) -> Path | None:
+    """Build the engine where TensorRT is installed; elsewhere say why in the report and go on."""
+    import onnx
+
+    from edgeomni.export.tensorrt import TensorRtSettings, build_engine, profile_for
+
+    graph = onnx.load(str(int8), load_external_data=False).graph
+    dims = [d.dim_value or d.dim_param or None for d in graph.input[0].type.tensor_type.shape.dim]
+    settings = TensorRtSettings(profiles=[profile_for(graph.input[0].name, dims, recipe.source.input_shape, 8)])
+    try:
+        record = build_engine(int8, out, settings)
+    except ExportError as exc:
+        report["targets"]["tensorrt"] = f"not built: {exc}"
+        report["tensorrt_profiles"] = [vars(p) for p in settings.profiles]
+        return None
+    report["targets"]["tensorrt"] = f"built: TensorRT {record['tensorrt']} on {record['gpu']}"
+    report["tensorrt"] = record
+    return out
+
+
+def _write_bundle(recipe: Recipe, bundle: Path, fp32: Path, int8: Path, report: dict[str, Any],
+                  engine: Path | None = None) -> None:
     from edgeomni.bundle import verify_bundle
     from edgeomni.bundle.describe import describe_file
     from edgeomni.bundle.manifest import Manifest
@@ -184,6 +209,11 @@ def _write_bundle(recipe: Recipe, bundle: Path, fp32: Path, int8: Path, report: 
         describe_file(staging, f"models/{fp32.name}", name=f"{recipe.name}_fp32", role=f"{role}-fp32",
                       precision="fp32", license="see source", provenance=provenance, preprocess=preprocess),
     ]
+    if engine is not None:  # tied to one TensorRT version and GPU: recorded in its report
+        shutil.copyfile(engine, staging / "models" / engine.name)
+        components.append(describe_file(staging, f"models/{engine.name}", name=f"{recipe.name}_tensorrt",
+                                        role=f"{role}-tensorrt", precision="int8", license="see source",
+                                        provenance=provenance, preprocess=preprocess, report=report["tensorrt"]))
     if recipe.labels:
         labels = resolve_path(recipe, recipe.labels, "labels")
         shutil.copyfile(labels, staging / "models" / "labels.txt")

@@ -20,8 +20,9 @@ def report_markdown(report: dict[str, Any]) -> str:
     sizes, acc, lat = report["size_bytes"], report["accuracy"], report.get("latency", {})
     lines = [f"# {report['bundle']} {report['version']}: Whisper tiny.en export report", "",
              f"Gate: **{'passed' if report['gate']['passed'] else 'FAILED'}** "
-             f"(INT8 WER within {report['gate']['max_wer_delta']:.0%} of FP32, >= {report['gate']['min_size_ratio']}x "
-             "smaller)", *[f"- {f}" for f in report["gate"]["failures"]], "",
+             f"(INT8 WER at most {report['gate']['max_wer_delta'] * 100:.1f} points above FP32, "
+             f">= {report['gate']['min_size_ratio']}x smaller; INT8 - FP32 here: "
+             f"{report['gate']['wer_delta'] * 100:+.2f} points)", *[f"- {f}" for f in report["gate"]["failures"]], "",
              "| component | FP32 MB | INT8 MB |", "|---|---:|---:|"]
     for part in ("encoder", "decoder", "total"):
         lines.append(f"| {part} | {sizes['fp32'][part] / 1e6:.1f} | {sizes['int8'][part] / 1e6:.1f} |")
@@ -39,7 +40,7 @@ def report_markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {part} | {f['median_ms']} / {f['p95_ms']} | {i['median_ms']} / {i['p95_ms']} |")
     calib = report.get("calibration", {})
     lines += ["", f"Calibration: {calib.get('count')} clips (seed {calib.get('seed')}), "
-              f"{calib.get('held_out_from', '')}.", "",
+              f"{calib.get('held_out', '')}.", "",
               "Step wall times (s): " + ", ".join(f"{k} {v}" for k, v in report.get("step_wall_s", {}).items()), ""]
     return "\n".join(lines)
 

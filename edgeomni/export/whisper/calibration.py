@@ -76,7 +76,8 @@ def calibration_clips(count: int, seed: int = 0, progress: Callable[[str], None]
                             "seconds": round(len(clips[-1]) / SAMPLE_RATE, 2)})
     progress(f"    {len(clips)} calibration clips ({sum(len(c) for c in clips) / SAMPLE_RATE:.0f} s of speech)")
     return clips, {"seed": seed, "count": len(clips), "clips": entries,
-                   "held_out_from": "the bench speech set (different sentences and real clips)"}
+                   "held_out": "none of them in the bench speech set that the gate scores "
+                   "(other sentences, another real clip)"}
 
 
 def calibration_features(clips: list[np.ndarray], filters: np.ndarray) -> np.ndarray:

@@ -1,0 +1,119 @@
+"""The `tensorrt` export target: a serialized TensorRT engine built from the QDQ ONNX model.
+
+Explicit quantization: the Q/DQ nodes of the INT8 ONNX decide what runs in INT8 (TensorRT does not
+calibrate again); layers without Q/DQ may fall back to FP16. Dynamic input dimensions get one
+optimisation profile (min/opt/max). A timing cache next to the output makes rebuilds fast. The engine is
+tied to the TensorRT version and the GPU it was built on, so both are recorded with it.
+
+TensorRT cannot be installed on every machine (its wheels come from NVIDIA's own index): where the
+`tensorrt` module is missing, `build_engine` raises ExportError with that reason and the rest of the
+export goes on (the runner reports the target as not built).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeomni.errors import ExportError
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One optimisation profile for one input: the shapes TensorRT must accept and the one it tunes for."""
+
+    input: str
+    min: tuple[int, ...]
+    opt: tuple[int, ...]
+    max: tuple[int, ...]
+
+
+@dataclass
+class TensorRtSettings:
+    fp16: bool = True  # layers left without Q/DQ may run in FP16
+    int8: bool = True  # honour the Q/DQ nodes (explicit quantization)
+    workspace_mb: int = 1024
+    max_batch: int = 8
+    timing_cache: str = "timing.cache"
+    profiles: list[Profile] = field(default_factory=list)
+
+    def validate(self) -> None:
+        if not 16 <= self.workspace_mb <= 65_536:
+            raise ExportError(f"tensorrt.workspace_mb: expected 16..65536, got {self.workspace_mb}")
+        if not 1 <= self.max_batch <= 1024:
+            raise ExportError(f"tensorrt.max_batch: expected 1..1024, got {self.max_batch}")
+        for p in self.profiles:
+            if not (len(p.min) == len(p.opt) == len(p.max)):
+                raise ExportError(f"tensorrt profile for {p.input!r}: min/opt/max ranks differ ({p})")
+            if not all(a <= b <= c for a, b, c in zip(p.min, p.opt, p.max, strict=True)):
+                raise ExportError(f"tensorrt profile for {p.input!r}: expected min <= opt <= max per dimension, "
+                                  f"got {p}")
+
+
+def profile_for(input_name: str, shape: list[int | str | None], example: list[int], max_batch: int) -> Profile:
+    """Min/opt/max shapes for one input: symbolic (or None) dims take the example's size; the batch (first)
+    dimension, when symbolic, ranges 1..max_batch and is tuned for 1 (a live stream sends one item)."""
+    if len(shape) != len(example):
+        raise ExportError(f"input {input_name!r}: model rank {len(shape)} != example rank {len(example)}")
+    fixed = [d if isinstance(d, int) and d > 0 else None for d in shape]
+    for i, (dim, want) in enumerate(zip(fixed, example, strict=True)):
+        if dim is not None and dim != want:
+            raise ExportError(f"input {input_name!r}: dimension {i} is {dim} in the model, {want} in the example")
+    low = tuple(d if d is not None else (1 if i == 0 else e) for i, (d, e) in enumerate(zip(fixed, example,
+                                                                                             strict=True)))
+    high = tuple(d if d is not None else (max_batch if i == 0 else e) for i, (d, e) in enumerate(zip(fixed, example,
+                                                                                                   strict=True)))
+    return Profile(input_name, low, low, high)
+
+
+def available() -> str | None:
+    """The TensorRT version if its Python package imports here, else None."""
+    try:
+        import tensorrt
+    except ImportError:
+        return None
+    return str(tensorrt.__version__)
+
+
+def build_engine(onnx_path: Path, out: Path, settings: TensorRtSettings) -> dict[str, Any]:
+    """Build and serialize an engine; returns what to record with it (versions, GPU, profiles, flags)."""
+    settings.validate()
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise ExportError("target tensorrt: the TensorRT Python package is not installed on this machine "
+                          "(pip install tensorrt from NVIDIA's index, on a machine with an NVIDIA GPU); "
+                          "the ONNX targets are unaffected") from None
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(Path(onnx_path).read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ExportError(f"target tensorrt: TensorRT cannot parse {Path(onnx_path).name}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mb << 20)
+    if settings.int8:
+        config.set_flag(trt.BuilderFlag.INT8)
+    if settings.fp16:
+        config.set_flag(trt.BuilderFlag.FP16)
+    cache_path = Path(out).with_name(settings.timing_cache)
+    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    profile = builder.create_optimization_profile()
+    for p in settings.profiles:
+        profile.set_shape(p.input, p.min, p.opt, p.max)
+    config.add_optimization_profile(profile)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ExportError(f"target tensorrt: the engine build failed for {Path(onnx_path).name} (see TensorRT log)")
+    Path(out).write_bytes(bytes(serialized))
+    cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
+    import torch  # the export extra has it; only to name the GPU the engine is tied to
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "unknown"
+    return {"tensorrt": trt.__version__, "gpu": gpu, "fp16": settings.fp16, "int8": settings.int8,
+            "profiles": [asdict(p) for p in settings.profiles], "timing_cache": cache_path.name,
+            "settings": json.loads(json.dumps(asdict(settings)))}

@@ -157,3 +157,25 @@ def test_tensorrt_settings_are_checked() -> None:
 def test_tensorrt_target_without_tensorrt_fails_clearly(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="TensorRT Python package is not installed"):
         build_engine(tmp_path / "model.onnx", tmp_path / "model.engine", TensorRtSettings())
+
+
+def test_dynamic_int8_keeps_a_matmul_close_and_smaller(tmp_path: Path) -> None:
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeomni.export.quantize import quantize_dynamic_int8
+
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.standard_normal((256, 256)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "dense",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 256])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 256])], [weight])
+    fp32, int8 = tmp_path / "dense.onnx", tmp_path / "dense_int8.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), fp32)
+    settings = quantize_dynamic_int8(fp32, int8)
+    assert settings["activations"].startswith("uint8") and int8.stat().st_size < fp32.stat().st_size / 3
+    x = rng.standard_normal((8, 256)).astype(np.float32)
+    ref, got = (ort.InferenceSession(str(p)).run(None, {"x": x})[0] for p in (fp32, int8))
+    cosine = (ref * got).sum(axis=1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1))
+    assert cosine.min() > 0.99

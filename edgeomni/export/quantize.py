@@ -158,6 +158,20 @@ def quantize_int8(
     }
 
 
+def quantize_dynamic_int8(fp32_path: Path, int8_path: Path, nodes_to_exclude: list[str] | None = None,
+                          per_channel: bool = True) -> dict[str, Any]:
+    """Dynamic INT8 (weights INT8 ahead of time, activations quantized per call from their own range): for
+    decoders and other autoregressive parts whose activations no calibration set can bound well."""
+    from onnxruntime.quantization import quantize_dynamic
+
+    Path(int8_path).parent.mkdir(parents=True, exist_ok=True)
+    quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8, per_channel=per_channel,
+                     nodes_to_exclude=list(nodes_to_exclude or []))
+    return {"format": "dynamic (QOperator MatMulInteger/ConvInteger)", "per_channel": per_channel,
+            "weights": "int8 symmetric", "activations": "uint8, range per call",
+            "excluded_nodes": list(nodes_to_exclude or [])}
+
+
 def _session(path: Path, threads: int) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads

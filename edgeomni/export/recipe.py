@@ -16,7 +16,7 @@ from edgeomni.errors import ExportError
 
 SOURCE_KINDS = ("onnx", "pytorch", "huggingface")
 TASKS = ("image-classification", "encoder")
-QUANT_MODES = ("static", "dynamic", "none")
+QUANT_MODES = ("static", "dynamic")
 METHODS = ("minmax", "entropy", "percentile")
 ACTIVATIONS = ("int8-symmetric", "uint8-asymmetric")
 METRICS = {"top1_agreement": "image-classification", "cosine": "encoder"}

@@ -77,7 +77,7 @@ def _run(recipe: Recipe, work: Path, bundle: Path, report: _Report) -> None:
     from edgeomni.export.gate import score, sensitive_nodes
     from edgeomni.export.media_sets import load_image_set
     from edgeomni.export.model_source import export_fp32
-    from edgeomni.export.quantize import latency_ms, quantize_int8
+    from edgeomni.export.quantize import latency_ms, quantize_dynamic_int8, quantize_int8
 
     say = report.progress
     fp32, int8 = work / f"{recipe.name}_fp32.onnx", work / f"{recipe.name}_int8.onnx"
@@ -98,11 +98,14 @@ def _run(recipe: Recipe, work: Path, bundle: Path, report: _Report) -> None:
     rounds: list[dict[str, Any]] = []
     while True:
         with report.step(f"INT8 {quant.mode} quantization ({quant.method}, {len(excluded)} nodes kept FP32)"):
-            settings = quantize_int8(fp32, int8, calibration.tensors, method=quant.method,
-                                     percentile=quant.percentile, activations=quant.activations,
-                                     input_name=recipe.source.input_name,
-                                     nodes_to_exclude=[n for n, _ in excluded], ranges_cache=work / "ranges.json",
-                                     progress=say)
+            if quant.mode == "dynamic":
+                settings = quantize_dynamic_int8(fp32, int8, [n for n, _ in excluded], quant.per_channel)
+            else:
+                settings = quantize_int8(fp32, int8, calibration.tensors, method=quant.method,
+                                         percentile=quant.percentile, activations=quant.activations,
+                                         input_name=recipe.source.input_name,
+                                         nodes_to_exclude=[n for n, _ in excluded],
+                                         ranges_cache=work / "ranges.json", progress=say)
         with report.step(f"accuracy gate ({gate.metric} >= {gate.min}) on {len(heldout.tensors)} held-out inputs"):
             value = score(gate.metric, fp32, int8, heldout.tensors)
             rounds.append({"excluded": len(excluded), gate.metric: round(value, 4)})

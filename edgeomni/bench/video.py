@@ -45,6 +45,7 @@ class VideoBenchOptions:
     sizes: list[str] = field(default_factory=lambda: list(SIZES))
     seconds_each: float = 4.0
     runs: int = 1
+    talking_head_only: bool = False
 
 
 def scenes_clip(media: Path, size_name: str, seconds_each: float) -> Path:
@@ -124,13 +125,14 @@ def run_pass(bundle: Path, clip: Path, visual: dict[str, Any], extra: list[str] 
     media = float(end["media_seconds"]) or 1.0
     counters = end.get("counters", {})
     keep = ("video_blocks", "skipped_blocks", "visual_over_budget", "sampling_downshifts", "frames_sampled",
-            "frames_analysed", "frames_unchanged", "scene_changes", "ocr_runs", "vision_seconds")
+            "frames_analysed", "frames_unchanged", "scene_changes", "ocr_runs", "vision_seconds", "vision_cpu_seconds")
     return {
         "media_seconds": media, "wall_seconds": round(wall, 2), "cpu_seconds": round(cpu, 2),
         # The 1-minute load average around the pass: other work on a shared machine shows up here.
         "load_avg": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "cpu_per_media_second": round(cpu / media, 3),
         "vision_seconds_per_media_second": round(float(counters.get("vision_seconds", 0.0)) / media, 4),
+        "vision_cpu_per_media_second": round(float(counters.get("vision_cpu_seconds", 0.0)) / media, 4),
         "latency_ms": {kind: percentiles(values) for kind, values in by_type.items()},
         "visual_over_budget": sum(v > VISUAL_BUDGET_MS for v in by_type.get("visual", [])),
         "speech_over_budget": sum(v > SPEECH_BUDGET_MS for v in by_type.get("partial", [])),
@@ -145,6 +147,7 @@ def _median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
         return runs[0]
     merged = dict(runs[-1])
     for key in ("wall_seconds", "cpu_seconds", "cpu_per_media_second", "vision_seconds_per_media_second",
+                "vision_cpu_per_media_second",
                 "visual_over_budget", "speech_over_budget"):
         merged[key] = float(np.median([r[key] for r in runs]))
     merged["latency_ms"] = {kind: {stat: float(np.median([r["latency_ms"][kind][stat] for r in runs]))
@@ -169,13 +172,15 @@ def run_video_bench(options: VideoBenchOptions, progress: Progress = print) -> d
         progress(f"    visual p95 {visual_p95} ms, CPU {result['cpu_per_media_second']} s per media s, "
                  f"skipped blocks {result['counters'].get('skipped_blocks', '-')}")
 
-    for size in options.sizes:
+    for size in [] if options.talking_head_only else options.sizes:
         progress(f"preparing the {size}{FPS} scene clip ...")
         clip = scenes_clip(options.media, size, options.seconds_each)
         for precision in ("int8", "fp32"):
             measure(f"{size}-{precision}", clip, {"labeller": precision})
     largest = options.sizes[-1]
-    measure(f"{largest}-speech-only", scenes_clip(options.media, largest, options.seconds_each), {}, ["--no-visual"])
+    if not options.talking_head_only:
+        control = scenes_clip(options.media, largest, options.seconds_each)
+        measure(f"{largest}-speech-only", control, {}, ["--no-visual"])
     progress("preparing the talking-head clip ...")
     head = talking_head_clip(options.media, "720p", options.seconds_each * len(SCENES))
     measure("talking-head-change-skip-on", head, {})

@@ -28,7 +28,8 @@ def _cmd_video(args: argparse.Namespace) -> int:
         print(json.dumps(stage_costs(args.bundle, args.media, args.sizes, args.seconds_each), indent=2))
         return 0
     options = VideoBenchOptions(out=args.out, bundle=args.bundle, media=args.media, sizes=args.sizes,
-                                seconds_each=args.seconds_each, runs=args.runs)
+                                seconds_each=args.seconds_each, runs=args.runs,
+                                talking_head_only=args.talking_head_only)
     result = run_video_bench(options, progress=lambda message: print(message, flush=True))
     command = "edgeomni " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     json_path, md_path = write_video_report(result, args.out, command)
@@ -48,6 +49,8 @@ def add_video_parser(kinds: argparse._SubParsersAction) -> None:  # type: ignore
     video.add_argument("--sizes", type=_sizes, default="480p,720p,1080p", help="comma-separated (default: %(default)s)")
     video.add_argument("--seconds-each", type=float, default=4.0, help="seconds each scene is held (6 scenes)")
     video.add_argument("--runs", type=int, default=1, metavar="K", help="repeat every pass K times, report medians")
+    video.add_argument("--talking-head-only", action="store_true",
+                       help="only the change-skipping comparison on the talking-head clip")
     video.add_argument("--stages-only", action="store_true",
                        help="only the per-stage costs (decode + scale per size, thumbnail, each model), as JSON")
     video.set_defaults(func=_cmd_video)

@@ -12,6 +12,7 @@ Runs in a worker thread (numpy and onnxruntime release the GIL). Per block:
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,6 +65,13 @@ class BlockAnalyzer:
         self.state = VisualState()
 
     def __call__(self, block: VideoBlock) -> BlockFindings | None:
+        started = time.thread_time()  # this thread's CPU only: waiting for a core under load is not compute
+        try:
+            return self._analyse_block(block)
+        finally:
+            self.state.cpu_seconds += time.thread_time() - started
+
+    def _analyse_block(self, block: VideoBlock) -> BlockFindings | None:
         state, config = self.state, self.config
         frames = [f for f in block.frames if usable(f)]
         state.bad_frames += len(block.frames) - len(frames)

@@ -44,6 +44,7 @@ class VisualState:
     scenes: int = 0
     ocr_runs: int = 0
     bad_frames: int = 0
+    cpu_seconds: float = 0.0  # CPU time of the vision thread (ONNX Runtime runs on it: 1 intra-op thread)
 
     def add_probs(self, probs: np.ndarray, new_scene: bool) -> None:
         if new_scene or self.prob_sum is None:
@@ -55,7 +56,7 @@ class VisualState:
     def mean_probs(self) -> np.ndarray | None:
         return None if self.prob_sum is None else self.prob_sum / self.prob_count
 
-    def counters(self) -> dict[str, int]:
+    def counters(self) -> dict[str, int | float]:
         return {"video_frames": self.frames, "frames_analysed": self.frames_analysed,
                 "frames_unchanged": self.frames_unchanged, "scene_changes": self.scenes, "ocr_runs": self.ocr_runs,
-                "bad_frames": self.bad_frames}
+                "bad_frames": self.bad_frames, "vision_cpu_seconds": round(self.cpu_seconds, 3)}

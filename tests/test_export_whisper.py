@@ -8,6 +8,7 @@ scored on the first 6 speech clips of the bench set, no peer; about 1.5 min on 2
 from __future__ import annotations
 
 import hashlib
+import shutil
 import struct
 import subprocess
 import sys
@@ -50,6 +51,9 @@ def whisper_bundle() -> Path:
         return out
     except BundleError:
         pass
+    for stale in out.parent.glob("whisper-test-*"):  # builds of earlier code versions: 40 MB each
+        if stale != out:
+            shutil.rmtree(stale, ignore_errors=True)
     options = WhisperExportOptions(out=out, calibration_clips=6, gate_clips=6, latency_runs=2, peer=False)
     return build_whisper_bundle(options, progress=lambda line: print(line, flush=True))
 
@@ -63,9 +67,9 @@ def ct2_and_hf() -> tuple[object, object]:
 
 
 def _decode(path: Path) -> np.ndarray:
-    from edgeomni.export.whisper.calibration import _decode as decode
+    from edgeomni.export.whisper.calibration import decode_audio
 
-    return decode(path)
+    return decode_audio(path)
 
 
 def test_mapped_transformers_model_hears_what_faster_whisper_hears(ct2_and_hf: tuple, tmp_path: Path) -> None:
@@ -185,3 +189,44 @@ def test_cli_refuses_a_non_bundle_output_directory(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "is not an (empty or earlier) bundle directory" in proc.stderr
     assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_unmet_gate_exits_3_keeps_the_report_and_the_earlier_bundle(whisper_bundle: Path, tmp_path: Path) -> None:
+    """A gate that cannot be met (INT8 50x smaller) on a reduced build: exit 3, report beside the earlier bundle
+    at --out (which still verifies, untouched), no new bundle."""
+    import json
+
+    from edgeomni.bundle import verify_bundle
+
+    earlier = tmp_path / "bundle"
+    shutil.copytree(whisper_bundle, earlier)
+    before = (earlier / "manifest.json").read_bytes()
+    proc = subprocess.run([sys.executable, "-m", "edgeomni.export.whisper", "--out", str(earlier),
+                           "--min-size-ratio", "50", "--calibration-clips", "1", "--method", "minmax",
+                           "--gate-clips", "1", "--latency-runs", "1", "--no-peer"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert "Whisper INT8 gate not met: INT8 is only" in proc.stderr and "needs 50.0x" in proc.stderr
+    report = json.loads((tmp_path / "bundle.rejected" / "report.json").read_text())
+    assert not report["gate"]["passed"] and report["size_ratio"] < 50
+    assert "Gate: **FAILED**" in (tmp_path / "bundle.rejected" / "report.md").read_text()
+    assert not (tmp_path / "bundle.rejected" / "manifest.json").exists()
+    assert (earlier / "manifest.json").read_bytes() == before
+    verify_bundle(earlier)
+    assert not list(tmp_path.glob(".bundle.building-*")), "the work directory was not cleaned up"
+
+
+def test_whisper_asr_names_a_malformed_decoder_entry(whisper_bundle: Path, tmp_path: Path) -> None:
+    import json
+
+    from edgeomni.bundle import verify_bundle
+    from edgeomni.engines.whisper_asr import WhisperAsr
+    from edgeomni.errors import BundleError
+
+    broken = tmp_path / "bundle"
+    shutil.copytree(whisper_bundle, broken)
+    manifest = json.loads((broken / "manifest.json").read_text())
+    del manifest["components"]["asr_whisper_decoder"]["preprocess"]["num_heads"]
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"asr-whisper-decoder: preprocess field missing.*num_heads"):
+        WhisperAsr(verify_bundle(broken))

@@ -67,7 +67,8 @@ def build_report(options: Any, sset: SpeechSet, summary: dict[str, Any], runs: d
         "definitions": {"partial_latency": PARTIAL_DEFINITION, "eos_final_latency": EOS_DEFINITION,
                         "rtf": "seconds spent computing (inside the system's calls) per second of audio",
                         "cpu_s": "time.process_time of the system's process over the streaming pass (all threads)",
-                        "peak_rss_mb": "peak resident memory (VmHWM) of the system's own process (includes the harness's Python)",
+                        "peak_rss_mb": "peak resident memory (VmHWM) of the system's own process "
+                                       "(includes the harness's Python)",
                         "wer": "finals joined in emission order vs the reference, edgeomni.wer.normalize for all",
                         "budget": f"partial p95 <= {budget_ms:.0f} ms and end-of-speech -> final p95 "
                                   f"<= {final_budget_ms:.0f} ms"},

@@ -206,9 +206,13 @@ def offline_spans(seconds: float, segments: list[list[float]],
 def run_offline(spec: dict[str, Any], sset: SpeechSet) -> dict[str, Any]:
     from edgeomni.bundle import verify_bundle
     from edgeomni.engines.asr import MoonshineAsr
+    from edgeomni.engines.whisper_asr import WhisperAsr
 
     loaded = time.perf_counter()
-    asr = MoonshineAsr(verify_bundle(Path(spec["bundle"])))
+    bundle = verify_bundle(Path(spec["bundle"]))
+    # issue 6: a Whisper bundle is run by its own engine (the pass keeps its name; its info names the ASR).
+    asr_cls = WhisperAsr if bundle.manifest.has_role("asr-whisper-encoder") else MoonshineAsr
+    asr = asr_cls(bundle)
     load_s = time.perf_counter() - loaded
     files, started = [], time.monotonic()
     for i, clip in enumerate(sset.clips, 1):
@@ -223,7 +227,8 @@ def run_offline(spec: dict[str, Any], sset: SpeechSet) -> dict[str, Any]:
         files.append({"name": clip.name, "media_s": round(len(audio) / AUDIO_RATE, 3), "busy_s": round(busy, 4),
                       "cpu_s": round(time.process_time() - cpu, 4), "wall_s": 0.0,
                       "streams": [{"events": [event] if event["text"] else []}]})
-    return {"info": {"bundle": spec["bundle"], "chunking": f"<= {OFFLINE_LIMIT_S:.0f} s, cut in pauses"},
+    return {"info": {"bundle": spec["bundle"], "asr": asr_cls.__name__,
+                     "chunking": f"<= {OFFLINE_LIMIT_S:.0f} s, cut in pauses"},
             "load_s": round(load_s, 3), "files": files}
 
 

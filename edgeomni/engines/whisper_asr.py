@@ -21,6 +21,7 @@ from edgeomni.engines.asr import Transcript, _drop_loop, _loops
 from edgeomni.engines.session import EngineProfile, create_session
 from edgeomni.engines.whisper_features import CHUNK_SAMPLES, SAMPLE_RATE, LogMel
 from edgeomni.engines.whisper_tokenizer import ByteLevelDetokenizer
+from edgeomni.errors import BundleError
 
 ROLES = ("asr-whisper-encoder", "asr-whisper-decoder", "asr-whisper-tokenizer", "asr-whisper-mel")
 
@@ -55,7 +56,8 @@ class WhisperDecoding:
                 max_target_positions=int(params.get("max_target_positions", 448)),
                 max_tokens_per_second=float(params.get("max_tokens_per_second", 6.5)))
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"asr-whisper-decoder preprocess fields: {exc!r} in {params}") from None
+            raise BundleError(f"component role asr-whisper-decoder: preprocess field missing or malformed: {exc!r} "
+                              f"(expected num_layers, num_heads, head_dim, ...)") from None
 
     @property
     def prompt(self) -> list[int]:
@@ -81,7 +83,7 @@ class WhisperAsr:
                     bundle.role_file(ROLES[3]), WhisperDecoding.from_preprocess(decoder.preprocess), profile)
 
     @classmethod
-    def _from_files(cls, encoder: Path, decoder: Path, vocabulary: Path, mel: Path, decoding: WhisperDecoding,
+    def from_files(cls, encoder: Path, decoder: Path, vocabulary: Path, mel: Path, decoding: WhisperDecoding,
                     profile: EngineProfile | None = None) -> WhisperAsr:
         """Build from loose files (the export stage evaluates candidate graphs before a bundle exists)."""
         asr = cls.__new__(cls)
@@ -93,7 +95,7 @@ class WhisperAsr:
         self.decoding = decoding
         with np.load(mel) as arrays:
             if "filters" not in arrays:
-                raise ValueError(f"{mel}: expected an array named 'filters' (the mel filterbank), got {arrays.files}")
+                raise BundleError(f"{mel}: expected an array named 'filters' (the mel filterbank), got {arrays.files}")
             self.features = LogMel(arrays["filters"])
         self._encoder = create_session(encoder, profile)
         self._decoder = create_session(decoder, profile)
@@ -115,6 +117,17 @@ class WhisperAsr:
         cross_k, cross_v = self._encoder.run(None, {"input_features": features})
         return cross_k, cross_v
 
+    def empty_cache(self) -> np.ndarray:
+        d = self.decoding
+        return np.zeros((d.num_layers, 1, d.num_heads, 0, d.head_dim), dtype=np.float32)
+
+    def decode_step(self, ids: np.ndarray, self_k: np.ndarray, self_v: np.ndarray, cross_k: np.ndarray,
+                    cross_v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One decoder call: logits for `ids` (1, T) and the self-attention cache grown by T positions."""
+        logits, new_k, new_v = self._decoder.run(None, {"input_ids": ids, "self_k": self_k, "self_v": self_v,
+                                                        "cross_k": cross_k, "cross_v": cross_v})
+        return logits, new_k, new_v
+
     def transcribe(self, audio: np.ndarray, prefix: list[int] | None = None) -> Transcript:
         """Transcribe one utterance; `prefix` (already committed tokens) is forced in the first decoder pass."""
         seconds = len(audio) / self.sample_rate
@@ -134,15 +147,13 @@ class WhisperAsr:
     def _greedy_decode(self, cross_k: np.ndarray, cross_v: np.ndarray, prefix: list[int],
                        max_tokens: int) -> tuple[list[int], float]:
         d = self.decoding
-        empty = np.zeros((d.num_layers, 1, d.num_heads, 0, d.head_dim), dtype=np.float32)
-        self_k, self_v = empty, empty
+        self_k = self_v = self.empty_cache()
         prompt = [*d.prompt, *prefix]
         room = d.max_target_positions - len(prompt)
         tokens, logprob_sum = list(prefix), 0.0
         next_ids = np.array([prompt], dtype=np.int64)
         for step in range(max(0, min(max_tokens, room))):
-            logits, self_k, self_v = self._decoder.run(None, {
-                "input_ids": next_ids, "self_k": self_k, "self_v": self_v, "cross_k": cross_k, "cross_v": cross_v})
+            logits, self_k, self_v = self.decode_step(next_ids, self_k, self_v, cross_k, cross_v)
             # The "begin" suppression applies to the first token of the transcript, not after a forced prefix.
             last = logits[0, -1] + (self._first_mask if step == 0 and not prefix else self._mask)
             token = int(last.argmax())

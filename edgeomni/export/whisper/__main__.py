@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 from edgeomni.errors import EdgeOmniError
+from edgeomni.export.cli import EXIT_GATE_FAILED
+from edgeomni.export.runner import GateFailed
 from edgeomni.export.whisper.build import WhisperExportOptions, build_whisper_bundle
 
 
@@ -18,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--activations", default="uint8-asymmetric", choices=("uint8-asymmetric", "int8-symmetric"))
     parser.add_argument("--gate-clips", type=int, default=None, help="score only the first N speech clips")
     parser.add_argument("--max-wer-delta", type=float, default=0.01, help="allowed INT8-FP32 WER gap (0.01)")
+    parser.add_argument("--min-size-ratio", type=float, default=3.0, help="FP32/INT8 size ratio required (3.0)")
     parser.add_argument("--latency-runs", type=int, default=10)
     parser.add_argument("--speech-set", type=Path, default=None, help="bench speech set dir (default: the cache's)")
     parser.add_argument("--no-peer", action="store_true", help="skip scoring faster-whisper on the same clips")
@@ -26,9 +29,13 @@ def main(argv: list[str] | None = None) -> int:
         options = WhisperExportOptions(out=args.out, calibration_clips=args.calibration_clips, method=args.method,
                                        activations=args.activations,
                                        gate_clips=args.gate_clips, max_wer_delta=args.max_wer_delta,
+                                       min_size_ratio=args.min_size_ratio,
                                        latency_runs=args.latency_runs, peer=not args.no_peer,
                                        speech_set=args.speech_set)
         path = build_whisper_bundle(options, progress=lambda line: print(line, flush=True))
+    except GateFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_GATE_FAILED
     except EdgeOmniError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

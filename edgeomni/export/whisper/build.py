@@ -3,7 +3,8 @@ transformers -> ONNX encoder + KV-cached decoder -> INT8 (encoder static QDQ, de
 that `edgeomni run --bundle DIR` captions with, plus report.json / report.md.
 
 The INT8 pair must keep WER within `max_wer_delta` of FP32 on the bench speech set and be `min_size_ratio`
-times smaller; otherwise the command fails, keeps the report in DIR and writes no manifest (no bundle).
+times smaller; otherwise the command exits 3 (GateFailed) and writes only the report: into DIR, or beside
+it in DIR.rejected when DIR already holds a bundle, which is left untouched.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ class WhisperExportOptions:
             raise ExportError(f"gate_clips: expected >= 1 or None, got {self.gate_clips}")
         if not 0 <= self.max_wer_delta <= 1:
             raise ExportError(f"max_wer_delta: expected a fraction in [0, 1], got {self.max_wer_delta}")
+        if self.min_size_ratio <= 0:
+            raise ExportError(f"min_size_ratio: expected > 0, got {self.min_size_ratio}")
         if self.latency_runs < 1:
             raise ExportError(f"latency_runs: expected >= 1, got {self.latency_runs}")
 
@@ -75,13 +78,13 @@ class _Steps:
 
 
 def _espeak(text: str, wav: Path) -> np.ndarray:
-    from edgeomni.export.whisper.calibration import _decode
+    from edgeomni.export.whisper.calibration import decode_audio
 
     exe = shutil.which("espeak-ng")
     if exe is None:
         raise ExportError("the Whisper export needs espeak-ng: apt-get install espeak-ng")
     subprocess.run([exe, "-v", "en-us", "-s", "160", "-w", str(wav), text], check=True, capture_output=True)
-    return _decode(wav)
+    return decode_audio(wav)
 
 
 def check_mapping(whisper: Any, ct2: Any, audio: np.ndarray, filters: np.ndarray) -> dict[str, Any]:
@@ -106,7 +109,7 @@ def _pair_asr(encoder: Path, decoder: Path, assets: dict[str, Path], decoding: A
     from edgeomni.engines.whisper_asr import WhisperAsr
 
     profile = EngineProfile(("CPUExecutionProvider",), threads)
-    return WhisperAsr._from_files(encoder, decoder, assets["vocabulary"], assets["mel"], decoding, profile)
+    return WhisperAsr.from_files(encoder, decoder, assets["vocabulary"], assets["mel"], decoding, profile)
 
 
 def _timings(pairs: dict[str, tuple[Path, Path]], assets: dict[str, Path], decoding: Any, audio: np.ndarray,
@@ -118,13 +121,11 @@ def _timings(pairs: dict[str, tuple[Path, Path]], assets: dict[str, Path], decod
     for kind, (encoder, decoder) in pairs.items():
         asr = _pair_asr(encoder, decoder, assets, decoding, threads=1)
         cross_k, cross_v = asr.encode(audio)
-        empty = np.zeros((decoding.num_layers, 1, decoding.num_heads, 0, decoding.head_dim), np.float32)
-        _, past_k, past_v = asr._decoder.run(None, {"input_ids": np.array([decoding.prompt]), "self_k": empty,
-                                                    "self_v": empty, "cross_k": cross_k, "cross_v": cross_v})
-        step = {"input_ids": np.array([[440]]), "self_k": past_k, "self_v": past_v, "cross_k": cross_k,
-                "cross_v": cross_v}
+        empty = asr.empty_cache()
+        _, past_k, past_v = asr.decode_step(np.array([decoding.prompt]), empty, empty, cross_k, cross_v)
+        step = (np.array([[440]]), past_k, past_v, cross_k, cross_v)  # one token after the 2-token prompt
         out[kind] = {"encoder": latency(lambda a=asr: a.encode(audio), runs),
-                     "decoder_step": latency(lambda a=asr, s=step: a._decoder.run(None, s), runs * 5),
+                     "decoder_step": latency(lambda a=asr, s=step: a.decode_step(*s), runs * 5),
                      "utterance": latency(lambda a=asr: a.transcribe(audio), runs),
                      "text": asr.transcribe(audio).text}
     return out
@@ -239,6 +240,8 @@ def _build(options: WhisperExportOptions, out: Path, work: Path, progress: Calla
             # No bundle is written; an earlier bundle at `out` is left as it was, the report goes beside it.
             kept = out.with_name(f"{out.name}.rejected") if (out / "manifest.json").is_file() else out
             write_report(kept, report)
-            raise ExportError("Whisper INT8 gate not met: " + "; ".join(failures) + f" (report kept in {kept})")
+            from edgeomni.export.runner import GateFailed  # the recipe runner's error: `edgeomni export` exits 3
+
+            raise GateFailed("Whisper INT8 gate not met: " + "; ".join(failures) + f" (report kept in {kept})")
         write_bundle(out, work, files["int8"], assets, decoding, report, progress)
     return out

@@ -46,7 +46,7 @@ VOICES = ("en-us", "en", "en+f3", "en-gb-x-rp", "en-us+m3", "en+f2")
 SPEEDS = (130, 145, 160, 175)
 
 
-def _decode(path: Path) -> np.ndarray:
+def decode_audio(path: Path) -> np.ndarray:
     from edgeomni.bench.systems import decode  # PyAV decode + resample to 16 kHz mono
 
     return asyncio.run(decode(path))
@@ -61,7 +61,7 @@ def calibration_clips(count: int, seed: int = 0, progress: Callable[[str], None]
     if exe is None:
         raise ExportError("Whisper calibration needs espeak-ng: apt-get install espeak-ng (make setup installs it)")
     rng = random.Random(seed)
-    clips = [_decode(locate(REAL_SPEECH))[:CHUNK_SAMPLES]]
+    clips = [decode_audio(locate(REAL_SPEECH))[:CHUNK_SAMPLES]]
     entries: list[dict[str, Any]] = [{"file": f"{REAL_SPEECH.package}:{Path(REAL_SPEECH.relpath).name}",
                                       "seconds": round(len(clips[0]) / SAMPLE_RATE, 2)}]
     with tempfile.TemporaryDirectory(prefix="edgeomni-whisper-calib-") as tmp:
@@ -71,7 +71,7 @@ def calibration_clips(count: int, seed: int = 0, progress: Callable[[str], None]
             wav = Path(tmp) / f"{i}.wav"
             subprocess.run([exe, "-v", voice, "-s", str(speed), "-w", str(wav), text], check=True,
                            capture_output=True)
-            clips.append(_decode(wav))
+            clips.append(decode_audio(wav))
             entries.append({"text": text, "voice": voice, "speed": speed,
                             "seconds": round(len(clips[-1]) / SAMPLE_RATE, 2)})
     progress(f"    {len(clips)} calibration clips ({sum(len(c) for c in clips) / SAMPLE_RATE:.0f} s of speech)")

@@ -118,7 +118,8 @@ def render_markdown(report: dict[str, Any]) -> str:
              str(s[n]["finals"])] for n in systems]
     lines += _table(["system", "WER (finals, pooled)", "edits", "ref words", "words on non-speech", "finals"], rows)
     if OFFLINE in systems:
-        lines += [f"{OFFLINE}: EdgeOmni's MoonshineAsr on whole clips (cut at <= 30 s in pauses), no VAD and no "
+        engine = report["systems"][OFFLINE]["info"].get("asr", "MoonshineAsr")
+        lines += [f"{OFFLINE}: EdgeOmni's {engine} on whole clips (cut at <= 30 s in pauses), no VAD and no "
                   "confidence gate, so it also transcribes the non-speech clips; it is the accuracy reference for "
                   "the streaming finals, not a streaming system.", ""]
     acc = report.get("acceptance")

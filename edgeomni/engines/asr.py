@@ -87,21 +87,28 @@ class MoonshineAsr:
             if feed_mask:
                 inputs["encoder_attention_mask"] = mask
             logits, *present = self._decoder.run(None, inputs)
-            last = logits[0, -1]
-            token = int(last.argmax())
-            # The argmax token's log-softmax is -log(sum(exp(logits - max))): stable, no full softmax kept.
-            logprob_sum -= math.log(float(np.exp(last - last[token]).sum()))
-            if token == self._eos:
+            stop, logprob = take_greedy(logits[0, -1], tokens, len(prefix), self._eos)
+            logprob_sum += logprob
+            if stop:
                 break
-            tokens.append(token)
-            if _loops(tokens, len(prefix)):
-                break
-            next_ids = np.array([[token]], dtype=np.int64)
+            next_ids = np.array([[tokens[-1]]], dtype=np.int64)
             # The encoder half of the cache is computed once on step 0 and reused; only the decoder half grows.
             for name, value in zip(self._cache_names, present, strict=True):
                 if step == 0 or ".decoder." in name:
                     cache[name] = value
         return _drop_loop(tokens, len(prefix)), logprob_sum / max(1, len(tokens) - len(prefix) + 1)
+
+
+def take_greedy(last: np.ndarray, tokens: list[int], fresh_from: int, eos: int) -> tuple[bool, float]:
+    """One greedy step on the last position's logits: appends the argmax token unless it is `eos`; returns
+    (stop decoding, the token's log-probability). Stops at EOS and when the newest tokens start a loop."""
+    token = int(last.argmax())
+    # The argmax token's log-softmax is -log(sum(exp(logits - max))): stable, no full softmax kept.
+    logprob = -math.log(float(np.exp(last - last[token]).sum()))
+    if token == eos:
+        return True, logprob
+    tokens.append(token)
+    return _loops(tokens, fresh_from), logprob
 
 
 _MIN_LOOP = 4  # tokens; shorter immediate repeats ("no, no") are real speech often enough

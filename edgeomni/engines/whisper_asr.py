@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgeomni.bundle import VerifiedBundle
-from edgeomni.engines.asr import Transcript, _drop_loop, _loops
+from edgeomni.engines.asr import Transcript, _drop_loop, take_greedy
 from edgeomni.engines.session import EngineProfile, create_session
 from edgeomni.engines.whisper_features import CHUNK_SAMPLES, SAMPLE_RATE, LogMel
 from edgeomni.engines.whisper_tokenizer import ByteLevelDetokenizer
@@ -156,12 +156,9 @@ class WhisperAsr:
             logits, self_k, self_v = self.decode_step(next_ids, self_k, self_v, cross_k, cross_v)
             # The "begin" suppression applies to the first token of the transcript, not after a forced prefix.
             last = logits[0, -1] + (self._first_mask if step == 0 and not prefix else self._mask)
-            token = int(last.argmax())
-            logprob_sum -= math.log(float(np.exp(last - last[token]).sum()))
-            if token == d.eos_token:
+            stop, logprob = take_greedy(last, tokens, len(prefix), d.eos_token)
+            logprob_sum += logprob
+            if stop:
                 break
-            tokens.append(token)
-            if _loops(tokens, len(prefix)):
-                break
-            next_ids = np.array([[token]], dtype=np.int64)
+            next_ids = np.array([[tokens[-1]]], dtype=np.int64)
         return _drop_loop(tokens, len(prefix)), logprob_sum / max(1, len(tokens) - len(prefix) + 1)

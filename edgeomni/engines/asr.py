@@ -57,11 +57,9 @@ class MoonshineAsr:
     def transcribe(self, audio: np.ndarray, prefix: list[int] | None = None) -> Transcript:
         """Transcribe one utterance. `prefix` forces the first tokens (words already shown to the viewer as
         committed), so the result always extends them and they are decoded in a single decoder pass."""
-        seconds = len(audio) / self.sample_rate
-        if seconds < self.min_seconds:
+        seconds = utterance_seconds(audio, self.sample_rate, self.min_seconds, self.max_seconds)
+        if seconds is None:
             return Transcript("", [], 0.0, 0.0, 0.0)
-        if seconds > self.max_seconds:
-            raise ValueError(f"ASR input: at most {self.max_seconds:.0f} s per call, got {seconds:.1f} s")
         started = time.perf_counter()
         values = np.ascontiguousarray(audio, dtype=np.float32)[None, :]
         mask = np.ones_like(values, dtype=np.int64)
@@ -97,6 +95,16 @@ class MoonshineAsr:
                 if step == 0 or ".decoder." in name:
                     cache[name] = value
         return _drop_loop(tokens, len(prefix)), logprob_sum / max(1, len(tokens) - len(prefix) + 1)
+
+
+def utterance_seconds(audio: np.ndarray, rate: int, min_seconds: float, max_seconds: float) -> float | None:
+    """The utterance's length, None when it is too short to transcribe; longer than the model takes is an error."""
+    seconds = len(audio) / rate
+    if seconds < min_seconds:
+        return None
+    if seconds > max_seconds:
+        raise ValueError(f"ASR input: at most {max_seconds:.0f} s per call, got {seconds:.1f} s")
+    return seconds
 
 
 def take_greedy(last: np.ndarray, tokens: list[int], fresh_from: int, eos: int) -> tuple[bool, float]:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgeomni.bundle import VerifiedBundle
-from edgeomni.engines.asr import Transcript, _drop_loop, take_greedy
+from edgeomni.engines.asr import Transcript, _drop_loop, take_greedy, utterance_seconds
 from edgeomni.engines.session import EngineProfile, create_session
 from edgeomni.engines.whisper_features import CHUNK_SAMPLES, SAMPLE_RATE, LogMel
 from edgeomni.engines.whisper_tokenizer import ByteLevelDetokenizer
@@ -130,11 +130,9 @@ class WhisperAsr:
 
     def transcribe(self, audio: np.ndarray, prefix: list[int] | None = None) -> Transcript:
         """Transcribe one utterance; `prefix` (already committed tokens) is forced in the first decoder pass."""
-        seconds = len(audio) / self.sample_rate
-        if seconds < self.min_seconds:
+        seconds = utterance_seconds(audio, self.sample_rate, self.min_seconds, self.max_seconds)
+        if seconds is None:
             return Transcript("", [], 0.0, 0.0, 0.0)
-        if seconds > self.max_seconds:
-            raise ValueError(f"ASR input: at most {self.max_seconds:.0f} s per call, got {seconds:.1f} s")
         started = time.perf_counter()
         cross_k, cross_v = self.encode(audio)
         encoded = time.perf_counter()

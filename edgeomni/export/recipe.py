@@ -14,26 +14,31 @@ from typing import Any, get_type_hints
 
 from edgeomni.errors import ExportError
 
-SOURCE_KINDS = ("onnx", "pytorch", "huggingface")
-TASKS = ("image-classification", "encoder")
+SOURCE_KINDS = ("onnx", "pytorch", "huggingface", "ctranslate2")
+TASKS = ("image-classification", "encoder", "speech-recognition", "ocr")
 QUANT_MODES = ("static", "dynamic")
 METHODS = ("minmax", "entropy", "percentile")
 ACTIVATIONS = ("int8-symmetric", "uint8-asymmetric")
-METRICS = {"top1_agreement": "image-classification", "cosine": "encoder"}
+# metric -> task; wer_delta is bounded by gate.max_delta (INT8 WER - FP32 WER), the others by gate.min
+METRICS = {"top1_agreement": "image-classification", "cosine": "encoder", "wer_delta": "speech-recognition",
+           "text_unchanged": "ocr"}
+STEPS = ("distill", "export", "quantize", "gate")
 TARGETS = ("onnxruntime-cpu", "onnxruntime-cuda", "tensorrt")
 
 
 @dataclass
 class SourceSpec:
     kind: str = "onnx"
-    path: str = ""  # onnx file, Hugging Face checkpoint directory, or (pytorch) weights file
+    path: str = ""  # onnx file, Hugging Face / CTranslate2 checkpoint directory, or (pytorch) weights file
+    components: dict[str, str] = field(default_factory=dict)  # multi-model sources (OCR): name -> onnx file
     factory: str = ""  # pytorch: "package.module:function" returning an nn.Module; gets the weights path
     input_name: str = "input"
     input_shape: list[int] = field(default_factory=lambda: [1, 3, 224, 224])
 
     def validate(self, where: str) -> None:
         _one_of(self.kind, SOURCE_KINDS, f"{where}.kind")
-        _check(bool(self.path), f"{where}.path", "a file or directory (weights are never downloaded)", self.path)
+        _check(bool(self.path) or bool(self.components), f"{where}.path",
+               "a file or directory (weights are never downloaded)", self.path)
         if self.kind == "pytorch":
             _check(":" in self.factory, f"{where}.factory", "'package.module:function'", self.factory)
         _check(len(self.input_shape) >= 2 and all(isinstance(d, int) and d > 0 for d in self.input_shape),
@@ -42,15 +47,21 @@ class SourceSpec:
 
 @dataclass
 class DataSpec:
-    """Media to calibrate or to hold out: an image folder, or `skimage:calibration|heldout` (real photos that
-    ship with scikit-image). Sub-folders are strata: sampling takes the same share from each, seeded."""
+    """Media to calibrate or to hold out. Images: a folder, `skimage:calibration|heldout` (real photos that ship
+    with scikit-image) or `slides:calibration|heldout` (generated slides, OCR). Audio: a folder of audio files,
+    `trainer:DIR` (what `edgeomni trainer build-sets` wrote), `speechset` (the bench speech set, with its
+    reference texts) or `builtin` (espeak-ng voices + package-shipped speech). Sub-folders are strata:
+    sampling takes the same share from each, seeded."""
 
     images: str = ""
+    audio: str = ""
     count: int = 48
     seed: int = 1234
 
     def validate(self, where: str) -> None:
-        _check(bool(self.images), f"{where}.images", "an image folder or skimage:calibration|heldout", self.images)
+        _check(bool(self.images) != bool(self.audio), f"{where}.images or {where}.audio",
+               "exactly one of them (an image folder/skimage:/slides:, or an audio folder/trainer:/speechset/builtin)",
+               self.images or self.audio or "neither")
         _check(1 <= self.count <= 100_000, f"{where}.count", "1..100000", self.count)
 
 
@@ -73,12 +84,16 @@ class QuantizeSpec:
 class GateSpec:
     metric: str = "top1_agreement"
     min: float = 0.9
+    max_delta: float = 0.01  # wer_delta: how much worse than FP32 INT8 may be (0.01 = one WER point)
+    min_size_ratio: float = 0.0  # FP32 size / INT8 size the bundle must reach (0 = not gated)
     exclude_sensitive: bool = True  # keep the worst nodes in FP32, one round at a time, until the gate holds
     max_excluded: int = 8
 
     def validate(self, where: str) -> None:
         _one_of(self.metric, tuple(METRICS), f"{where}.metric")
         _check(0.0 <= self.min <= 1.0, f"{where}.min", "0..1", self.min)
+        _check(0.0 <= self.max_delta <= 1.0, f"{where}.max_delta", "0..1", self.max_delta)
+        _check(0.0 <= self.min_size_ratio <= 100.0, f"{where}.min_size_ratio", "0..100", self.min_size_ratio)
         _check(0 <= self.max_excluded <= 200, f"{where}.max_excluded", "0..200", self.max_excluded)
 
 
@@ -87,6 +102,7 @@ class Recipe:
     name: str = ""
     version: str = "1"
     task: str = "image-classification"
+    steps: list[str] = field(default_factory=lambda: ["export", "quantize", "gate"])
     source: SourceSpec = field(default_factory=SourceSpec)
     calibration: DataSpec = field(default_factory=DataSpec)
     heldout: DataSpec = field(default_factory=lambda: DataSpec(count=64))
@@ -101,9 +117,19 @@ class Recipe:
         _check(bool(self.name) and self.name.replace("-", "").replace("_", "").isalnum(), "name",
                "letters, digits, - and _", self.name)
         _one_of(self.task, TASKS, "task")
+        for i, step in enumerate(self.steps):
+            _one_of(step, STEPS, f"steps[{i}]")
+        _check("distill" not in self.steps or self.task == "speech-recognition", "steps",
+               "distill only for task speech-recognition (the Whisper student)", self.steps)
+        _check(len(set(self.steps)) == len(self.steps) and [s for s in STEPS if s in self.steps] == self.steps,
+               "steps", f"each at most once, in the order {list(STEPS)}", self.steps)
         self.source.validate("source")
         self.calibration.validate("calibration")
         self.heldout.validate("heldout")
+        media = "audio" if self.task == "speech-recognition" else "images"
+        for where, spec in (("calibration", self.calibration), ("heldout", self.heldout)):
+            _check(bool(getattr(spec, media)), f"{where}.{media}", f"{media} for task {self.task!r}",
+                   spec.images or spec.audio)
         self.quantize.validate("quantize")
         self.gate.validate("gate")
         _check(METRICS[self.gate.metric] == self.task, "gate.metric",
@@ -168,6 +194,11 @@ def _build(kind: type, raw: dict[str, Any], where: str) -> Any:
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     origin = getattr(hint, "__origin__", None)
+    if origin is dict:
+        key_type, item = hint.__args__
+        if not isinstance(value, dict):
+            raise ExportError(f"{where}: expected a mapping of {key_type.__name__} to {item.__name__}, got {value!r}")
+        return {_coerce(k, key_type, f"{where} key"): _coerce(v, item, f"{where}.{k}") for k, v in value.items()}
     if origin is list:
         (item,) = hint.__args__
         if not isinstance(value, list):

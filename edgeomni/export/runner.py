@@ -25,7 +25,7 @@ class GateFailed(ExportError):
     """The INT8 model missed the accuracy gate even after excluding sensitive nodes."""
 
 
-class _Report:
+class Report:
     def __init__(self, recipe: Recipe, out: Path, progress: Callable[[str], None]) -> None:
         self.out, self.progress = out, progress
         self.data: dict[str, Any] = {"recipe": recipe.to_dict(), "steps": [],
@@ -57,9 +57,9 @@ def run_recipe(recipe: Recipe, out: Path, progress: Callable[[str], None] = prin
     work, bundle = out / "work", out / "bundle"
     if bundle.exists():
         shutil.rmtree(bundle)
-    report = _Report(recipe, out, progress)
+    report = Report(recipe, out, progress)
     try:
-        _run(recipe, work, bundle, report)
+        _task_runner(recipe.task)(recipe, work, bundle, report)
     except ExportError as exc:
         report.data["error"] = str(exc)
         raise
@@ -73,162 +73,19 @@ def run_recipe(recipe: Recipe, out: Path, progress: Callable[[str], None] = prin
     return bundle
 
 
-def _run(recipe: Recipe, work: Path, bundle: Path, report: _Report) -> None:
-    from edgeomni.export.gate import score, sensitive_nodes
-    from edgeomni.export.media_sets import load_image_set
-    from edgeomni.export.model_source import export_fp32
-    from edgeomni.export.quantize import latency_ms, quantize_dynamic_int8, quantize_int8
-
-    say = report.progress
-    fp32, int8 = work / f"{recipe.name}_fp32.onnx", work / f"{recipe.name}_int8.onnx"
-    with report.step(f"source model ({recipe.source.kind}) -> FP32 ONNX"):
-        export_fp32(recipe, fp32, say)
-    with report.step("calibration and held-out sets"):
-        calibration = load_image_set(recipe, recipe.calibration, "calibration")
-        heldout = load_image_set(recipe, recipe.heldout, "heldout")
-        overlap = _overlap(calibration.manifest, heldout.manifest)
-        if overlap:
-            raise ExportError(f"heldout.images: {len(overlap)} file(s) are also in the calibration set "
-                              f"({overlap[:3]}...); the gate must be measured on data the calibrator never saw")
-        report.data["calibration"] = calibration.manifest
-        report.data["heldout"] = {k: v for k, v in heldout.manifest.items() if k != "inputs"}
-        say(f"    {len(calibration.tensors)} calibration, {len(heldout.tensors)} held-out inputs")
-    quant, gate = recipe.quantize, recipe.gate
-    excluded: list[tuple[str, float]] = []
-    rounds: list[dict[str, Any]] = []
-    while True:
-        with report.step(f"INT8 {quant.mode} quantization ({quant.method}, {len(excluded)} nodes kept FP32)"):
-            if quant.mode == "dynamic":
-                settings = quantize_dynamic_int8(fp32, int8, [n for n, _ in excluded], quant.per_channel)
-            else:
-                settings = quantize_int8(fp32, int8, calibration.tensors, method=quant.method,
-                                         percentile=quant.percentile, activations=quant.activations,
-                                         input_name=recipe.source.input_name,
-                                         nodes_to_exclude=[n for n, _ in excluded],
-                                         ranges_cache=work / "ranges.json", progress=say)
-        with report.step(f"accuracy gate ({gate.metric} >= {gate.min}) on {len(heldout.tensors)} held-out inputs"):
-            value = score(gate.metric, fp32, int8, heldout.tensors)
-            rounds.append({"excluded": len(excluded), gate.metric: round(value, 4)})
-            say(f"    {gate.metric} {value:.4f}")
-        if value >= gate.min or not gate.exclude_sensitive or len(excluded) >= gate.max_excluded:
-            break
-        with report.step("finding the nodes INT8 hurts most"):
-            batch = min(len(heldout.tensors), 8)
-            worst = sensitive_nodes(fp32, int8, heldout.tensors[:batch], recipe.source.input_name,
-                                    {n for n, _ in excluded}, limit=min(2, gate.max_excluded - len(excluded)))
-            if not worst:
-                break
-            excluded += worst
-            say(f"    keeping FP32: {', '.join(f'{n} ({sqnr} dB)' for n, sqnr in worst)}")
-    passed = value >= gate.min
-    with report.step("size and latency, FP32 vs INT8"):
-        runs = recipe.latency_runs
-        report.data["components"] = {recipe.name: {
-            "size_bytes": {"fp32": fp32.stat().st_size, "int8": int8.stat().st_size},
-            "size_ratio": round(fp32.stat().st_size / int8.stat().st_size, 2),
-            "latency_ms": {kind: {f"threads_{n}": latency_ms(path, heldout.tensors, threads=n, runs=runs)
-                                  for n in (1, 2)} for kind, path in (("fp32", fp32), ("int8", int8))},
-            "quantization": settings,
-            "gate": {"metric": gate.metric, "min": gate.min, "value": round(value, 4), "passed": passed,
-                     "rounds": rounds, "excluded_nodes": [{"node": n, "sqnr_db": s} for n, s in excluded]},
-        }}
-    report.data["targets"] = _targets(recipe)
-    if not passed:
-        raise GateFailed(f"accuracy gate not met: {gate.metric} {value:.4f} < {gate.min} after keeping "
-                         f"{len(excluded)} node(s) in FP32 (max_excluded {gate.max_excluded}); no bundle written, "
-                         f"see {report.out / REPORT_MD}")
-    engine = None
-    if "tensorrt" in recipe.targets:
-        with report.step("TensorRT engine from the QDQ ONNX (explicit quantization)"):
-            engine = _tensorrt(recipe, int8, work / f"{recipe.name}.engine", report.data)
-    with report.step("writing the bundle"):
-        _write_bundle(recipe, bundle, fp32, int8, report.data, engine)
-        say(f"    bundle at {bundle}")
+TASK_RUNNERS = {
+    "image-classification": "edgeomni.export.tasks.classifier",
+    "encoder": "edgeomni.export.tasks.classifier",
+    "speech-recognition": "edgeomni.export.tasks.speech",
+    "ocr": "edgeomni.export.tasks.ocr",
+}
 
 
-def _overlap(calibration: dict[str, Any], heldout: dict[str, Any]) -> list[str]:
-    digests = {f["sha256"] for f in calibration.get("files", [])}
-    return [f["file"] for f in heldout.get("files", []) if f["sha256"] in digests]
+def _task_runner(task: str) -> Callable[[Recipe, Path, Path, Report], None]:
+    """Each task is a module with `run(recipe, work, bundle, report)`: imported only when used (torch etc.)."""
+    import importlib
 
-
-def _targets(recipe: Recipe) -> dict[str, str]:
-    import onnxruntime as ort
-
-    offered = set(ort.get_available_providers())
-    status = {}
-    for target in recipe.targets:
-        if target == "onnxruntime-cpu":
-            status[target] = "built (QDQ ONNX)"
-        elif target == "onnxruntime-cuda":
-            status[target] = ("built (same QDQ ONNX)" if "CUDAExecutionProvider" in offered else
-                              "the QDQ ONNX runs there; not checked here (this onnxruntime has no CUDA provider)")
-        else:
-            status[target] = "not attempted: built only once the accuracy gate holds"
-    return status
-
-
-def _tensorrt(recipe: Recipe, int8: Path, out: Path, report: dict[str, Any]) -> Path | None:
-    """Build the engine where TensorRT is installed; elsewhere say why in the report and go on."""
-    import onnx
-
-    from edgeomni.export.tensorrt import TensorRtSettings, build_engine, profile_for
-
-    graph = onnx.load(str(int8), load_external_data=False).graph
-    dims = [d.dim_value or d.dim_param or None for d in graph.input[0].type.tensor_type.shape.dim]
-    settings = TensorRtSettings(profiles=[profile_for(graph.input[0].name, dims, recipe.source.input_shape, 8)])
-    try:
-        record = build_engine(int8, out, settings)
-    except ExportError as exc:
-        report["targets"]["tensorrt"] = f"not built: {exc}"
-        report["tensorrt_profiles"] = [vars(p) for p in settings.profiles]
-        return None
-    report["targets"]["tensorrt"] = f"built: TensorRT {record['tensorrt']} on {record['gpu']}"
-    report["tensorrt"] = record
-    return out
-
-
-def _write_bundle(recipe: Recipe, bundle: Path, fp32: Path, int8: Path, report: dict[str, Any],
-                  engine: Path | None = None) -> None:
-    from edgeomni.bundle import verify_bundle
-    from edgeomni.bundle.describe import describe_file
-    from edgeomni.bundle.manifest import Manifest
-    from edgeomni.engines.image_preprocess import IMAGENET_MEAN, IMAGENET_STD
-    from edgeomni.export.model_source import resolve_path, source_provenance
-
-    staging = bundle.with_name(bundle.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    (staging / "models").mkdir(parents=True)
-    shutil.copyfile(fp32, staging / "models" / fp32.name)
-    shutil.copyfile(int8, staging / "models" / int8.name)
-    component = report["components"][recipe.name]
-    provenance = {**source_provenance(recipe), "source": recipe.source.kind,
-                  "export": "edgeomni export: torch.onnx / ONNX + onnxruntime static QDQ"}
-    preprocess = {"size": recipe.source.input_shape[-1], "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
-                  "layout": "NCHW", "colour": "RGB", "function": "edgeomni.engines.image_preprocess.preprocess_rgb"}
-    role = "image-labeller" if recipe.task == "image-classification" else "encoder"
-    components = [
-        describe_file(staging, f"models/{int8.name}", name=recipe.name, role=role, precision="int8",
-                      license="see source", provenance=provenance, preprocess=preprocess, report=component),
-        describe_file(staging, f"models/{fp32.name}", name=f"{recipe.name}_fp32", role=f"{role}-fp32",
-                      precision="fp32", license="see source", provenance=provenance, preprocess=preprocess),
-    ]
-    if engine is not None:  # tied to one TensorRT version and GPU: recorded in its report
-        shutil.copyfile(engine, staging / "models" / engine.name)
-        components.append(describe_file(staging, f"models/{engine.name}", name=f"{recipe.name}_tensorrt",
-                                        role=f"{role}-tensorrt", precision="int8", license="see source",
-                                        provenance=provenance, preprocess=preprocess, report=report["tensorrt"]))
-    if recipe.labels:
-        labels = resolve_path(recipe, recipe.labels, "labels")
-        shutil.copyfile(labels, staging / "models" / "labels.txt")
-        components.append(describe_file(staging, "models/labels.txt", name="labels", role="image-labels",
-                                        precision="n/a", license="see source", provenance=provenance))
-    manifest = Manifest(name=recipe.name, version=recipe.version,
-                        created=datetime.now(UTC).isoformat(timespec="seconds"),
-                        components={c.name: c for c in components}, calibration=report["calibration"],
-                        notes=f"Built by `edgeomni export` from recipe {recipe.name}.")
-    manifest.save(staging)
-    verify_bundle(staging)
-    staging.rename(bundle)
+    return importlib.import_module(TASK_RUNNERS[task]).run
 
 
 def markdown(data: dict[str, Any]) -> str:

@@ -105,6 +105,11 @@ class VisualConfig:
         _check(1 <= self.max_sample_step <= 32, f"{section}.max_sample_step", "1..32", self.max_sample_step)
 
 
+# `[engine] backend`: "auto" walks TensorRT engine -> TensorRT EP -> CUDA EP -> CPU (edgeomni.engines.backend);
+# any other value forces that one backend and fails loudly where it cannot run.
+BACKENDS = ("auto", "tensorrt", "tensorrt-ep", "cuda", "cpu")
+
+
 @dataclass
 class EngineConfig:
     providers: list[str] = field(
@@ -112,12 +117,16 @@ class EngineConfig:
     )
     threads_per_engine: int = 1
     workers: int = 2  # inference threads shared by all engines
+    # issue 6: "auto" = TensorRT engine -> TensorRT EP -> CUDA EP -> CPU; "tensorrt" | "tensorrt-ep" | "cuda" |
+    # "cpu" forces one and fails where it cannot run (edgeomni.engines.backend)
+    backend: str = "auto"
 
     def validate(self, section: str = "engine") -> None:
         _check(bool(self.providers) and all(p.endswith("ExecutionProvider") for p in self.providers),
                f"{section}.providers", "a non-empty list of onnxruntime provider names", self.providers)
         _check(1 <= self.threads_per_engine <= 64, f"{section}.threads_per_engine", "1..64", self.threads_per_engine)
         _check(1 <= self.workers <= 64, f"{section}.workers", "1..64", self.workers)
+        _check(self.backend in BACKENDS, f"{section}.backend", f"one of {', '.join(BACKENDS)}", self.backend)
 
 
 @dataclass

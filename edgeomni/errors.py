@@ -27,3 +27,7 @@ class ExportError(EdgeOmniError):
 
 class OtaError(EdgeOmniError):
     """A bundle update was refused: bad announcement, download failure, bad signature or a changed file."""
+
+
+class EngineError(EdgeOmniError):
+    """A model cannot be run the way it was asked to (a forced backend that is not available here)."""

@@ -47,7 +47,8 @@ class Engines:
 
     @classmethod
     def load(cls, bundle: VerifiedBundle, config: RunConfig) -> Engines:
-        profile = EngineProfile(tuple(config.engine.providers), config.engine.threads_per_engine)
+        profile = EngineProfile(tuple(config.engine.providers), config.engine.threads_per_engine,
+                                config.engine.backend)
         # A bundle with the asr-whisper-* roles (python -m edgeomni.export.whisper) captions with Whisper (issue 6).
         asr_cls = WhisperAsr if bundle.manifest.has_role("asr-whisper-encoder") else MoonshineAsr
         asr = asr_cls(bundle, profile) if config.speech.enabled else None
@@ -65,6 +66,13 @@ class Engines:
     @property
     def vision(self) -> VisionEngines:
         return VisionEngines(self.labeller, self.faces, self.reader)
+
+    @property
+    def backends(self) -> dict[str, dict[str, Any]]:
+        """Per role with a choice of backend (TensorRT engine/EP, CUDA, CPU): what runs and why others were
+        skipped (issue 6); reported in the `start` record."""
+        choices = [self.labeller.backend] if self.labeller is not None else []
+        return {c.role: {**c.to_dict(), "summary": c.summary} for c in choices}
 
     def new_vad(self) -> SileroVad:
         return SileroVad(self.bundle, self.profile)
@@ -187,7 +195,8 @@ class Pipeline:
         self.clock.origin = self.source.started_monotonic or time.monotonic()
         await self.sinks.publish({"type": "start", "stream": self.stream, "source": self.source.spec,
                                   "wall": self.source.started_wall or time.time(),
-                                  "describe": self.source.describe(), "bundle": self.engines.tag})
+                                  "describe": self.source.describe(), "bundle": self.engines.tag,
+                                  "backend": self.engines.backends})
 
     async def _emit(self, event: CaptionEvent) -> None:
         self._tally.add(event)

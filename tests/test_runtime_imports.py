@@ -14,7 +14,9 @@ RUNTIME_MODULES += ["edgeomni.engines.faces", "edgeomni.engines.ocr", "edgeomni.
                     "edgeomni.sinks.overlay"]  # issue 5: the video path
 RUNTIME_MODULES += ["edgeomni.engines.whisper_asr", "edgeomni.engines.whisper_features",
                     "edgeomni.engines.whisper_tokenizer"]  # issue 6: Whisper bundles in `edgeomni run`
+RUNTIME_MODULES += ["edgeomni.engines.backend", "edgeomni.engines.tensorrt_runner"]  # issue 6: TensorRT engines
 FORBIDDEN = ["torch", "transformers", "optimum", "onnx", "skimage", "PIL", "tokenizers", "yaml"]
+FORBIDDEN += ["tensorrt", "cuda.bindings"]  # only when a TensorRT engine is tried (cuda-python's .pth imports `cuda`)
 
 
 def test_runtime_path_imports_no_export_dependencies() -> None:

@@ -46,6 +46,9 @@ def describe_file(
     outputs: list[TensorSpec] = []
     if fmt in ("onnx", "ort"):
         inputs, outputs = engine_signature(path)
+    elif fmt == "tensorrt" and report:  # read without TensorRT: the build record lists the engine's tensors
+        inputs = [TensorSpec.from_dict(t, f"{relpath} inputs") for t in report.get("inputs", [])]
+        outputs = [TensorSpec.from_dict(t, f"{relpath} outputs") for t in report.get("outputs", [])]
     return Component(
         name=name,
         role=role,

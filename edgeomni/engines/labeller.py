@@ -7,8 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeomni.bundle import VerifiedBundle
+from edgeomni.engines.backend import open_engine
 from edgeomni.engines.image_preprocess import preprocess_rgb
-from edgeomni.engines.session import EngineProfile, create_session
+from edgeomni.engines.session import EngineProfile
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +25,8 @@ class ImageLabeller:
         self.size = int(params.get("size", 224))
         self._mean = tuple(params.get("mean", (0.485, 0.456, 0.406)))
         self._std = tuple(params.get("std", (0.229, 0.224, 0.225)))
-        self._session = create_session(bundle.path / component.file, profile)
+        # TensorRT engine -> TensorRT EP -> CUDA EP -> CPU; `backend` says which runs and why the others did not
+        self._session, self.backend = open_engine(bundle, role, profile)
         self._input = self._session.get_inputs()[0].name
         self.names = bundle.role_file("image-labels").read_text().splitlines()
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import onnxruntime as ort
 
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+# Providers a forced backend leaves to the models that have no choice of backend (VAD, ASR, ...).
+_BACKEND_PROVIDERS = {"cpu": ("CPUExecutionProvider",), "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider")}
 
 
 @dataclass(frozen=True)
@@ -20,10 +22,12 @@ class EngineProfile:
 
     providers: tuple[str, ...] = PROVIDER_ORDER
     intra_op_threads: int = 1
+    backend: str = "auto"
 
     def available(self) -> list[str]:
         offered = set(ort.get_available_providers())
-        chosen = [p for p in self.providers if p in offered]
+        allowed = _BACKEND_PROVIDERS.get(self.backend, PROVIDER_ORDER)
+        chosen = [p for p in self.providers if p in offered and p in allowed]
         return chosen or ["CPUExecutionProvider"]
 
 

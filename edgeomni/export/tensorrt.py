@@ -111,9 +111,25 @@ def build_engine(onnx_path: Path, out: Path, settings: TensorRtSettings) -> dict
         raise ExportError(f"target tensorrt: the engine build failed for {Path(onnx_path).name} (see TensorRT log)")
     Path(out).write_bytes(bytes(serialized))
     cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
-    import torch  # the export extra has it; only to name the GPU the engine is tied to
+    from edgeomni.engines.tensorrt_runner import BackendUnavailable, gpu_identity
 
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "unknown"
-    return {"tensorrt": trt.__version__, "gpu": gpu, "fp16": settings.fp16, "int8": settings.int8,
+    # The runtime (edgeomni.engines.tensorrt_runner.mismatch) refuses the engine on another TensorRT release
+    # or compute capability; `inputs`/`outputs` become the bundle component's tensor specs.
+    try:
+        gpu = gpu_identity()
+    except BackendUnavailable as exc:
+        raise ExportError(f"target tensorrt: cannot tell which GPU the engine is for: {exc}") from None
+    return {"tensorrt": trt.__version__, "gpu": gpu.name, "compute_capability": gpu.compute_capability,
+            "fp16": settings.fp16, "int8": settings.int8,
             "profiles": [asdict(p) for p in settings.profiles], "timing_cache": cache_path.name,
+            "inputs": _tensor_specs(trt, [network.get_input(i) for i in range(network.num_inputs)]),
+            "outputs": _tensor_specs(trt, [network.get_output(i) for i in range(network.num_outputs)]),
             "settings": json.loads(json.dumps(asdict(settings)))}
+
+
+def _tensor_specs(trt: Any, tensors: list[Any]) -> list[dict[str, Any]]:
+    """name/shape/dtype of network tensors in the manifest's TensorSpec form (-1 dims become "?")."""
+    import numpy as np
+
+    return [{"name": t.name, "shape": [d if d >= 0 else "?" for d in t.shape],
+             "dtype": np.dtype(trt.nptype(t.dtype)).name} for t in tensors]

@@ -21,6 +21,8 @@ class TerminalSink(Sink):
         kind = event.get("type")
         if kind == "start":
             self._line(f"▶ {event.get('source')} — {event.get('describe', '')}".rstrip(" —"))
+            if event.get("backend"):  # issue 6: where the engines run (TensorRT engine / EP, CUDA, CPU)
+                self._line("  engines: " + ", ".join(b["summary"] for b in event["backend"].values()))
         elif kind == "partial":
             if self._live:
                 self._out.write("\r\x1b[K" + _partial_line(event, shutil.get_terminal_size().columns))

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Issue 6 on a machine with an NVIDIA GPU: build the MobileNetV2 TensorRT engine with the export stage, run
+# the GPU tests, and print labeller latency (median/p95) for ORT CPU vs ORT CUDA EP vs ORT TensorRT EP vs the
+# serialized TensorRT engine, each opened through the runtime's engine layer.
+#
+#   scripts/gpu_tensorrt_check.sh [OUT_DIR]          (default: bench-out/tensorrt)
+#   ORT_GPU=1 scripts/gpu_tensorrt_check.sh          also swap onnxruntime for onnxruntime-gpu (CUDA/TensorRT EPs)
+#
+# Needs `make setup` first (.venv with the export extra). Nothing here runs without a GPU: it stops with the
+# reason. Results: OUT_DIR/export (bundle + report.md), OUT_DIR/latency.json, OUT_DIR/latency.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-bench-out/tensorrt}
+PY=.venv/bin/python
+PIP=.venv/bin/pip
+[ -x "$PY" ] || { echo "no .venv: run 'make setup' first" >&2; exit 2; }
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,compute_cap --format=csv,noheader \
+  || { echo "no NVIDIA GPU (nvidia-smi missing): nothing to check here" >&2; exit 2; }
+
+echo "==> TensorRT + cuda-python (the 'tensorrt' extra, pinned in pyproject.toml)"
+"$PY" -c "import tensorrt, cuda.bindings" 2>/dev/null \
+  || "$PIP" install -q "tensorrt-cu12==10.16.1.11" "cuda-python==12.9.4" "cuda-bindings==12.9.10"
+if [ "${ORT_GPU:-0}" = 1 ]; then
+  echo "==> onnxruntime-gpu (same version as the CPU build) for the CUDA / TensorRT execution providers"
+  ver=$("$PY" -c "import onnxruntime; print(onnxruntime.__version__)")
+  "$PIP" uninstall -q -y onnxruntime && "$PIP" install -q "onnxruntime-gpu==$ver"
+fi
+"$PY" - <<'PY'
+from edgeomni.engines.tensorrt_runner import gpu_identity, tensorrt_version
+gpu = gpu_identity()
+print(f"TensorRT {tensorrt_version()} on {gpu.name} (sm {gpu.compute_capability})")
+PY
+
+echo "==> export export/mobilenet_v2.yaml (targets include tensorrt) -> $OUT/export"
+rm -rf "$OUT/export"
+.venv/bin/edgeomni export export/mobilenet_v2.yaml --out "$OUT/export"
+grep -i tensorrt "$OUT/export/report.md" || true
+
+echo "==> GPU tests (engine built from the INT8 ONNX, top-1 vs ORT CPU, profile refusal, labeller on the engine)"
+.venv/bin/pytest -q tests/test_tensorrt_runtime.py -rs
+
+echo "==> labeller latency per backend"
+"$PY" -m edgeomni.bench.tensorrt_latency --bundle "$OUT/export/bundle" --runs 500 --json "$OUT/latency.json" \
+  | tee "$OUT/latency.md"

@@ -1,0 +1,280 @@
+"""Issue 6: TensorRT engines at run time, with fallback TensorRT engine -> TensorRT EP -> CUDA EP -> CPU.
+
+This machine has no GPU and no TensorRT, so most tests prove the fallback and its reasons with the real
+default bundle; the shape and version checks are pure functions tested directly. `test_engine_on_gpu` does
+the real thing (build an engine from the INT8 MobileNetV2 and run it) wherever TensorRT and a GPU exist.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edgeomni.bundle import VerifiedBundle, verify_bundle
+from edgeomni.bundle.describe import describe_file
+from edgeomni.bundle.manifest import Manifest
+from edgeomni.config import RunConfig
+from edgeomni.engines import tensorrt_runner
+from edgeomni.engines.backend import open_engine
+from edgeomni.engines.labeller import ImageLabeller
+from edgeomni.engines.session import EngineProfile, create_session
+from edgeomni.engines.tensorrt_runner import BackendUnavailable, GpuIdentity, ShapeRange, check_shape, mismatch
+from edgeomni.errors import ConfigError, EdgeOmniError, EngineError
+
+ROLE = "image-labeller"
+ORIN_RECORD = {"tensorrt": "10.3.0.30", "gpu": "Orin", "compute_capability": "8.7"}
+
+
+def _photo(name: str) -> np.ndarray:
+    from skimage import data
+
+    return np.asarray(getattr(data, name)())
+
+
+def _add_engine(bundle_dir: Path, engine_bytes: bytes, record: dict[str, Any]) -> VerifiedBundle:
+    """Add `<role>-tensorrt` to a bundle copy the way the export's _write_bundle does (describe_file)."""
+    manifest = Manifest.load(bundle_dir)
+    onnx = manifest.by_role(ROLE)
+    (bundle_dir / "labeller" / "mobilenet_v2.engine").write_bytes(engine_bytes)
+    io_specs = {"inputs": [vars(t) for t in onnx.inputs], "outputs": [vars(t) for t in onnx.outputs]}
+    component = describe_file(bundle_dir, "labeller/mobilenet_v2.engine", name="labeller_tensorrt",
+                              role=f"{ROLE}-tensorrt", precision="int8", license=onnx.license,
+                              provenance=onnx.provenance, preprocess=onnx.preprocess, report={**io_specs, **record})
+    manifest.components[component.name] = component
+    manifest.save(bundle_dir)
+    return verify_bundle(bundle_dir)
+
+
+# --- pure checks -------------------------------------------------------------------------------------------
+
+def test_shape_inside_the_profile_is_accepted_and_outside_is_refused() -> None:
+    allowed = ShapeRange(min=(1, 3, 224, 224), max=(8, 3, 224, 224))
+    check_shape("input", (1, 3, 224, 224), allowed)
+    check_shape("input", (8, 3, 224, 224), allowed)
+    with pytest.raises(EdgeOmniError, match=r"shape \[9, 3, 224, 224\] is outside .*\[1, 3, 224, 224\]\.\."
+                                            r"\[8, 3, 224, 224\] \(dimension\(s\) \[0\]\)"):
+        check_shape("input", (9, 3, 224, 224), allowed)
+    with pytest.raises(EdgeOmniError, match=r"dimension\(s\) \[2, 3\]"):
+        check_shape("input", (1, 3, 320, 320), allowed)
+    with pytest.raises(EdgeOmniError, match=r"'input': expected rank 4 .* got shape \[3, 224, 224\]"):
+        check_shape("input", (3, 224, 224), allowed)
+
+
+def test_profile_from_the_export_matches_what_the_runtime_checks() -> None:
+    from edgeomni.export.tensorrt import profile_for
+
+    profile = profile_for("input", ["batch", 3, 224, 224], [1, 3, 224, 224], max_batch=8)
+    allowed = ShapeRange(profile.min, profile.max)
+    check_shape("input", (4, 3, 224, 224), allowed)
+    with pytest.raises(EdgeOmniError, match="outside the optimisation profile"):
+        check_shape("input", (16, 3, 224, 224), allowed)
+
+
+def test_engine_for_another_tensorrt_or_gpu_is_refused_naming_both() -> None:
+    h200 = GpuIdentity("NVIDIA H200", "9.0")
+    reason = mismatch(ORIN_RECORD, "10.7.0.23", h200)
+    assert reason == "built for TensorRT 10.3.0.30 on Orin (sm 8.7), this is TensorRT 10.7.0.23 on NVIDIA H200 (sm 9.0)"
+    assert "Orin" in str(mismatch(ORIN_RECORD, "10.3.0.30", h200))  # same TensorRT, other GPU
+    assert mismatch(ORIN_RECORD, "10.3.0.26", GpuIdentity("Orin", "8.7")) is None  # same release, other build
+    assert "TensorRT 10.4.0" in str(mismatch(ORIN_RECORD, "10.4.0", GpuIdentity("Orin", "8.7")))
+    # An older record without a compute capability is matched on the GPU name
+    assert mismatch({"tensorrt": "10.3.0", "gpu": "Orin"}, "10.3.0", GpuIdentity("Orin", "8.7")) is None
+    assert mismatch({"tensorrt": "10.3.0", "gpu": "Orin"}, "10.3.0", h200) is not None
+
+
+def test_backend_setting_is_validated() -> None:
+    assert RunConfig.from_dict({"engine": {"backend": "cpu"}}).engine.backend == "cpu"
+    with pytest.raises(ConfigError, match=r"engine.backend: expected one of auto, tensorrt, tensorrt-ep, cuda, "
+                                          r"cpu, got 'gpu'"):
+        RunConfig.from_dict({"engine": {"backend": "gpu"}})
+
+
+def test_no_gpu_here_is_a_clear_reason() -> None:
+    try:
+        gpu = tensorrt_runner.gpu_identity()
+    except BackendUnavailable as exc:
+        assert str(exc) in ("cuda-python not installed (pip install 'edgeomni[tensorrt]')",) or "CUDA" in str(exc)
+    else:
+        pytest.skip(f"this machine has a GPU ({gpu.name}); the no-GPU reason cannot be observed")
+
+
+# --- the fallback chain on the real default bundle ---------------------------------------------------------
+
+def test_auto_falls_back_to_cpu_and_says_why(default_bundle: Path) -> None:
+    import onnxruntime as ort
+
+    if set(ort.get_available_providers()) & {"TensorrtExecutionProvider", "CUDAExecutionProvider"}:
+        pytest.skip("this onnxruntime has a GPU provider; the CPU fallback is not what auto picks here")
+    session, choice = open_engine(verify_bundle(default_bundle), ROLE)
+    assert choice.backend == "cpu" and session.get_providers() == ["CPUExecutionProvider"]
+    assert choice.skipped == (
+        "tensorrt engine skipped: no image-labeller-tensorrt engine in bundle 'default'",
+        f"onnxruntime TensorRT EP skipped: this onnxruntime has no TensorrtExecutionProvider "
+        f"(it offers {', '.join(ort.get_available_providers())})",
+        f"onnxruntime CUDA EP skipped: this onnxruntime has no CUDAExecutionProvider "
+        f"(it offers {', '.join(ort.get_available_providers())})",
+    )
+    assert choice.summary == "image-labeller on onnxruntime CPU"  # no engine shipped: nothing to explain
+
+
+def test_shipped_engine_that_cannot_run_here_falls_back_with_a_warning(tmp_bundle_copy: Path,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    if _tensorrt_runs_here():
+        pytest.skip("TensorRT and a GPU are present: the engine would be tried for real")
+    bundle = _add_engine(tmp_bundle_copy, b"not an engine", ORIN_RECORD)
+    component = bundle.manifest.by_role(f"{ROLE}-tensorrt")
+    # its tensor specs come from the build record (TensorRT is not needed to describe it)
+    assert component.format == "tensorrt" and component.inputs == bundle.manifest.by_role(ROLE).inputs
+    with caplog.at_level(logging.INFO, logger="edgeomni.engines"):
+        labeller = ImageLabeller(bundle)
+    reason = labeller.backend.skipped[0]
+    assert reason.startswith("tensorrt engine skipped: ")
+    assert reason.split(": ", 1)[1] in ("tensorrt not installed", "cuda-python not installed "
+                                        "(pip install 'edgeomni[tensorrt]')") or "CUDA" in reason
+    assert labeller.backend.backend in ("cpu", "cuda", "tensorrt-ep")
+    assert reason in labeller.backend.summary  # the run header says why the shipped engine is unused
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and reason in warnings[0].getMessage()
+
+
+def test_engine_record_for_another_machine_is_refused_in_the_chain(tmp_bundle_copy: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # No TensorRT here: pretend to be TensorRT 10.7 on an H200 so the record check (which runs before any
+    # deserialization) is what refuses the Orin engine.
+    monkeypatch.setattr(tensorrt_runner, "tensorrt_version", lambda: "10.7.0.23")
+    monkeypatch.setattr(tensorrt_runner, "gpu_identity", lambda device=0: GpuIdentity("NVIDIA H200", "9.0"))
+    bundle = _add_engine(tmp_bundle_copy, b"an Orin engine", ORIN_RECORD)
+    _session, choice = open_engine(bundle, ROLE)
+    assert choice.skipped[0] == ("tensorrt engine skipped: built for TensorRT 10.3.0.30 on Orin (sm 8.7), "
+                                 "this is TensorRT 10.7.0.23 on NVIDIA H200 (sm 9.0)")
+    assert choice.backend != "tensorrt"
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupt"])
+def test_missing_or_corrupt_engine_falls_back_with_a_clear_reason(tmp_bundle_copy: Path, damage: str) -> None:
+    bundle = _add_engine(tmp_bundle_copy, b"\x00" * 4096, ORIN_RECORD)
+    engine = bundle.path / bundle.manifest.by_role(f"{ROLE}-tensorrt").file
+    if damage == "missing":  # e.g. removed after verification (a disk problem, a half-applied update)
+        engine.unlink()
+        expected = "tensorrt engine skipped: engine file labeller/mobilenet_v2.engine is missing from the bundle"
+    else:
+        engine.write_bytes(b"\x00" * 4095 + b"\x01")
+        expected = ("tensorrt engine skipped: engine file labeller/mobilenet_v2.engine does not match its manifest "
+                    "sha256/size (changed since the bundle was built)")
+    _session, choice = open_engine(bundle, ROLE)
+    assert choice.skipped[0] == expected and choice.backend != "tensorrt"
+
+
+@pytest.mark.parametrize("backend", ["tensorrt", "tensorrt-ep", "cuda"])
+def test_forcing_a_backend_that_cannot_run_is_an_error_not_a_cpu_run(tmp_bundle_copy: Path, backend: str) -> None:
+    import onnxruntime as ort
+
+    provider = {"tensorrt-ep": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider"}.get(backend)
+    if _tensorrt_runs_here() or provider in ort.get_available_providers():
+        pytest.skip(f"backend {backend} may run here")
+    bundle = _add_engine(tmp_bundle_copy, b"an Orin engine", ORIN_RECORD)
+    with pytest.raises(EngineError, match=rf"image-labeller: \[engine\] backend = '{backend}' cannot run here: "
+                                          rf".* skipped: .*set backend = \"auto\" to fall back"):
+        open_engine(bundle, ROLE, EngineProfile(backend=backend))
+
+
+def test_forced_tensorrt_stops_the_run_before_it_starts(default_bundle: Path) -> None:
+    from edgeomni.pipeline import Engines
+
+    if _tensorrt_runs_here():
+        pytest.skip("TensorRT and a GPU are present here")
+    config = RunConfig.from_dict({"engine": {"backend": "tensorrt"}, "speech": {"enabled": False}})
+    with pytest.raises(EngineError, match="no image-labeller-tensorrt engine in bundle 'default'"):
+        Engines.load(verify_bundle(default_bundle), config)
+
+
+def test_labels_are_unchanged_through_the_fallback_and_reported_in_the_header(default_bundle: Path) -> None:
+    from edgeomni.engines.image_preprocess import preprocess_rgb
+    from edgeomni.pipeline import Engines
+    from edgeomni.sinks.terminal import TerminalSink
+
+    bundle = verify_bundle(default_bundle)
+    config = RunConfig.from_dict({"speech": {"enabled": False}, "visual": {"faces": False, "ocr": False}})
+    engines = Engines.load(bundle, config)
+    assert engines.labeller is not None
+    # Reference: the INT8 ONNX on a plain CPU session, as before the engine layer existed
+    component = bundle.manifest.by_role(ROLE)
+    reference = create_session(bundle.path / component.file, EngineProfile(("CPUExecutionProvider",)))
+    for name in ("chelsea", "coffee"):
+        photo = _photo(name)
+        batch = preprocess_rgb(photo, engines.labeller.size, engines.labeller._mean, engines.labeller._std)
+        expected = int(np.argmax(reference.run(None, {reference.get_inputs()[0].name: batch})[0][0]))
+        assert engines.labeller(photo, k=1)[0].name == engines.labeller.names[expected]
+    assert "cat" in engines.labeller(_photo("chelsea"))[0].name
+
+    assert engines.backends[ROLE]["backend"] == engines.labeller.backend.backend
+    out = io.StringIO()
+    import asyncio
+
+    asyncio.run(TerminalSink(out).send({"type": "start", "source": "x.mp4", "describe": "video",
+                                        "backend": engines.backends}))
+    assert f"  engines: image-labeller on {engines.labeller.backend.summary.split(' on ', 1)[1]}" in out.getvalue()
+
+
+# --- the real thing, where TensorRT and a GPU exist ----------------------------------------------------------
+
+def _tensorrt_runs_here() -> bool:
+    try:
+        tensorrt_runner.tensorrt_version()
+        tensorrt_runner.gpu_identity()
+    except BackendUnavailable:
+        return False
+    return True
+
+
+@pytest.mark.slow
+def test_engine_on_gpu(default_bundle: Path, tmp_path: Path) -> None:
+    if not _tensorrt_runs_here():
+        pytest.skip("needs TensorRT and an NVIDIA GPU (pip install 'edgeomni[tensorrt]' on a GPU machine)")
+    from edgeomni.engines.image_preprocess import preprocess_rgb
+    from edgeomni.engines.tensorrt_runner import TensorRtEngine
+    from edgeomni.export.tensorrt import TensorRtSettings, build_engine, profile_for
+
+    bundle_dir = tmp_path / "bundle"
+    shutil.copytree(default_bundle, bundle_dir, copy_function=shutil.copyfile)
+    onnx = Manifest.load(bundle_dir).by_role(ROLE)  # the MobileNetV2 recipe's INT8 QDQ ONNX
+    name_in = onnx.inputs[0].name
+    settings = TensorRtSettings(profiles=[profile_for(name_in, list(onnx.inputs[0].shape), [1, 3, 224, 224], 8)])
+    engine_path = tmp_path / "mobilenet_v2.engine"
+    record = build_engine(bundle_dir / onnx.file, engine_path, settings)
+    engine = TensorRtEngine.load(engine_path, record)
+    reference = create_session(bundle_dir / onnx.file, EngineProfile(("CPUExecutionProvider",)))
+    size, mean, std = onnx.preprocess["size"], onnx.preprocess["mean"], onnx.preprocess["std"]
+    agree = 0
+    names = ("chelsea", "coffee", "astronaut", "rocket", "cat")
+    for name in names:
+        batch = preprocess_rgb(_photo(name), size, tuple(mean), tuple(std))
+        trt_top = int(np.argmax(engine.run(None, {name_in: batch})[0][0]))
+        cpu_top = int(np.argmax(reference.run(None, {reference.get_inputs()[0].name: batch})[0][0]))
+        agree += trt_top == cpu_top
+    assert agree >= len(names) - 1, f"TensorRT top-1 agreed with ORT CPU on {agree}/{len(names)} photos"
+    with pytest.raises(EdgeOmniError, match="outside the optimisation profile"):
+        engine.run(None, {name_in: np.zeros((9, 3, 224, 224), np.float32)})
+    # Through the bundle and the engine layer: the labeller now runs on the engine
+    bundle = _add_engine(bundle_dir, engine_path.read_bytes(), record)
+    labeller = ImageLabeller(bundle)
+    assert labeller.backend.backend == "tensorrt" and labeller.backend.skipped == ()
+    assert "cat" in labeller(_photo("chelsea"))[0].name
+
+
+def test_backend_benchmark_reports_reasons_instead_of_figures(default_bundle: Path) -> None:
+    from edgeomni.bench.tensorrt_latency import markdown, measure
+
+    rows = {row["backend"]: row for row in measure(default_bundle, ROLE, runs=3, threads=1)}
+    assert rows["cpu"]["status"] == "ok" and rows["cpu"]["top1_agreement_with_cpu"] == "6/6"
+    assert rows["cpu"]["ms"]["n"] == 3 and rows["cpu"]["ms"]["p50"] > 0
+    if not _tensorrt_runs_here():
+        assert rows["tensorrt"]["status"] == "n/a"
+        assert "no image-labeller-tensorrt engine in bundle 'default'" in rows["tensorrt"]["reason"]
+    assert "| cpu |" in markdown(list(rows.values()))

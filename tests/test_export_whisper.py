@@ -24,7 +24,9 @@ from edgeomni.wer import wer, words
 
 pytestmark = pytest.mark.slow
 
-SOURCES = [*sorted(Path("edgeomni/export/whisper").glob("*.py")),
+RECIPE = Path("export/whisper_tiny_en.yaml")
+SOURCES = [*sorted(Path("edgeomni/export/whisper").glob("*.py")), RECIPE, Path("edgeomni/export/tasks/speech.py"),
+           Path("edgeomni/export/audio_sets.py"),
            *(Path("edgeomni/engines") / f"whisper_{m}.py" for m in ("asr", "features", "tokenizer"))]
 RUN_SENTENCES = ["The library will open early tomorrow morning.",
                  "Please remember to bring your laptop to the meeting."]
@@ -40,22 +42,24 @@ def _code_version() -> str:
 
 @pytest.fixture(scope="module")
 def whisper_bundle() -> Path:
+    """Built through the recipe (`edgeomni export export/whisper_tiny_en.yaml`), reduced."""
     from edgeomni.bundle import verify_bundle
     from edgeomni.errors import BundleError
-    from edgeomni.export.whisper import WhisperExportOptions, build_whisper_bundle
+    from edgeomni.export.recipe import Recipe
+    from edgeomni.export.runner import run_recipe
     from edgeomni.paths import cache_root
 
     out = cache_root() / "bundles" / f"whisper-test-{_code_version()}"
     try:
-        verify_bundle(out)
-        return out
+        verify_bundle(out / "bundle")
+        return out / "bundle"
     except BundleError:
         pass
     for stale in out.parent.glob("whisper-test-*"):  # builds of earlier code versions: 40 MB each
         if stale != out:
             shutil.rmtree(stale, ignore_errors=True)
-    options = WhisperExportOptions(out=out, calibration_clips=6, gate_clips=6, latency_runs=2, peer=False)
-    return build_whisper_bundle(options, progress=lambda line: print(line, flush=True))
+    recipe = Recipe.load(RECIPE, ["calibration.count=6", "heldout.count=6", "latency_runs=2", "peer=false"])
+    return run_recipe(recipe, out, progress=lambda line: print(line, flush=True))
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +150,7 @@ def test_int8_bundle_passes_its_gate_and_is_3x_smaller(whisper_bundle: Path) -> 
     manifest = verify_bundle(whisper_bundle).manifest
     for role in ("asr-whisper-encoder", "asr-whisper-decoder", "asr-whisper-tokenizer", "asr-whisper-mel", "vad"):
         assert manifest.has_role(role), role
-    report = json.loads((whisper_bundle / "report.json").read_text())
+    report = json.loads((whisper_bundle / "report.json").read_text())["whisper"]
     assert report["gate"]["passed"], report["gate"]
     assert report["size_ratio"] >= 3.0
     fp32, int8 = report["accuracy"]["fp32"]["wer"], report["accuracy"]["int8"]["wer"]

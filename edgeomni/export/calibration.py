@@ -144,7 +144,7 @@ def tensor_stats(batch: np.ndarray) -> dict[str, Any]:
     flat = batch.reshape(-1)
     pct = (0.01, 0.1, 1, 50, 99, 99.9, 99.99)
     values = np.percentile(flat, pct)
-    per_channel = batch.transpose(1, 0, 2, 3).reshape(batch.shape[1], -1)
+    per_channel = np.moveaxis(batch, 1, 0).reshape(batch.shape[1], -1)  # images: RGB, log-mel: mel bins
     return {
         "shape": list(batch.shape),
         "min": float(flat.min()),

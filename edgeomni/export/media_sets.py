@@ -56,7 +56,7 @@ def _from_folder(folder: Path, spec: DataSpec, role: str, size: int) -> tuple[np
         raise ExportError(f"{role}.images: {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
                           f"an empty {role} set cannot be used")
     rng = np.random.default_rng(spec.seed)
-    chosen = _stratified(strata, spec.count, rng)
+    chosen = stratified(strata, spec.count, rng)
     tensors = np.stack([_preprocess(path, size) for path in chosen])
     manifest = {
         "source": str(folder), "seed": spec.seed, "count": len(chosen),
@@ -69,7 +69,7 @@ def _from_folder(folder: Path, spec: DataSpec, role: str, size: int) -> tuple[np
     return tensors, manifest
 
 
-def _stratified(strata: dict[str, list[Path]], count: int, rng: np.random.Generator) -> list[Path]:
+def stratified(strata: dict[str, list[Path]], count: int, rng: np.random.Generator) -> list[Path]:
     """Round-robin over shuffled strata, so every stratum gets an equal share until it runs out."""
     pools = [list(rng.permutation(np.array(paths, dtype=object))) for _, paths in sorted(strata.items())]
     chosen: list[Path] = []

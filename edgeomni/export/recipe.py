@@ -110,6 +110,8 @@ class Recipe:
     gate: GateSpec = field(default_factory=GateSpec)
     targets: list[str] = field(default_factory=lambda: ["onnxruntime-cpu"])
     labels: str = ""  # image-classification: class names, one per line (copied into the bundle)
+    distill: dict[str, Any] = field(default_factory=dict)  # steps [distill, ...]: DistillSpec fields (Whisper)
+    peer: bool = False  # speech-recognition: also score faster-whisper (int8) on the held-out set
     latency_runs: int = 64
     base_dir: Path = field(default=Path("."), repr=False, compare=False)  # relative paths resolve from here
 
@@ -138,8 +140,35 @@ class Recipe:
         _check(bool(self.targets), "targets", f"a non-empty list of {TARGETS}", self.targets)
         for i, target in enumerate(self.targets):
             _one_of(target, TARGETS, f"targets[{i}]")
+            _check(target != "tensorrt" or self.task in ("image-classification", "encoder"), f"targets[{i}]",
+                   "onnxruntime-cpu or onnxruntime-cuda for this task (TensorRT engines are built for image "
+                   "models so far)", target)
         _check(1 <= self.latency_runs <= 10_000, "latency_runs", "1..10000", self.latency_runs)
+        _check(not self.distill or "distill" in self.steps, "distill", "no settings unless steps has distill",
+               self.distill)
+        if "distill" in self.steps:
+            self.distill_spec()
         return self
+
+    def distill_spec(self) -> Any:
+        """The `distill:` section as the trainer's DistillSpec (validated; unknown fields named)."""
+        from edgeomni.export.whisper.distill import DistillSpec
+
+        known = {f.name for f in dataclasses.fields(DistillSpec)}
+        unknown = sorted(set(self.distill) - known)
+        if unknown:
+            raise ExportError(f"distill: unknown field(s) {unknown} (known: {sorted(known)})")
+        values = dict(self.distill)
+        if values.get("init_layers") is not None:
+            values["init_layers"] = tuple(values["init_layers"])
+        if values.get("cache_dir") is not None:
+            values["cache_dir"] = self.resolve(str(values["cache_dir"]))
+        try:
+            spec = DistillSpec(**values)
+        except TypeError as exc:
+            raise ExportError(f"distill: {exc}") from None
+        spec.validate("distill")
+        return spec
 
     def resolve(self, path: str) -> Path:
         candidate = Path(path).expanduser()
@@ -196,6 +225,10 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     origin = getattr(hint, "__origin__", None)
     if origin is dict:
         key_type, item = hint.__args__
+        if item is Any:  # checked by the section's own spec (distill -> DistillSpec)
+            if not isinstance(value, dict):
+                raise ExportError(f"{where}: expected a mapping, got {value!r}")
+            return value
         if not isinstance(value, dict):
             raise ExportError(f"{where}: expected a mapping of {key_type.__name__} to {item.__name__}, got {value!r}")
         return {_coerce(k, key_type, f"{where} key"): _coerce(v, item, f"{where}.{k}") for k, v in value.items()}

@@ -110,6 +110,8 @@ def markdown(data: dict[str, Any]) -> str:
                   f"**{'passed' if gate['passed'] else 'FAILED'}**. Rounds: {gate['rounds']}.",
                   f"Kept in FP32: {[e['node'] for e in gate['excluded_nodes']] or 'none'}.",
                   f"Quantization: {json.dumps(c['quantization'])}"]
+    if data.get("markdown"):  # a task's own tables (speech: WER and latency of FP32/INT8, student vs teacher)
+        lines += data["markdown"]
     if "calibration" in data:
         cal = data["calibration"]
         lines += ["", "## Calibration set", "", f"{cal.get('count')} inputs from {cal.get('source')}, "

@@ -4,6 +4,7 @@ gate (top-1 agreement or cosine, with sensitive-node exclusion) -> size/latency 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,8 @@ def run(recipe: Recipe, work: Path, bundle: Path, report: Report) -> None:
     engine = None
     if "tensorrt" in recipe.targets:
         with report.step("TensorRT engine from the QDQ ONNX (explicit quantization)"):
-            engine = _tensorrt(recipe, int8, work / f"{recipe.name}.engine", report.data)
+            engine = _tensorrt(recipe, _symmetric_qdq(recipe, fp32, int8, calibration.tensors, excluded, work, say),
+                               work / f"{recipe.name}.engine", report.data)
     with report.step("writing the bundle"):
         _write_bundle(recipe, bundle, fp32, int8, report.data, engine)
         say(f"    bundle at {bundle}")
@@ -105,6 +107,23 @@ def _targets(recipe: Recipe) -> dict[str, str]:
         else:
             status[target] = "not attempted: built only once the accuracy gate holds"
     return status
+
+
+def _symmetric_qdq(recipe: Recipe, fp32: Path, int8: Path, calibration: Any, excluded: list[tuple[str, float]],
+                   work: Path, say: Callable[[str], None]) -> Path:
+    """TensorRT takes only symmetric int8 Q/DQ (zero point 0); the CPU bundle's uint8-asymmetric activations
+    (faster on x86) are quantized again for it, same method and excluded nodes. Only where TensorRT exists."""
+    from edgeomni.export.quantize import quantize_int8
+    from edgeomni.export.tensorrt import available
+
+    quant = recipe.quantize
+    if quant.mode != "static" or quant.activations == "int8-symmetric" or available() is None:
+        return int8
+    symmetric = work / f"{recipe.name}_int8_symmetric.onnx"
+    quantize_int8(fp32, symmetric, calibration, method=quant.method, percentile=quant.percentile,
+                  activations="int8-symmetric", input_name=recipe.source.input_name,
+                  nodes_to_exclude=[n for n, _ in excluded], progress=say)
+    return symmetric
 
 
 def _tensorrt(recipe: Recipe, int8: Path, out: Path, report: dict[str, Any]) -> Path | None:

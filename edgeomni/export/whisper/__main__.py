@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
                                        min_size_ratio=args.min_size_ratio,
                                        latency_runs=args.latency_runs, peer=not args.no_peer,
                                        speech_set=args.speech_set)
-        path = build_whisper_bundle(options, progress=lambda line: print(line, flush=True))
+        path, _ = build_whisper_bundle(options, progress=lambda line: print(line, flush=True))
     except GateFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_GATE_FAILED

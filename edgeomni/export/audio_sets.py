@@ -1,0 +1,131 @@
+"""Audio calibration and held-out sets for speech recipes, decoded by the runtime's own front end (PyAV, 16 kHz
+mono) and turned into features by the model's own pre-processing.
+
+Calibration sources: `builtin` (espeak-ng voices + package-shipped read speech), a folder of audio files
+(sub-folders are strata), or `trainer:DIR` (the hard examples `edgeomni trainer build-sets` wrote; strata =
+devices). Held-out sources need reference texts: `speechset[:DIR]` (the bench speech set) or a folder of
+audio files, each with a `.txt` of the same stem. Sampling is seeded; manifests record files, digests,
+counts, seed and strata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeomni.errors import ExportError
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac", ".mp4", ".webm")
+SAMPLE_RATE = 16_000
+MAX_CLIP_S = 30.0  # what one Whisper window sees
+AUDIO_SET_FORMAT = "edgeomni-audio-set/1"
+
+
+def calibration_audio(source: str, count: int, seed: int, resolve: Callable[[str], Path],
+                      progress: Callable[[str], None] = print) -> tuple[list[np.ndarray], dict[str, Any]]:
+    if source == "builtin":
+        from edgeomni.export.whisper.calibration import calibration_clips
+
+        clips, manifest = calibration_clips(count, seed, progress)
+        return clips, {"source": "builtin (espeak-ng voices + moonshine-voice's endgame clip)", **manifest}
+    if source.startswith("trainer:"):
+        strata, where = _trainer_set(resolve(source.split(":", 1)[1]))
+    else:
+        folder = resolve(source)
+        strata, where = _folder_strata(folder, "calibration.audio"), str(folder)
+    chosen = _stratified(strata, count, seed)
+    clips, files = [], []
+    for path in chosen:
+        audio = _decode(path)[: int(MAX_CLIP_S * SAMPLE_RATE)]
+        clips.append(audio)
+        files.append({"file": path.name, "stratum": path.parent.name, "seconds": round(len(audio) / SAMPLE_RATE, 2),
+                      "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
+    progress(f"    {len(clips)} calibration clips from {where} "
+             f"({sum(len(c) for c in clips) / SAMPLE_RATE:.0f} s of audio, {len(strata)} strata)")
+    return clips, {"source": where, "seed": seed, "count": len(clips),
+                   "strata": {name: sum(p in set(paths) for p in chosen) for name, paths in strata.items()},
+                   "clips": files}
+
+
+def heldout_items(source: str, count: int, resolve: Callable[[str], Path],
+                  progress: Callable[[str], None] = print) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """[{name, reference, spans}] as edgeomni.export.whisper.evaluate.score wants them."""
+    from edgeomni.export.whisper.evaluate import speech_items
+
+    if source == "speechset" or source.startswith("speechset:"):
+        directory = resolve(source.split(":", 1)[1]) if ":" in source else None
+        items = speech_items(directory, progress)[:count]
+        where = f"bench speech set ({directory or 'cache'})"
+    else:
+        folder = resolve(source)
+        items = []
+        for paths in _folder_strata(folder, "heldout.audio").values():
+            for path in paths:
+                text = path.with_suffix(".txt")
+                if not text.is_file():
+                    raise ExportError(f"heldout.audio: {path} has no reference text {text.name} beside it "
+                                      "(the gate scores WER, so every held-out clip needs one)")
+                audio = _decode(path)
+                if len(audio) > MAX_CLIP_S * SAMPLE_RATE:
+                    raise ExportError(f"heldout.audio: {path} is {len(audio) / SAMPLE_RATE:.1f} s long; "
+                                      f"expected clips of at most {MAX_CLIP_S:.0f} s (split it at pauses)")
+                items.append({"name": path.stem, "reference": text.read_text().strip(), "spans": [audio]})
+        items, where = sorted(items, key=lambda i: i["name"])[:count], str(folder)
+    if not items:
+        raise ExportError(f"heldout.audio: {source!r} gave no speech clips; an empty held-out set cannot gate")
+    return items, {"source": where, "count": len(items), "clips": [i["name"] for i in items],
+                   "seconds": round(sum(len(s) for i in items for s in i["spans"]) / SAMPLE_RATE, 1)}
+
+
+def _trainer_set(directory: Path) -> tuple[dict[str, list[Path]], str]:
+    manifest_path = directory / "manifest.json"
+    if not manifest_path.is_file():
+        manifest_path = directory / "calibration" / "manifest.json"
+    if not manifest_path.is_file():
+        raise ExportError(f"calibration.audio: trainer:{directory}: no manifest.json there or in calibration/ "
+                          "(expected the output of `edgeomni trainer build-sets --out DIR`)")
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("format") != AUDIO_SET_FORMAT:
+        raise ExportError(f"{manifest_path}: format {manifest.get('format')!r}, expected {AUDIO_SET_FORMAT!r}")
+    strata: dict[str, list[Path]] = {}
+    for entry in manifest.get("files", []):
+        path = manifest_path.parent / entry["file"]
+        if not path.is_file():
+            raise ExportError(f"{manifest_path}: lists {entry['file']}, which is missing")
+        strata.setdefault(str(entry.get("device") or "?"), []).append(path)
+    if not strata:
+        raise ExportError(f"{manifest_path}: the set is empty; an empty calibration set cannot be used")
+    return strata, f"trainer set {manifest_path.parent}"
+
+
+def _folder_strata(folder: Path, field: str) -> dict[str, list[Path]]:
+    if not folder.is_dir():
+        raise ExportError(f"{field}: {folder} is not a directory")
+    strata: dict[str, list[Path]] = {}
+    for path in sorted(folder.rglob("*")):
+        if path.suffix.lower() in AUDIO_SUFFIXES and path.is_file():
+            strata.setdefault(str(path.parent.relative_to(folder)) or ".", []).append(path)
+    if not strata:
+        raise ExportError(f"{field}: {folder} holds no audio files ({', '.join(AUDIO_SUFFIXES)}); "
+                          "an empty set cannot be used")
+    return strata
+
+
+def _stratified(strata: dict[str, list[Path]], count: int, seed: int) -> list[Path]:
+    from edgeomni.export.media_sets import stratified
+
+    return stratified(strata, count, np.random.default_rng(seed))
+
+
+def _decode(path: Path) -> np.ndarray:
+    from edgeomni.export.whisper.calibration import decode_audio
+
+    try:
+        return decode_audio(path)
+    except Exception as exc:  # PyAV raises its own error types; the file is what the user needs to hear about
+        raise ExportError(f"audio file {path}: cannot be decoded ({exc})") from None

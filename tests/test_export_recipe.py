@@ -179,3 +179,30 @@ def test_dynamic_int8_keeps_a_matmul_close_and_smaller(tmp_path: Path) -> None:
     ref, got = (ort.InferenceSession(str(p)).run(None, {"x": x})[0] for p in (fp32, int8))
     cosine = (ref * got).sum(axis=1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1))
     assert cosine.min() > 0.99
+
+
+def test_hugging_face_checkpoint_exports_through_optimum(tmp_path: Path) -> None:
+    """A real transformers checkpoint directory (config.json + model.safetensors) through optimum's ONNX exporter,
+    local files only. Its weights are seeded random ones: no model hub is reachable here, and the test is about
+    the path (optimum export -> calibration -> INT8 -> cosine gate -> bundle), not about the labels."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("optimum.exporters.onnx")
+    from transformers import MobileNetV2Config, MobileNetV2ForImageClassification
+
+    torch.manual_seed(0)
+    # initializer_range 0.25: with the default 0.02 the random activations vanish to ~1e-25 by the last layer
+    config = MobileNetV2Config(depth_multiplier=0.35, image_size=96, num_labels=10, initializer_range=0.25)
+    MobileNetV2ForImageClassification(config).eval().save_pretrained(tmp_path / "checkpoint")
+    raw = base()
+    raw.update(task="encoder", labels="", targets=["onnxruntime-cpu"], latency_runs=4)
+    raw["source"] = {"kind": "huggingface", "path": str(tmp_path / "checkpoint"), "input_name": "pixel_values",
+                     "input_shape": [1, 3, 96, 96]}
+    raw["calibration"]["count"], raw["heldout"]["count"] = 8, 8
+    raw["gate"] = {"metric": "cosine", "min": 0.9, "exclude_sensitive": False}
+    result = export(str(write(tmp_path, raw)), "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert "optimum ONNX export" in result.stdout
+    component = report["components"]["mobilenet-v2"]
+    assert component["gate"]["passed"] and component["gate"]["value"] >= 0.9
+    assert (tmp_path / "out" / "bundle" / "manifest.json").is_file()

@@ -57,7 +57,7 @@ def export_fp32(recipe: Recipe, out: Path, progress: Callable[[str], None]) -> P
     elif source.kind == "pytorch":
         _export_pytorch(recipe, path, out, progress)
     else:
-        _export_huggingface(path, out, progress)
+        _export_huggingface(path, out, OPTIMUM_TASKS.get(recipe.task, "feature-extraction"), progress)
     _check_input(recipe, out)
     return out
 
@@ -83,7 +83,11 @@ def _export_pytorch(recipe: Recipe, weights: Path, out: Path, progress: Callable
                 progress=progress)
 
 
-def _export_huggingface(checkpoint: Path, out: Path, progress: Callable[[str], None]) -> None:
+# recipe task -> optimum's export task (it cannot infer one from a local directory)
+OPTIMUM_TASKS = {"image-classification": "image-classification", "encoder": "feature-extraction"}
+
+
+def _export_huggingface(checkpoint: Path, out: Path, task: str, progress: Callable[[str], None]) -> None:
     if not (checkpoint / "config.json").is_file():
         raise ExportError(f"source.path: {checkpoint} is not a Hugging Face checkpoint directory (no config.json)")
     try:
@@ -92,8 +96,11 @@ def _export_huggingface(checkpoint: Path, out: Path, progress: Callable[[str], N
         raise ExportError("source.kind huggingface needs optimum's ONNX exporter: pip install optimum-onnx "
                           "(with torch==2.13.0 in the same command)") from None
     work = out.parent / "hf-export"
-    progress(f"    optimum ONNX export of {checkpoint} (local files only)")
-    main_export(str(checkpoint), output=str(work), local_files_only=True, no_post_process=True)
+    progress(f"    optimum ONNX export of {checkpoint} (task {task}, local files only)")
+    try:
+        main_export(str(checkpoint), output=str(work), task=task, local_files_only=True, no_post_process=True)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:  # optimum's ways of saying the checkpoint won't do
+        raise ExportError(f"source.path: optimum could not export {checkpoint} as {task}: {exc}") from None
     exported = sorted(work.glob("*.onnx"))
     if len(exported) != 1:
         raise ExportError(f"optimum exported {[p.name for p in exported]}: recipes take single-graph models for now")

@@ -24,6 +24,7 @@ from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_d
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from edgeomni.errors import ExportError
+from edgeomni.export.progress import track
 
 METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
            "percentile": CalibrationMethod.Percentile}
@@ -32,6 +33,7 @@ DEFAULT_PERCENTILE = 99.999
 HISTOGRAM_BINS = 2048
 # The KL search is a Python loop over candidate thresholds: 2048 bins took 62 s for 48 images, 512 a few.
 ENTROPY_BINS = 512
+CALIBRATION_CHUNK = 2  # inputs per calibrator pass: bounds its memory (see quantize_int8)
 
 
 class ArrayCalibrationReader(CalibrationDataReader):
@@ -77,6 +79,7 @@ def quantize_int8(
     input_name: str = "input",
     nodes_to_exclude: list[str] | None = None,
     ranges_cache: Path | None = None,
+    skip_symbolic_shape: bool = False,  # OCR (issue 6): PP-OCR's dynamic H/W defeat ORT's symbolic shapes
     progress: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Write a static INT8 QDQ model; return the settings used (for the bundle report).
@@ -101,7 +104,7 @@ def quantize_int8(
         started = time.perf_counter()
         # Shape inference + graph optimisation first, as ORT recommends: quantizing an unoptimised
         # graph leaves Q/DQ pairs around ops that the optimiser would have fused away.
-        quant_pre_process(str(fp32_path), str(prepared))
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=skip_symbolic_shape)
         progress(f"    quant_pre_process {time.perf_counter() - started:.1f} s")
 
         started = time.perf_counter()
@@ -116,7 +119,12 @@ def quantize_int8(
                                            calibrate_method=METHODS[key],
                                            extra_options=_calibrator_options(key, percentile, activation_symmetric))
             with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print to stdout
-                calibrator.collect_data(ArrayCalibrationReader(input_name, calibration))
+                # A calibrator keeps every intermediate tensor of what one collect_data call reads (Whisper's
+                # encoder: ~1.1 GB per clip, 18 GB for 16 clips); the histograms and ranges merge across calls.
+                chunks = range(0, len(calibration), CALIBRATION_CHUNK)
+                for start in track(chunks, len(chunks), f"calibrating ({key})", progress):
+                    chunk = calibration[start : start + CALIBRATION_CHUNK]
+                    calibrator.collect_data(ArrayCalibrationReader(input_name, chunk))
                 save_tensors_data(calibrator.compute_data(), cache)
             del calibrator
             if ranges_cache is not None:

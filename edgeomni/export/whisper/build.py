@@ -269,7 +269,8 @@ def _build(options: WhisperExportOptions, out: Path, work: Path, report: dict[st
         for prefix, pair in pairs.items():
             for kind in ("fp32", "int8"):
                 asr = _pair_asr(*getattr(pair, kind), assets, pair.decoding, threads=2)
-                accuracy[prefix + kind] = score(lambda a, asr=asr: asr.transcribe(a).text, items)
+                accuracy[prefix + kind] = score(lambda a, asr=asr: asr.transcribe(a).text, items, progress,
+                                                f"{prefix}{kind} WER")
                 progress(f"    {prefix}{kind}: WER {accuracy[prefix + kind]['wer']:.2%} on "
                          f"{accuracy[prefix + kind]['words']} words")
         report["accuracy"] = accuracy

@@ -38,11 +38,14 @@ def speech_items(speech_set: Path | None = None, progress: Callable[[str], None]
     return items
 
 
-def score(transcribe: Transcriber, items: list[dict[str, Any]]) -> dict[str, Any]:
+def score(transcribe: Transcriber, items: list[dict[str, Any]], progress: Callable[[str], None] | None = None,
+          label: str = "scoring") -> dict[str, Any]:
     """Corpus WER (total edits / total reference words) and per-clip WER and text."""
+    from edgeomni.export.progress import track
+
     edits = total = 0
     clips, busy, media = [], 0.0, 0.0
-    for item in items:
+    for item in track(items, len(items), label, progress or (lambda _: None)):
         started = time.perf_counter()
         text = " ".join(transcribe(span) for span in item["spans"]).strip()
         busy += time.perf_counter() - started

@@ -116,5 +116,5 @@ def test_heldout_folder_needs_reference_texts(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match=r"b\.wav has no reference text b\.txt"):
         heldout_items(str(tmp_path), 10, Path, progress=lambda _: None)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ExportError, match=r"holds no audio files .* an empty set cannot be used"):
+    with pytest.raises(ExportError, match=r"holds no audio files .* an empty calibration set cannot be used"):
         calibration_audio(str(tmp_path / "empty"), 3, 0, Path, progress=lambda _: None)

@@ -104,16 +104,9 @@ def _trainer_set(directory: Path) -> tuple[dict[str, list[Path]], str]:
 
 
 def _folder_strata(folder: Path, field: str) -> dict[str, list[Path]]:
-    if not folder.is_dir():
-        raise ExportError(f"{field}: {folder} is not a directory")
-    strata: dict[str, list[Path]] = {}
-    for path in sorted(folder.rglob("*")):
-        if path.suffix.lower() in AUDIO_SUFFIXES and path.is_file():
-            strata.setdefault(str(path.parent.relative_to(folder)) or ".", []).append(path)
-    if not strata:
-        raise ExportError(f"{field}: {folder} holds no audio files ({', '.join(AUDIO_SUFFIXES)}); "
-                          "an empty set cannot be used")
-    return strata
+    from edgeomni.export.media_sets import folder_strata
+
+    return folder_strata(folder, AUDIO_SUFFIXES, field, "audio files")
 
 
 def _stratified(strata: dict[str, list[Path]], count: int, seed: int) -> list[Path]:

@@ -46,15 +46,7 @@ def load_image_set(recipe: Recipe, spec: DataSpec, role: str) -> ImageSet:
 
 
 def _from_folder(folder: Path, spec: DataSpec, role: str, size: int) -> tuple[np.ndarray, dict[str, Any]]:
-    if not folder.is_dir():
-        raise ExportError(f"{role}.images: {folder} is not a directory")
-    strata: dict[str, list[Path]] = {}
-    for path in sorted(folder.rglob("*")):
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
-            strata.setdefault(str(path.parent.relative_to(folder)) or ".", []).append(path)
-    if not strata:
-        raise ExportError(f"{role}.images: {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
-                          f"an empty {role} set cannot be used")
+    strata = folder_strata(folder, IMAGE_SUFFIXES, f"{role}.images", "images")
     rng = np.random.default_rng(spec.seed)
     chosen = stratified(strata, spec.count, rng)
     tensors = np.stack([_preprocess(path, size) for path in chosen])
@@ -67,6 +59,21 @@ def _from_folder(folder: Path, spec: DataSpec, role: str, size: int) -> tuple[np
                        "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
     }
     return tensors, manifest
+
+
+def folder_strata(folder: Path, suffixes: tuple[str, ...], field: str, kind: str) -> dict[str, list[Path]]:
+    """The media files under `folder` grouped by sub-folder (the strata); a missing folder or one holding none
+    of them is refused, naming the recipe field."""
+    if not folder.is_dir():
+        raise ExportError(f"{field}: {folder} is not a directory")
+    strata: dict[str, list[Path]] = {}
+    for path in sorted(folder.rglob("*")):
+        if path.suffix.lower() in suffixes and path.is_file():
+            strata.setdefault(str(path.parent.relative_to(folder)) or ".", []).append(path)
+    if not strata:
+        raise ExportError(f"{field}: {folder} holds no {kind} ({', '.join(suffixes)}); "
+                          f"an empty {field.split('.')[0]} set cannot be used")
+    return strata
 
 
 def stratified(strata: dict[str, list[Path]], count: int, rng: np.random.Generator) -> list[Path]:

@@ -169,3 +169,15 @@ def test_missing_or_tampered_bundle_is_refused(default_bundle: Path, tmp_path: P
     vad.write_bytes(bytes(data))
     code, _, err = run_cli(copy, "--source", "sample")
     assert code == 2 and "failed verification" in err and "'vad'" in err
+
+
+def test_a_speaker_repeating_the_previous_sentence_gets_every_repeat(default_bundle: Path, tmp_path: Path) -> None:
+    """The previous utterance is replayed as decoder context; saying it again must not look like a decoding loop
+    (it did: only the first of three repeats was captioned)."""
+    sentence = "Please send the report to the whole team today."
+    wav = speech_with_pauses(tmp_path, [sentence] * 3, "repeat")
+    code, events, err = run_cli(default_bundle, "--source", str(wav), "--no-realtime")
+    assert code == 0, err
+    said = [e["text"] for e in events if e["type"] == "final"]
+    assert len(said) == 3, said
+    assert all(wer(sentence, text) <= 0.3 for text in said), said

@@ -39,10 +39,15 @@ def test_local_agreement_commits_whole_agreed_words_only() -> None:
 
 
 def test_asr_loop_guard_cuts_immediate_repeats() -> None:
-    from edgeomni.engines.asr import _drop_loop, _loops
+    from edgeomni.engines.asr import _drop_loop, _loop_length
 
     phrase = [5, 6, 7, 8, 9]
-    assert _loops([1, 2, *phrase, *phrase], fresh_from=2)
+    assert _loop_length([1, 2, *phrase, *phrase], fresh_from=2) == 5
     assert _drop_loop([1, 2, *phrase, *phrase], fresh_from=2) == [1, 2, *phrase]
-    assert not _loops([1, 2, 3, 2, 3], fresh_from=0)  # short repeats ("no, no") are kept
-    assert not _loops([*phrase, *phrase], fresh_from=10)  # a repeat wholly inside the forced prefix is not ours
+    assert not _loop_length([1, 2, 3, 2, 3], fresh_from=0)  # short repeats ("no, no") are kept
+    assert not _loop_length([*phrase, *phrase], fresh_from=10)  # a repeat wholly inside the forced prefix is not ours
+    # The previous utterance replayed as context, then the speaker says it again: speech, not a loop...
+    assert not _loop_length([*phrase, *phrase], fresh_from=5, own_from=5)
+    assert _drop_loop([*phrase, *phrase], fresh_from=5, own_from=5) == [*phrase, *phrase]
+    # ...but a loop inside the utterance's own tokens is still cut.
+    assert _drop_loop([*phrase, 1, *phrase, *phrase], fresh_from=5, own_from=5) == [*phrase, 1, *phrase]

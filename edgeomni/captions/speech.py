@@ -281,9 +281,10 @@ class SpeechCaptioner:
         if context is not None:
             audio = np.concatenate([context.audio, _CONTEXT_GAP, audio])
             committed = context.tokens + committed
-        transcript = self._asr.transcribe(audio, prefix=committed)
+        own_from = len(context.tokens) if context else 0
+        transcript = self._asr.transcribe(audio, prefix=committed, own_from=own_from)
         self.stats["asr_seconds"] += transcript.encode_s + transcript.decode_s
-        return transcript, transcript.tokens[len(context.tokens) if context else 0 :]
+        return transcript, transcript.tokens[own_from:]
 
     def _committable_words(self, hypothesis: list[int], seconds: float) -> int:
         """How many leading words of `hypothesis` may be committed: the newest ones are decoded from audio that

@@ -54,7 +54,7 @@ class MoonshineAsr:
         ]
         self.detokenizer = Detokenizer(bundle.role_file("asr-tokenizer"))
 
-    def transcribe(self, audio: np.ndarray, prefix: list[int] | None = None) -> Transcript:
+    def transcribe(self, audio: np.ndarray, prefix: list[int] | None = None, own_from: int = 0) -> Transcript:
         """Transcribe one utterance. `prefix` forces the first tokens (words already shown to the viewer as
         committed), so the result always extends them and they are decoded in a single decoder pass."""
         seconds = utterance_seconds(audio, self.sample_rate, self.min_seconds, self.max_seconds)
@@ -66,13 +66,13 @@ class MoonshineAsr:
         hidden = self._encoder.run(None, {"input_values": values, "attention_mask": mask})[0]
         encoded = time.perf_counter()
         budget = math.ceil(seconds * self._tokens_per_second)
-        tokens, logprob = self._greedy_decode(hidden, mask, list(prefix or []), max_tokens=budget)
+        tokens, logprob = self._greedy_decode(hidden, mask, list(prefix or []), max_tokens=budget, own_from=own_from)
         decoded = time.perf_counter()
         text = self.detokenizer.decode(tokens).strip()
         return Transcript(text, tokens, logprob, encoded - started, decoded - encoded)
 
     def _greedy_decode(self, hidden: np.ndarray, mask: np.ndarray, prefix: list[int],
-                       max_tokens: int) -> tuple[list[int], float]:
+                       max_tokens: int, own_from: int = 0) -> tuple[list[int], float]:
         empty = np.zeros((1, self._heads, 0, self._head_dim), dtype=np.float32)
         cache = dict.fromkeys(self._cache_names, empty)
         feed_mask = "encoder_attention_mask" in self._decoder_inputs
@@ -85,7 +85,7 @@ class MoonshineAsr:
             if feed_mask:
                 inputs["encoder_attention_mask"] = mask
             logits, *present = self._decoder.run(None, inputs)
-            stop, logprob = take_greedy(logits[0, -1], tokens, len(prefix), self._eos)
+            stop, logprob = take_greedy(logits[0, -1], tokens, len(prefix), self._eos, own_from)
             logprob_sum += logprob
             if stop:
                 break
@@ -94,7 +94,7 @@ class MoonshineAsr:
             for name, value in zip(self._cache_names, present, strict=True):
                 if step == 0 or ".decoder." in name:
                     cache[name] = value
-        return _drop_loop(tokens, len(prefix)), logprob_sum / max(1, len(tokens) - len(prefix) + 1)
+        return _drop_loop(tokens, len(prefix), own_from), logprob_sum / max(1, len(tokens) - len(prefix) + 1)
 
 
 def utterance_seconds(audio: np.ndarray, rate: int, min_seconds: float, max_seconds: float) -> float | None:
@@ -107,35 +107,35 @@ def utterance_seconds(audio: np.ndarray, rate: int, min_seconds: float, max_seco
     return seconds
 
 
-def take_greedy(last: np.ndarray, tokens: list[int], fresh_from: int, eos: int) -> tuple[bool, float]:
+def take_greedy(last: np.ndarray, tokens: list[int], fresh_from: int, eos: int,
+                own_from: int = 0) -> tuple[bool, float]:
     """One greedy step on the last position's logits: appends the argmax token unless it is `eos`; returns
-    (stop decoding, the token's log-probability). Stops at EOS and when the newest tokens start a loop."""
+    (stop decoding, the token's log-probability). Stops at EOS and when the newest tokens start a loop.
+    `own_from`: where this utterance's tokens start after the replayed context (see _loop_length)."""
     token = int(last.argmax())
     # The argmax token's log-softmax is -log(sum(exp(logits - max))): stable, no full softmax kept.
     logprob = -math.log(float(np.exp(last - last[token]).sum()))
     if token == eos:
         return True, logprob
     tokens.append(token)
-    return _loops(tokens, fresh_from), logprob
+    return _loop_length(tokens, fresh_from, own_from) > 0, logprob
 
 
 _MIN_LOOP = 4  # tokens; shorter immediate repeats ("no, no") are real speech often enough
 _MAX_LOOP = 24
 
 
-def _loop_length(tokens: list[int], fresh_from: int) -> int:
+def _loop_length(tokens: list[int], fresh_from: int, own_from: int = 0) -> int:
     """Length k of an immediate repeat at the end (tokens[-k:] == tokens[-2k:-k]) that includes at least one
-    newly decoded token, or 0. Greedy decoding past the end of the audio falls into such loops."""
+    newly decoded token, or 0. Greedy decoding past the end of the audio falls into such loops. Both copies
+    must lie in this utterance's own tokens (from `own_from`): a speaker who says the previous utterance again
+    repeats the replayed context, and that is speech, not a loop."""
     for k in range(_MIN_LOOP, min(_MAX_LOOP, len(tokens) // 2) + 1):
-        if len(tokens) - k >= fresh_from and tokens[-k:] == tokens[-2 * k : -k]:
+        if len(tokens) - k >= fresh_from and len(tokens) - 2 * k >= own_from and tokens[-k:] == tokens[-2 * k : -k]:
             return k
     return 0
 
 
-def _loops(tokens: list[int], fresh_from: int) -> bool:
-    return _loop_length(tokens, fresh_from) > 0
-
-
-def _drop_loop(tokens: list[int], fresh_from: int) -> list[int]:
-    k = _loop_length(tokens, fresh_from)
+def _drop_loop(tokens: list[int], fresh_from: int, own_from: int = 0) -> list[int]:
+    k = _loop_length(tokens, fresh_from, own_from)
     return tokens[:-k] if k else tokens

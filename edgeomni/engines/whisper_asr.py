@@ -128,7 +128,7 @@ class WhisperAsr:
                                                         "cross_k": cross_k, "cross_v": cross_v})
         return logits, new_k, new_v
 
-    def transcribe(self, audio: np.ndarray, prefix: list[int] | None = None) -> Transcript:
+    def transcribe(self, audio: np.ndarray, prefix: list[int] | None = None, own_from: int = 0) -> Transcript:
         """Transcribe one utterance; `prefix` (already committed tokens) is forced in the first decoder pass."""
         seconds = utterance_seconds(audio, self.sample_rate, self.min_seconds, self.max_seconds)
         if seconds is None:
@@ -137,13 +137,13 @@ class WhisperAsr:
         cross_k, cross_v = self.encode(audio)
         encoded = time.perf_counter()
         budget = max(8, math.ceil(seconds * self.decoding.max_tokens_per_second))
-        tokens, logprob = self._greedy_decode(cross_k, cross_v, list(prefix or []), budget)
+        tokens, logprob = self._greedy_decode(cross_k, cross_v, list(prefix or []), budget, own_from)
         decoded = time.perf_counter()
         text = self.detokenizer.decode(tokens).strip()
         return Transcript(text, tokens, logprob, encoded - started, decoded - encoded)
 
     def _greedy_decode(self, cross_k: np.ndarray, cross_v: np.ndarray, prefix: list[int],
-                       max_tokens: int) -> tuple[list[int], float]:
+                       max_tokens: int, own_from: int = 0) -> tuple[list[int], float]:
         d = self.decoding
         self_k = self_v = self.empty_cache()
         prompt = [*d.prompt, *prefix]
@@ -154,9 +154,9 @@ class WhisperAsr:
             logits, self_k, self_v = self.decode_step(next_ids, self_k, self_v, cross_k, cross_v)
             # The "begin" suppression applies to the first token of the transcript, not after a forced prefix.
             last = logits[0, -1] + (self._first_mask if step == 0 and not prefix else self._mask)
-            stop, logprob = take_greedy(last, tokens, len(prefix), d.eos_token)
+            stop, logprob = take_greedy(last, tokens, len(prefix), d.eos_token, own_from)
             logprob_sum += logprob
             if stop:
                 break
             next_ids = np.array([[tokens[-1]]], dtype=np.int64)
-        return _drop_loop(tokens, len(prefix)), logprob_sum / max(1, len(tokens) - len(prefix) + 1)
+        return _drop_loop(tokens, len(prefix), own_from), logprob_sum / max(1, len(tokens) - len(prefix) + 1)

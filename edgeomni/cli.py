@@ -99,7 +99,7 @@ def _cmd_bundle_show(args: argparse.Namespace) -> int:
 def _cmd_config_show(args: argparse.Namespace) -> int:
     from edgeomni.config import RunConfig
 
-    print(RunConfig.load(args.config).to_toml(), end="")
+    print(RunConfig.load(args.config).to_toml(redact=True), end="")
     return EXIT_OK
 
 

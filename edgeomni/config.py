@@ -6,6 +6,7 @@ field left out keeps its default, and an unknown or bad field is an error that n
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -147,13 +148,18 @@ class RunConfig:
         self.ota.validate()
         return self
 
-    def to_toml(self) -> str:
+    def to_toml(self, redact: bool = False) -> str:
+        """The whole config as TOML; `redact` hides secrets (passwords, a password inside a broker URL), for
+        `edgeomni config show` whose output ends up in terminals, logs and bug reports."""
         lines: list[str] = []
         for section in fields(self):
             lines.append(f"[{section.name}]")
             value = getattr(self, section.name)
             for f in fields(value):
-                lines.append(f"{f.name} = {_toml_value(getattr(value, f.name))}")
+                item = getattr(value, f.name)
+                if redact and isinstance(item, str) and item:
+                    item = _redacted(f.name, item)
+                lines.append(f"{f.name} = {_toml_value(item)}")
             lines.append("")
         return "\n".join(lines)
 
@@ -200,6 +206,13 @@ def _same_kind(default: Any, value: Any) -> bool:
     if isinstance(default, float):
         return isinstance(value, int | float)
     return isinstance(value, type(default))
+
+
+def _redacted(name: str, value: str) -> str:
+    if "password" in name or "secret" in name:
+        return "***"
+    # scheme://user:password@host -> scheme://user:***@host
+    return re.sub(r"^([a-z][a-z0-9+.-]*://[^:/@]*):[^@/]*@", r"\1:***@", value)
 
 
 def _toml_value(value: Any) -> str:

@@ -52,3 +52,14 @@ def test_config_show_prints_every_section(capsys: pytest.CaptureFixture[str]) ->
 def test_missing_config_file_is_a_clean_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["config", "show", "--config", str(tmp_path / "none.toml")]) == 2
     assert "none.toml: no such file" in capsys.readouterr().err
+
+
+def test_config_show_hides_sync_secrets(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[sync]\nbroker = "mqtts://dev-a:s3cret-url@broker.example:8883"\nusername = "dev-a"\n'
+                    'password = "s3cret-field"\n')
+    assert main(["config", "show", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "s3cret" not in out
+    assert 'broker = "mqtts://dev-a:***@broker.example:8883"' in out and 'password = "***"' in out
+    assert 'username = "dev-a"' in out

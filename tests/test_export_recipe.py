@@ -38,7 +38,8 @@ def export(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_shipped_recipe_is_valid() -> None:
     recipe = Recipe.load(MOBILENET)
-    assert recipe.name == "mobilenet-v2" and recipe.quantize.activations == "int8-symmetric"
+    assert recipe.name == "mobilenet-v2" and recipe.quantize.activations == "uint8-asymmetric"
+    assert recipe.gate.min_size_ratio == 3.5
 
 
 @pytest.mark.parametrize(("change", "needle"), [
@@ -111,7 +112,8 @@ def test_mobilenet_recipe_end_to_end_and_an_unmeetable_gate(tmp_path: Path) -> N
     bundle = tmp_path / "ok" / "bundle"
     report = json.loads((bundle / "report.json").read_text())
     component = report["components"]["mobilenet-v2"]
-    assert component["gate"]["passed"] and component["size_ratio"] > 2.0
+    assert component["gate"]["passed"] and component["size_ratio"] >= 3.5
+    assert 0.5 < component["gate"]["fp32_self_agreement_1_grey_level"] <= 1.0
     assert report["calibration"]["count"] == 16 and report["calibration"]["seed"] == 1234
     if tensorrt_version() is None:  # the TensorRT target fails with its reason; the ONNX bundle is still written
         assert "not built" in report["targets"]["tensorrt"] and "not installed" in report["targets"]["tensorrt"]

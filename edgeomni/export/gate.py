@@ -29,6 +29,18 @@ def score(metric: str, fp32: Path, int8: Path, heldout: np.ndarray) -> float:
     return float(cosine.mean())
 
 
+def fp32_self_agreement(fp32: Path, heldout: np.ndarray, grey_levels: float = 1.0, seed: int = 0) -> float:
+    """Top-1 agreement of the FP32 model with itself when Gaussian noise of `grey_levels` (of 255) is added to
+    the held-out images: the floor below which an INT8 agreement figure says more about the images (low top-1
+    margins) than about the quantization. Inputs are ImageNet-normalised, so one grey level is 1/255/std."""
+    from edgeomni.engines.image_preprocess import IMAGENET_STD
+
+    std = np.asarray(IMAGENET_STD, dtype=np.float32).reshape(1, -1, 1, 1)
+    noise = np.random.default_rng(seed).normal(0.0, 1.0, heldout.shape).astype(np.float32) * grey_levels / 255 / std
+    clean, noisy = logits(fp32, heldout), logits(fp32, heldout + noise)
+    return round(float(np.mean(clean.argmax(axis=1) == noisy.argmax(axis=1))), 4)
+
+
 def sensitive_nodes(fp32: Path, int8: Path, samples: np.ndarray, input_name: str, skip: set[str],
                     limit: int) -> list[tuple[str, float]]:
     """The `limit` FP32-graph nodes whose outputs the quantization hurts most: [(node, SQNR dB)], worst first."""

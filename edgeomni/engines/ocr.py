@@ -12,6 +12,8 @@ Pre- and post-processing are plain numpy, so the runtime needs neither OpenCV no
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -52,20 +54,36 @@ class TextDetector:
 
     def __init__(self, bundle: VerifiedBundle, profile: EngineProfile | None = None, role: str = "ocr-detector"):
         component = bundle.manifest.by_role(role)
-        params = component.preprocess
+        self._setup(bundle.path / component.file, component.preprocess, profile)
+
+    @classmethod
+    def from_model(cls, model: Path, params: dict[str, Any], profile: EngineProfile | None = None) -> TextDetector:
+        """A detector on a loose ONNX file (the export recipe compares FP32 and INT8 files before any bundle exists)."""
+        detector = cls.__new__(cls)
+        detector._setup(model, params, profile)
+        return detector
+
+    def _setup(self, model: Path, params: dict[str, Any], profile: EngineProfile | None) -> None:
         self.long_side = int(params.get("long_side", 960))
         self.threshold = float(params.get("threshold", 0.3))
         self.box_threshold = float(params.get("box_threshold", 0.5))
         self.unclip_ratio = float(params.get("unclip_ratio", 1.6))
-        self._session = create_session(bundle.path / component.file, profile)
+        self._session = create_session(model, profile)
         self._input = self._session.get_inputs()[0].name
 
-    def __call__(self, image: np.ndarray) -> list[tuple[int, int, int, int]]:
+    def preprocess(self, image: np.ndarray) -> np.ndarray:
+        """Frame -> the network's input tensor (also what INT8 calibration feeds, so both see the same data)."""
         height, width = image.shape[:2]
         scale = min(1.0, self.long_side / max(height, width))
         # The network downsamples by 32: both sides must be multiples of it.
         net_h, net_w = (max(32, round(side * scale / 32) * 32) for side in (height, width))
-        prob = self._session.run(None, {self._input: _normalise(resize_float(image, net_h, net_w))})[0][0, 0]
+        return _normalise(resize_float(image, net_h, net_w))
+
+    def __call__(self, image: np.ndarray) -> list[tuple[int, int, int, int]]:
+        height, width = image.shape[:2]
+        tensor = self.preprocess(image)
+        net_h, net_w = tensor.shape[2:]
+        prob = self._session.run(None, {self._input: tensor})[0][0, 0]
         return [self._to_frame(box, net_h, net_w, height, width) for box in self._boxes(prob)]
 
     def _boxes(self, prob: np.ndarray) -> list[tuple[int, int, int, int]]:
@@ -100,16 +118,31 @@ class TextRecognizer:
 
     def __init__(self, bundle: VerifiedBundle, profile: EngineProfile | None = None, role: str = "ocr-recognizer"):
         component = bundle.manifest.by_role(role)
-        self.height = int(component.preprocess.get("height", 48))
-        self._session = create_session(bundle.path / component.file, profile)
+        self._setup(bundle.path / component.file, component.preprocess, bundle.role_file("ocr-dictionary"), profile)
+
+    @classmethod
+    def from_model(cls, model: Path, params: dict[str, Any], dictionary: Path,
+                   profile: EngineProfile | None = None) -> TextRecognizer:
+        """A recognizer on a loose ONNX file + dictionary (see TextDetector.from_model)."""
+        recognizer = cls.__new__(cls)
+        recognizer._setup(model, params, dictionary, profile)
+        return recognizer
+
+    def _setup(self, model: Path, params: dict[str, Any], dictionary: Path, profile: EngineProfile | None) -> None:
+        self.height = int(params.get("height", 48))
+        self._session = create_session(model, profile)
         self._input = self._session.get_inputs()[0].name
         # Index 0 is the CTC blank; the model's last class is the space appended to the dictionary.
-        self.characters = ["", *bundle.role_file("ocr-dictionary").read_text(encoding="utf-8").splitlines(), " "]
+        self.characters = ["", *dictionary.read_text(encoding="utf-8").splitlines(), " "]
 
-    def __call__(self, crop: np.ndarray) -> tuple[str, float]:
+    def preprocess(self, crop: np.ndarray) -> np.ndarray:
+        """Cropped line -> input tensor: height fixed, width following the crop's aspect (capped)."""
         h, w = crop.shape[:2]
         width = max(self.height, min(8 * self.height * 4, round(w * self.height / max(1, h))))
-        probs = self._session.run(None, {self._input: _normalise(resize_float(crop, self.height, width))})[0][0]
+        return _normalise(resize_float(crop, self.height, width))
+
+    def __call__(self, crop: np.ndarray) -> tuple[str, float]:
+        probs = self._session.run(None, {self._input: self.preprocess(crop)})[0][0]
         best, confidence = probs.argmax(axis=1), probs.max(axis=1)
         keep = best != 0
         keep[1:] &= best[1:] != best[:-1]  # CTC: collapse repeats, drop blanks
@@ -127,13 +160,25 @@ class TextReader:
         self.recognizer = TextRecognizer(bundle, profile, recognizer_role)
         self.min_score = min_score
 
-    def __call__(self, image: np.ndarray, max_lines: int = 8) -> list[TextLine]:
-        lines = []
+    @classmethod
+    def from_parts(cls, detector: TextDetector, recognizer: TextRecognizer, min_score: float = 0.5) -> TextReader:
+        reader = cls.__new__(cls)
+        reader.detector, reader.recognizer, reader.min_score = detector, recognizer, min_score
+        return reader
+
+    def crops(self, image: np.ndarray, max_lines: int = 8) -> list[tuple[tuple[int, int, int, int], np.ndarray]]:
+        """The detected line boxes big enough to read, with their pixels, top to bottom."""
+        found = []
         for box in self.detector(image)[:max_lines]:
             x0, y0, x1, y1 = box
-            if x1 - x0 < 4 or y1 - y0 < 4:
-                continue
-            text, score = self.recognizer(image[y0:y1, x0:x1])
+            if x1 - x0 >= 4 and y1 - y0 >= 4:
+                found.append((box, image[y0:y1, x0:x1]))
+        return found
+
+    def __call__(self, image: np.ndarray, max_lines: int = 8) -> list[TextLine]:
+        lines = []
+        for box, crop in self.crops(image, max_lines):
+            text, score = self.recognizer(crop)
             if text and score >= self.min_score:
                 lines.append(TextLine(text, score, box))
         return lines

@@ -90,9 +90,10 @@ def _task_runner(task: str) -> Callable[[Recipe, Path, Path, Report], None]:
 
 def markdown(data: dict[str, Any]) -> str:
     recipe = data["recipe"]
+    source = recipe["source"]["path"] or recipe["source"].get("components")
     lines = [f"# Export report: {recipe['name']} {recipe['version']}", "",
              f"Started {data['started']}, finished {data.get('finished', '?')}. Task: {recipe['task']}; "
-             f"source: {recipe['source']['kind']} `{recipe['source']['path']}`.", ""]
+             f"source: {recipe['source']['kind']} `{source}`.", ""]
     if data.get("error"):
         lines += [f"**Failed:** {data['error']}", ""]
     lines += ["## Steps", "", "| step | seconds | ok |", "|---|---|---|"]
@@ -109,9 +110,21 @@ def markdown(data: dict[str, Any]) -> str:
         lines += ["", f"Gate: {gate['metric']} = {gate['value']} (min {gate['min']}): "
                   f"**{'passed' if gate['passed'] else 'FAILED'}**. Rounds: {gate['rounds']}.",
                   f"Kept in FP32: {[e['node'] for e in gate['excluded_nodes']] or 'none'}.",
+                  *([f"For scale: FP32 against itself with 1 grey level of input noise agrees "
+                     f"{gate['fp32_self_agreement_1_grey_level']}."] if "fp32_self_agreement_1_grey_level" in gate
+                    else []),
                   f"Quantization: {json.dumps(c['quantization'])}"]
+        if "chosen_precision" in c:  # OCR (issue 6): each component ships INT8 only where its gate held
+            lines.append(f"Shipped: **{c['chosen_precision'].upper()}**: {c['reason']}. CER of INT8 vs FP32 "
+                         f"{c['cer_int8_vs_fp32']}, vs the rendered text {c['cer_int8_vs_truth']}.")
     if data.get("markdown"):  # a task's own tables (speech: WER and latency of FP32/INT8, student vs teacher)
         lines += data["markdown"]
+    if "fp32_pipeline" in data:  # OCR (issue 6): the reference the INT8 text is compared with
+        fp = data["fp32_pipeline"]
+        lines += ["", f"FP32 pipeline on {fp['slides']} held-out slides: exact {fp['exact']}, CER {fp['cer']}; "
+                  f"misread: {[(m['truth'], m['read']) for m in fp['misread']] or 'none'}."]
+        if "shipped_pipeline" in data:
+            lines.append(f"Shipped pair together: {json.dumps(data['shipped_pipeline'])}.")
     if "calibration" in data:
         cal = data["calibration"]
         lines += ["", "## Calibration set", "", f"{cal.get('count')} inputs from {cal.get('source')}, "

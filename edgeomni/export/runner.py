@@ -73,6 +73,21 @@ def run_recipe(recipe: Recipe, out: Path, progress: Callable[[str], None] = prin
     return bundle
 
 
+def publish_bundle(recipe: Recipe, staging: Path, bundle: Path, components: list[Any], calibration: dict[str, Any],
+                   notes: str = "") -> None:
+    """Manifest into the staged directory, verify it, then one rename: a bundle directory is whole or absent."""
+    from edgeomni.bundle import verify_bundle
+    from edgeomni.bundle.manifest import Manifest
+
+    manifest = Manifest(name=recipe.name, version=recipe.version,
+                        created=datetime.now(UTC).isoformat(timespec="seconds"),
+                        components={c.name: c for c in components}, calibration=calibration,
+                        notes=f"Built by `edgeomni export` from recipe {recipe.name}. {notes}".strip())
+    manifest.save(staging)
+    verify_bundle(staging)
+    staging.rename(bundle)
+
+
 TASK_RUNNERS = {
     "image-classification": "edgeomni.export.tasks.classifier",
     "encoder": "edgeomni.export.tasks.classifier",

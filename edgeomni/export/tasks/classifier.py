@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from edgeomni.errors import ExportError
 from edgeomni.export.recipe import Recipe
-from edgeomni.export.runner import REPORT_MD, GateFailed, Report
+from edgeomni.export.runner import REPORT_MD, GateFailed, Report, publish_bundle
 
 
 def run(recipe: Recipe, work: Path, bundle: Path, report: Report) -> None:
@@ -156,9 +155,7 @@ def _tensorrt(recipe: Recipe, int8: Path, out: Path, report: dict[str, Any]) -> 
 
 def _write_bundle(recipe: Recipe, bundle: Path, fp32: Path, int8: Path, report: dict[str, Any],
                   engine: Path | None = None) -> None:
-    from edgeomni.bundle import verify_bundle
     from edgeomni.bundle.describe import describe_file
-    from edgeomni.bundle.manifest import Manifest
     from edgeomni.engines.image_preprocess import IMAGENET_MEAN, IMAGENET_STD
     from edgeomni.export.model_source import resolve_path, source_provenance
 
@@ -189,10 +186,4 @@ def _write_bundle(recipe: Recipe, bundle: Path, fp32: Path, int8: Path, report: 
         shutil.copyfile(labels, staging / "models" / "labels.txt")
         components.append(describe_file(staging, "models/labels.txt", name="labels", role="image-labels",
                                         precision="n/a", license="see source", provenance=provenance))
-    manifest = Manifest(name=recipe.name, version=recipe.version,
-                        created=datetime.now(UTC).isoformat(timespec="seconds"),
-                        components={c.name: c for c in components}, calibration=report["calibration"],
-                        notes=f"Built by `edgeomni export` from recipe {recipe.name}.")
-    manifest.save(staging)
-    verify_bundle(staging)
-    staging.rename(bundle)
+    publish_bundle(recipe, staging, bundle, components, report["calibration"])

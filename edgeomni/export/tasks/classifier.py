@@ -36,16 +36,28 @@ def run(recipe: Recipe, work: Path, bundle: Path, report: Report) -> None:
     quant, gate = recipe.quantize, recipe.gate
     excluded: list[tuple[str, float]] = []
     rounds: list[dict[str, Any]] = []
+    source = fp32  # what gets quantized: the FP32 graph, or its fine-tuned twin once `finetune` has run
+
+    def quantize(kept_fp32: list[str]) -> dict[str, Any]:
+        if quant.mode == "dynamic":
+            return quantize_dynamic_int8(source, int8, kept_fp32, quant.per_channel)
+        # The ranges cache also keeps the fine-tuned twin on the activation grid it was trained for.
+        return quantize_int8(source, int8, calibration.tensors, method=quant.method, percentile=quant.percentile,
+                             activations=quant.activations, input_name=recipe.source.input_name,
+                             nodes_to_exclude=kept_fp32, ranges_cache=work / "ranges.json", progress=say)
+
     while True:
         with report.step(f"INT8 {quant.mode} quantization ({quant.method}, {len(excluded)} nodes kept FP32)"):
-            if quant.mode == "dynamic":
-                settings = quantize_dynamic_int8(fp32, int8, [n for n, _ in excluded], quant.per_channel)
-            else:
-                settings = quantize_int8(fp32, int8, calibration.tensors, method=quant.method,
-                                         percentile=quant.percentile, activations=quant.activations,
-                                         input_name=recipe.source.input_name,
-                                         nodes_to_exclude=[n for n, _ in excluded],
-                                         ranges_cache=work / "ranges.json", progress=say)
+            settings = quantize([n for n, _ in excluded])
+        if "finetune" in recipe.steps and source == fp32:
+            spec = recipe.finetune
+            with report.step(f"quantization-aware fine-tuning ({spec.steps} steps, KL to the FP32 model)"):
+                plain = score(gate.metric, fp32, int8, heldout.tensors)  # what fine-tuning is measured against
+                rounds.append({"excluded": len(excluded), "finetuned": False, gate.metric: round(plain, 4)})
+                say(f"    held-out {gate.metric} before fine-tuning: {plain:.4f}")
+                source, finetuned = _finetune(recipe, fp32, int8, calibration, work, say)
+                settings = quantize([n for n, _ in excluded])
+                report.data["finetune"] = finetuned
         with report.step(f"accuracy gate ({gate.metric} >= {gate.min}) on {len(heldout.tensors)} held-out inputs"):
             value = score(gate.metric, fp32, int8, heldout.tensors)
             rounds.append({"excluded": len(excluded), gate.metric: round(value, 4)})
@@ -70,7 +82,7 @@ def run(recipe: Recipe, work: Path, bundle: Path, report: Report) -> None:
             "size_ratio": round(size_ratio, 2),
             "latency_ms": {kind: {f"threads_{n}": latency_ms(path, heldout.tensors, threads=n, runs=runs)
                                   for n in (1, 2)} for kind, path in (("fp32", fp32), ("int8", int8))},
-            "quantization": settings,
+            "quantization": settings | ({"finetune": report.data["finetune"]} if source != fp32 else {}),
             "gate": {"metric": gate.metric, "min": gate.min, "value": round(value, 4), "passed": passed,
                      "rounds": rounds, "excluded_nodes": [{"node": n, "sqnr_db": s} for n, s in excluded],
                      "min_size_ratio": gate.min_size_ratio},
@@ -81,18 +93,52 @@ def run(recipe: Recipe, work: Path, bundle: Path, report: Report) -> None:
             say(f"    FP32 vs FP32 with 1 grey level of input noise: top-1 agreement {floor:.4f}")
     report.data["targets"] = _targets(recipe)
     if not passed:
-        why = (f"{gate.metric} {value:.4f} < {gate.min} after keeping {len(excluded)} node(s) in FP32 (max_excluded "
-               f"{gate.max_excluded})" if value < gate.min else
+        kept = (f"after keeping {len(excluded)} node(s) in FP32 (max_excluded {gate.max_excluded})"
+                if gate.exclude_sensitive else "(gate.exclude_sensitive is off)")
+        why = (f"{gate.metric} {value:.4f} < {gate.min} {kept}" if value < gate.min else
                f"INT8 is {size_ratio:.2f}x smaller than FP32, the gate wants {gate.min_size_ratio}x")
         raise GateFailed(f"accuracy gate not met: {why}; no bundle written, see {report.out / REPORT_MD}")
     engine = None
     if "tensorrt" in recipe.targets:
         with report.step("TensorRT engine from the QDQ ONNX (explicit quantization)"):
-            engine = _tensorrt(recipe, _symmetric_qdq(recipe, fp32, int8, calibration.tensors, excluded, work, say),
+            engine = _tensorrt(recipe, _symmetric_qdq(recipe, source, int8, calibration.tensors, excluded, work, say),
                                work / f"{recipe.name}.engine", report.data)
     with report.step("writing the bundle"):
         _write_bundle(recipe, bundle, fp32, int8, report.data, engine)
         say(f"    bundle at {bundle}")
+
+
+def _finetune(recipe: Recipe, fp32: Path, int8: Path, calibration: Any, work: Path,
+              say: Callable[[str], None]) -> tuple[Path, dict[str, Any]]:
+    """Train the weights on the INT8 model's grid to match the FP32 model; returns the FP32 twin to quantize."""
+    import numpy as np
+
+    from edgeomni.engines.image_preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess_rgb
+    from edgeomni.export.calibration import augment
+    from edgeomni.export.photo_sets import cutouts, paste_cutout
+    from edgeomni.export.qat import FinetuneConfig, finetune_for_int8
+
+    spec = recipe.finetune
+    if spec.views and not calibration.photos:
+        raise ExportError("finetune.views: the calibration set kept no photos to make views from; set views: 0")
+    rng = np.random.default_rng(spec.seed)
+    size = recipe.source.input_shape[-1]
+    objects = cutouts(spec.cutouts.split(":", 1)[1]) if spec.cutouts else []
+    views = []
+    for i in range(spec.views):
+        view = augment(calibration.photos[i % len(calibration.photos)], rng)
+        if objects and i % 2:
+            view = paste_cutout(objects[int(rng.integers(len(objects)))], view, rng)
+        views.append(preprocess_rgb(view, size, IMAGENET_MEAN, IMAGENET_STD)[0])
+    images = np.concatenate([calibration.tensors, np.stack(views)]) if views else calibration.tensors
+    tuned = work / f"{recipe.name}_finetuned_fp32.onnx"
+    config = FinetuneConfig(steps=spec.steps, batch=min(spec.batch, len(images)), lr=spec.lr,
+                            temperature=spec.temperature, seed=spec.seed,
+                            progress_every=max(1, min(25, spec.steps // 10)))
+    record = finetune_for_int8(fp32, int8, tuned, images, config, progress=say)
+    record["calibration_inputs"], record["augmented_views"] = len(calibration.tensors), len(views)
+    record["cutouts"] = f"{len(objects)} cut-out photos ({spec.cutouts}), every other view" if objects else "none"
+    return tuned, record
 
 
 def _overlap(calibration: dict[str, Any], heldout: dict[str, Any]) -> list[str]:

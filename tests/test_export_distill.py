@@ -35,7 +35,8 @@ TINY = dict(decoder_layers=2, clips=4, package_clips=False, noise_fraction=0.0, 
     ({"epochs": 0}, "distill.epochs: expected an integer >= 1, got 0"),
     ({"batch_size": 2.5}, "distill.batch_size: expected an integer >= 1, got 2.5"),
     ({"device": "tpu"}, "distill.device: expected auto, cpu, cuda or cuda:N, got 'tpu'"),
-    ({"clips": 0, "package_clips": False}, "distill.clips: expected >= 1 when package_clips is off"),
+    ({"clips": 0, "package_clips": False}, "distill.clips: expected >= 1 when package_clips is off and no audio"),
+    ({"audio": 3}, "distill.audio: expected 'trainer:DIR' or a folder of audio files, got 3"),
 ])
 def test_distill_spec_names_the_bad_field(fields: dict, message: str) -> None:
     with pytest.raises(ExportError, match=message):
@@ -162,3 +163,44 @@ def test_rerun_reuses_the_encoder_cache_and_torchrun_trains_with_two_processes(t
     assert report["data"]["newly_encoded"] == 0, report["data"]  # every clip came from the cache
     assert json.loads((out / "config.json").read_text())["decoder_layers"] == 2
     assert (out / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_distillation_takes_the_trainer_s_distillation_set(tmp_path: Path) -> None:
+    """`distill.audio: trainer:DIR`: the hard examples build-sets wrote (no scripts) are labelled by the teacher
+    and trained on; a missing file in the set's manifest is named."""
+    import wave
+
+    import numpy as np
+
+    from edgeomni.export.whisper.ct2_to_hf import build_hf_whisper, load_ct2_whisper, mel_filters
+    from edgeomni.export.whisper.distill import distill_whisper_student
+    from edgeomni.export.whisper.distill_corpus import TRAIN_SENTENCES
+    from edgeomni.export.whisper.distill_data import synthesize
+
+    # The on-disk form `edgeomni trainer build-sets` writes (edgeomni-audio-set/1), with what devices heard.
+    sets = tmp_path / "sets" / "distillation"
+    sets.mkdir(parents=True)
+    files = []
+    for i, (audio, _) in enumerate(synthesize(2, TRAIN_SENTENCES[5:], seed=7, noise_fraction=0.0)):
+        name = f"{i:05d}-hard.wav"
+        with wave.open(str(sets / name), "wb") as out:
+            out.setnchannels(1), out.setsampwidth(2), out.setframerate(16_000)
+            out.writeframes((np.clip(audio, -1, 1) * 32767).astype(np.int16).tobytes())
+        files.append({"file": name, "seconds": round(len(audio) / 16_000, 3), "text": "", "confidence": 0.3,
+                      "device": f"cam-{i}", "id": f"id{i}"})
+    manifest = {"format": "edgeomni-audio-set/1", "purpose": "distillation", "seed": 0, "count": 2,
+                "total_seconds": 0, "sample_rate": 16_000, "files": files}
+    (sets / "manifest.json").write_text(json.dumps(manifest))
+
+    spec = DistillSpec(**{**TINY, "clips": 0, "max_steps": 2, "batch_size": 2}, audio=f"trainer:{tmp_path / 'sets'}",
+                       cache_dir=tmp_path / "cache")
+    teacher = build_hf_whisper(load_ct2_whisper())
+    _, report = distill_whisper_student(teacher, mel_filters(), spec, tmp_path / "work", progress=lambda _: None)
+    data = report["data"]
+    assert data["clips"] == data["extra_clips"] == 2 and data["synthesised"] == 0
+    assert all(e["source"] in ("audio:cam-0", "audio:cam-1") and e["label"] for e in data["examples"])
+
+    (sets / files[1]["file"]).unlink()
+    with pytest.raises(ExportError, match=r"lists 00001-hard\.wav, which is missing"):
+        distill_whisper_student(teacher, mel_filters(), spec, tmp_path / "work2", progress=lambda _: None)

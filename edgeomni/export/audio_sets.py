@@ -82,12 +82,15 @@ def heldout_items(source: str, count: int, resolve: Callable[[str], Path],
                    "seconds": round(sum(len(s) for i in items for s in i["spans"]) / SAMPLE_RATE, 1)}
 
 
-def _trainer_set(directory: Path) -> tuple[dict[str, list[Path]], str]:
+def _trainer_set(directory: Path, purpose: str = "calibration",
+                 field: str = "calibration.audio") -> tuple[dict[str, list[Path]], str]:
+    """The files of one set `edgeomni trainer build-sets` wrote (DIR/manifest.json or DIR/PURPOSE/manifest.json),
+    grouped by the device that recorded them."""
     manifest_path = directory / "manifest.json"
     if not manifest_path.is_file():
-        manifest_path = directory / "calibration" / "manifest.json"
+        manifest_path = directory / purpose / "manifest.json"
     if not manifest_path.is_file():
-        raise ExportError(f"calibration.audio: trainer:{directory}: no manifest.json there or in calibration/ "
+        raise ExportError(f"{field}: trainer:{directory}: no manifest.json there or in {purpose}/ "
                           "(expected the output of `edgeomni trainer build-sets --out DIR`)")
     manifest = json.loads(manifest_path.read_text())
     if manifest.get("format") != AUDIO_SET_FORMAT:
@@ -99,8 +102,22 @@ def _trainer_set(directory: Path) -> tuple[dict[str, list[Path]], str]:
             raise ExportError(f"{manifest_path}: lists {entry['file']}, which is missing")
         strata.setdefault(str(entry.get("device") or "?"), []).append(path)
     if not strata:
-        raise ExportError(f"{manifest_path}: the set is empty; an empty calibration set cannot be used")
+        raise ExportError(f"{manifest_path}: the set is empty; an empty {purpose} set cannot be used")
     return strata, f"trainer set {manifest_path.parent}"
+
+
+def unlabeled_audio(source: str, resolve: Callable[[str], Path], field: str) -> tuple[dict[str, list[Path]], str]:
+    """Audio files to pseudo-label: `trainer:DIR` (the distillation set build-sets wrote; strata = devices) or a
+    folder (strata = sub-folders)."""
+    if source.startswith("trainer:"):
+        return _trainer_set(resolve(source.split(":", 1)[1]), "distillation", field)
+    folder = resolve(source)
+    return _folder_strata(folder, field), str(folder)
+
+
+def decode_clip(path: Path) -> np.ndarray:
+    """16 kHz mono float32, at most one Whisper window (MAX_CLIP_S)."""
+    return _decode(path)[: int(MAX_CLIP_S * SAMPLE_RATE)]
 
 
 def _folder_strata(folder: Path, field: str) -> dict[str, list[Path]]:

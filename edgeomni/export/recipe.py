@@ -192,6 +192,11 @@ class Recipe:
             values["init_layers"] = tuple(values["init_layers"])
         if values.get("cache_dir") is not None:
             values["cache_dir"] = self.resolve(str(values["cache_dir"]))
+        audio = values.get("audio")
+        if isinstance(audio, str) and audio:  # trainer:DIR or DIR, relative to the recipe like every path
+            trainer = audio.startswith("trainer:")
+            folder = self.resolve(audio.removeprefix("trainer:"))
+            values["audio"] = f"trainer:{folder}" if trainer else str(folder)
         try:
             spec = DistillSpec(**values)
         except TypeError as exc:

@@ -43,6 +43,8 @@ class DistillSpec:
     hidden_weight: float = 0.0  # MSE between student layer i and its init teacher layer (0: off)
     clips: int = 200  # espeak-ng clips synthesised (plus the package-shipped real clips)
     package_clips: bool = True
+    audio: str = ""  # more unlabeled speech for the teacher to label: "trainer:DIR" (build-sets' distillation set)
+    #                  or a folder of audio files (sub-folders are strata); every file is used, cut at 30 s
     noise_fraction: float = 0.3
     label_filter_wer: float | None = 0.5  # drop clips whose pseudo-label is this far from the script
     held_out: float = 0.1  # fraction of clips kept out of training for the per-epoch held-out loss
@@ -94,8 +96,10 @@ class DistillSpec:
                 raise bad(name, span + (" or null" if optional else ""), value)
         if self.device not in DEVICES and not re.fullmatch(r"cuda:\d+", str(self.device)):
             raise bad("device", "auto, cpu, cuda or cuda:N", self.device)
-        if self.clips == 0 and not self.package_clips:
-            raise bad("clips", ">= 1 when package_clips is off", self.clips)
+        if not isinstance(self.audio, str):
+            raise bad("audio", "'trainer:DIR' or a folder of audio files", self.audio)
+        if self.clips == 0 and not self.package_clips and not self.audio:
+            raise bad("clips", ">= 1 when package_clips is off and no audio is given", self.clips)
 
 
 @dataclass
@@ -191,6 +195,7 @@ def _prepare_data(teacher: Any, filters: np.ndarray, spec: DistillSpec, ctx: Dis
         started = time.perf_counter()
         clips = data.synthesize(spec.clips, TRAIN_SENTENCES, spec.seed, spec.noise_fraction)
         clips += data.package_clips() if spec.package_clips else []
+        clips += data.unlabeled_clips(spec.audio, progress) if spec.audio else []
         report["synthesis_s"] = round(time.perf_counter() - started, 1)
         progress(f"    {len(clips)} clips, {sum(len(a) for a, _ in clips) / 16_000 / 60:.1f} min of speech "
                  f"({report['synthesis_s']} s)")
@@ -200,7 +205,8 @@ def _prepare_data(teacher: Any, filters: np.ndarray, spec: DistillSpec, ctx: Dis
         items, stats = data.build_distill_set(teacher, filters, suppress, begin, clips, cache, ctx.device,
                                               lambda t: detok.decode(t).strip(), spec.label_filter_wer, progress)
         seconds = sum(i.info["seconds"] for i in items)
-        report |= {**stats, "clips": len(items), "synthesised": spec.clips,
+        report |= {**stats, "clips": len(items), "synthesised": spec.clips, "extra_audio": spec.audio or None,
+                   "extra_clips": sum(i.info["source"].startswith("audio:") for i in items),
                    "package_clips": [i.info["source"] for i in items if i.info["source"] != "espeak-ng"],
                    "hours": round(seconds / 3600, 4), "voices": sorted({i.info.get("voice") for i in items} - {None}),
                    "noisy_clips": sum("snr_db" in i.info for i in items), "examples": [i.info for i in items[:3]]}

@@ -100,6 +100,20 @@ def package_clips() -> list[tuple[np.ndarray, dict[str, Any]]]:
     return out
 
 
+def unlabeled_clips(source: str, progress: Callable[[str], None]) -> list[tuple[np.ndarray, dict[str, Any]]]:
+    """Speech with no script (hard examples from devices, a user's recordings): the teacher's label is the target.
+    `source` is already resolved (Recipe.distill_spec makes its path absolute)."""
+    from edgeomni.export.audio_sets import decode_clip, unlabeled_audio
+
+    strata, where = unlabeled_audio(source, Path, "distill.audio")
+    out = []
+    for stratum, paths in sorted(strata.items()):
+        for path in paths:
+            out.append((decode_clip(path), {"source": f"audio:{stratum}", "file": path.name}))
+    progress(f"    {len(out)} unlabeled clips from {where} ({len(strata)} strata), labelled by the teacher")
+    return out
+
+
 class EncoderCache:
     """fp16 encoder outputs and pseudo-labels on disk, one pair of files per clip key."""
 

@@ -19,6 +19,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     config = RunConfig.load(args.config)
     if args.no_visual:
         config.visual.enabled = False
+    if args.ota:
+        config.ota.broker = args.ota
+        config.ota.validate()
     serve = ServeConfig(host=args.host, port=args.port, token=args.token, bundle=args.bundle,
                         ice_servers=[IceServer.parse(s) for s in args.ice_server or []],
                         idle_timeout_s=args.idle_timeout, max_sessions=args.max_sessions)
@@ -45,5 +48,8 @@ def add_serve_parser(commands: Any) -> None:
     serve.add_argument("--max-sessions", type=int, default=16, help="participants at once (default: %(default)s)")
     serve.add_argument("--config", type=Path, help="TOML config file (see `edgeomni config show`)")
     serve.add_argument("--no-visual", action="store_true", help="caption only speech, ignore video tracks")
+    serve.add_argument("--ota", metavar="URL", help="follow signed bundle updates from this MQTT broker "
+                       "(overrides [ota] broker; needs [ota] public_key): new sessions start on the newest bundle, "
+                       "running ones move at their next pause")
     serve.add_argument("--page", type=Path, default=None, help="directory of the meeting page (default: the demo)")
     serve.set_defaults(func=_cmd_serve)

@@ -81,6 +81,8 @@ class CaptionServer:
         self.rooms: dict[str, Room] = {}
         self.closed: list[dict[str, Any]] = []  # the last sessions' final status, for /sessions
         self.started = time.monotonic()
+        self.ota_events: list[dict[str, Any]] = []  # the last OTA updates (refused, installed, switched), for /health
+        self._ota = contextlib.AsyncExitStack()
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES)
@@ -89,8 +91,28 @@ class CaptionServer:
                         web.get("/config", self.client_config), web.get("/", self.page)])
         if self.serve.page_dir.is_dir():
             app.router.add_static("/static", self.serve.page_dir)
+        app.on_startup.append(self._start_updates)
         app.on_shutdown.append(self._shutdown)
         return app
+
+    async def _start_updates(self, _: web.Application) -> None:
+        """With [ota] on: install signed bundles as they are announced; new sessions start on the newest, and
+        running ones move at their next pause (each session's channel carries its `ota` switched events)."""
+        from edgeomni.ota.swap import EngineSwitch
+        from edgeomni.ota.updater import bundle_updates
+
+        switch = EngineSwitch(self.run_config, lambda: [s.pipeline for s in self.sessions.values() if s.pipeline],
+                              self.engines, on_loaded=self._use_engines)
+        await self._ota.enter_async_context(bundle_updates(self.run_config.ota, self.engines.bundle, switch,
+                                                           self._ota_report))
+
+    def _use_engines(self, engines: Engines) -> None:
+        self.engines = engines
+
+    async def _ota_report(self, event: dict[str, Any]) -> None:
+        self.ota_events = [*self.ota_events[-7:], event]
+        detail = " ".join(str(event[k]) for k in ("bundle", "reason") if event.get(k))
+        print(f"edgeomni serve: ota {event.get('status')} {detail}".rstrip(), flush=True)
 
     # -- handlers -------------------------------------------------------------------------------------------
     async def offer(self, request: web.Request) -> web.Response:
@@ -143,6 +165,7 @@ class CaptionServer:
         return web.json_response({
             "status": "ok", "uptime_s": round(time.monotonic() - self.started, 1), "sessions": len(statuses),
             "max_sessions": self.serve.max_sessions, "bundle": str(self.engines.bundle.path),
+            "bundle_tag": self.engines.tag, "ota": self.ota_events[-1] if self.ota_events else None,
             "final_sent_latency_p95_ms": max((f for f in finals if f is not None), default=None),
             "channel_drops": sum(s["channel_drops"] for s in statuses),
             "frames_dropped": sum(s["audio_frames_dropped"] + s["video_frames_dropped"] for s in statuses),
@@ -179,6 +202,7 @@ class CaptionServer:
             self.rooms.pop(room.name, None)
 
     async def _shutdown(self, _: web.Application) -> None:
+        await self._ota.aclose()  # first: no bundle switch while the sessions close
         await asyncio.gather(*(s.close("server shutting down") for s in list(self.sessions.values())))
         self.executor.shutdown(wait=True)
 

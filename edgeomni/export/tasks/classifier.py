@@ -37,6 +37,7 @@ def run(recipe: Recipe, work: Path, bundle: Path, report: Report) -> None:
     excluded: list[tuple[str, float]] = []
     rounds: list[dict[str, Any]] = []
     source = fp32  # what gets quantized: the FP32 graph, or its fine-tuned twin once `finetune` has run
+    finetuned: dict[str, Any] | None = None
 
     def quantize(kept_fp32: list[str]) -> dict[str, Any]:
         if quant.mode == "dynamic":
@@ -57,7 +58,6 @@ def run(recipe: Recipe, work: Path, bundle: Path, report: Report) -> None:
                 say(f"    held-out {gate.metric} before fine-tuning: {plain:.4f}")
                 source, finetuned = _finetune(recipe, fp32, int8, calibration, work, say)
                 settings = quantize([n for n, _ in excluded])
-                report.data["finetune"] = finetuned
         with report.step(f"accuracy gate ({gate.metric} >= {gate.min}) on {len(heldout.tensors)} held-out inputs"):
             value = score(gate.metric, fp32, int8, heldout.tensors)
             rounds.append({"excluded": len(excluded), gate.metric: round(value, 4)})
@@ -82,7 +82,7 @@ def run(recipe: Recipe, work: Path, bundle: Path, report: Report) -> None:
             "size_ratio": round(size_ratio, 2),
             "latency_ms": {kind: {f"threads_{n}": latency_ms(path, heldout.tensors, threads=n, runs=runs)
                                   for n in (1, 2)} for kind, path in (("fp32", fp32), ("int8", int8))},
-            "quantization": settings | ({"finetune": report.data["finetune"]} if source != fp32 else {}),
+            "quantization": settings | ({"finetune": finetuned} if finetuned else {}),
             "gate": {"metric": gate.metric, "min": gate.min, "value": round(value, 4), "passed": passed,
                      "rounds": rounds, "excluded_nodes": [{"node": n, "sqnr_db": s} for n, s in excluded],
                      "min_size_ratio": gate.min_size_ratio},

@@ -1,17 +1,21 @@
 """`edgeomni serve` follows signed bundle updates: a real Mosquitto broker and HTTP archive, a real bundle.
 
-The server starts on the default bundle; a newer signed one is announced; /health reports it installed and
-in use, and a participant who joins afterwards is captioned by it (the `bundle` field of its finals).
+The server starts on the default bundle; a newer signed one is announced while a participant speaks. That
+participant's stream moves to it at a pause (an `ota` switched event on its channel; finals before it carry
+the old tag, finals after it the new one), /health reports it, and a participant who joins afterwards is
+captioned by the new bundle from the start.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 from media_factory import make_speech_wav
 from mqtt_broker import mqtt_broker  # noqa: F401 - the fixture
 from ota_factory import announcement_for, bumped, identity, make_keys, versioned_copy
+from test_run_e2e import speech_with_pauses
 from webrtc_support import SENTENCES, ServerThread, client_events, finals_text, http, own_session, start_client
 
 from edgeomni.config import RunConfig
@@ -24,7 +28,7 @@ FLEET = "meeting"
 
 
 @pytest.mark.slow
-def test_server_installs_an_announced_bundle_and_new_participants_use_it(
+def test_server_moves_a_speaking_participant_at_a_pause_and_new_ones_start_on_the_new_bundle(
         default_bundle: Path, tmp_path: Path, mqtt_broker) -> None:  # noqa: F811
     key, public = make_keys(tmp_path / "keys")
     release = versioned_copy(default_bundle, tmp_path / "release", bumped(identity(default_bundle)[1]), key)
@@ -39,13 +43,28 @@ def test_server_installs_an_announced_bundle_and_new_participants_use_it(
     www.mkdir()
     try:
         assert http("GET", f"{server.url}/health")[1]["bundle_tag"] == old
+        talk = speech_with_pauses(tmp_path, SENTENCES, "talk", pause_s=1.5)  # ~20 s, spoken in real time
+        speaker = start_client(server.url, talk, "speaker")
+        server.wait_for(lambda: any(s.pipeline for s in server.server.sessions.values()), 30, "the speaker's session")
+        time.sleep(3.0)  # the first sentence is under way
         with ArchiveServer(www) as archives:
             archive, digest = pack_bundle(release, www)
             announce(broker.url_for("trainer"), FLEET, announcement_for(release, archive, archives.base_url, digest))
-            server.wait_for(lambda: server.server.engines.tag == new, 90, "the announced bundle to be in use")
+            server.wait_for(lambda: server.server.engines.tag == new, 60, "the announced bundle to be in use")
         health = http("GET", f"{server.url}/health")[1]
         assert health["bundle_tag"] == new and health["ota"]["status"] == "installed", health
         assert (tmp_path / "installed" / new / "manifest.json").is_file()
+
+        events = client_events(speaker)
+        session = own_session(events, "speaker")
+        mine = [e for e in events if e.get("session") == session]
+        switched = [e for e in mine if e["type"] == "ota" and e.get("status") == "switched" and e["head"] == "speech"]
+        assert switched and switched[0]["bundle"] == new, [e for e in mine if e["type"] == "ota"]
+        at = mine.index(switched[0])
+        tags = [(i < at, e["bundle"]) for i, e in enumerate(mine) if e["type"] == "final"]
+        assert all(tag == (old if before else new) for before, tag in tags), tags
+        assert {True, False} <= {before for before, _ in tags}, tags  # finals on both sides of the switch
+        assert wer(" ".join(SENTENCES), finals_text(events, session)) <= 0.35
 
         wav = make_speech_wav(tmp_path / "after.wav", SENTENCES[1], voice="en-us", speed=145)
         events = client_events(start_client(server.url, wav, "late"))

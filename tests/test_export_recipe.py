@@ -128,6 +128,8 @@ def test_mobilenet_recipe_end_to_end_and_an_unmeetable_gate(tmp_path: Path) -> N
     finetuned = component["quantization"]["finetune"]
     assert finetuned["steps"] == 4 and finetuned["augmented_views"] == 16 and finetuned["weights_changed"] > 0
     assert "cut-out photos (photos:calibration)" in finetuned["cutouts"]
+    summary = (bundle / "report.md").read_text()
+    assert "(before fine-tuning) -> " in summary and "Quantization-aware fine-tuning: 4 steps" in summary
     if tensorrt_version() is None:  # the TensorRT target fails with its reason; the ONNX bundle is still written
         assert "not built" in report["targets"]["tensorrt"] and "not installed" in report["targets"]["tensorrt"]
         assert report["tensorrt_profiles"][0]["max"] == [8, 3, 224, 224]

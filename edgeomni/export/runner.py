@@ -123,12 +123,13 @@ def markdown(data: dict[str, Any]) -> str:
             lines.append(f"| latency {threads.replace('_', ' ')} median / p95 (ms) | {f['median']} / {f['p95']} | "
                          f"{i['median']} / {i['p95']} | {f['median'] / i['median']:.2f}x faster |")
         lines += ["", f"Gate: {gate['metric']} = {gate['value']} (min {gate['min']}): "
-                  f"**{'passed' if gate['passed'] else 'FAILED'}**. Rounds: {gate['rounds']}.",
+                  f"**{'passed' if gate['passed'] else 'FAILED'}**. Rounds: {_rounds(gate)}.",
                   f"Kept in FP32: {[e['node'] for e in gate['excluded_nodes']] or 'none'}.",
                   *([f"For scale: FP32 against itself with 1 grey level of input noise agrees "
                      f"{gate['fp32_self_agreement_1_grey_level']}."] if "fp32_self_agreement_1_grey_level" in gate
                     else []),
-                  f"Quantization: {json.dumps(c['quantization'])}"]
+                  *_finetune_lines(c["quantization"].get("finetune")),
+                  f"Quantization: {json.dumps({k: v for k, v in c['quantization'].items() if k != 'finetune'})}"]
         if "chosen_precision" in c:  # OCR (issue 6): each component ships INT8 only where its gate held
             lines.append(f"Shipped: **{c['chosen_precision'].upper()}**: {c['reason']}. CER of INT8 vs FP32 "
                          f"{c['cer_int8_vs_fp32']}, vs the rendered text {c['cer_int8_vs_truth']}.")
@@ -147,3 +148,26 @@ def markdown(data: dict[str, Any]) -> str:
     if "targets" in data:
         lines += ["", "## Targets", ""] + [f"- {t}: {s}" for t, s in data["targets"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _rounds(gate: dict[str, Any]) -> str:
+    """`0.8548 (before fine-tuning) -> 0.879`, one entry per quantization the gate measured."""
+    def one(entry: dict[str, Any]) -> str:
+        notes = [f"{entry['excluded']} kept FP32"] if entry.get("excluded") else []
+        notes += ["before fine-tuning"] if entry.get("finetuned") is False else []
+        return f"{entry[gate['metric']]}" + (f" ({', '.join(notes)})" if notes else "")
+
+    return " -> ".join(one(entry) for entry in gate["rounds"])
+
+
+def _finetune_lines(record: dict[str, Any] | None) -> list[str]:
+    if not record:
+        return []
+    before, after = record["before"], record["after"]
+    return [f"Quantization-aware fine-tuning: {record['steps']} steps of {record['batch']} on "
+            f"{record['training_images']} images ({record['calibration_inputs']} calibration inputs + "
+            f"{record['augmented_views']} augmented views; cut-outs: {record.get('cutouts', 'none')}), "
+            f"{record['seconds']} s; "
+            f"{record['weights_changed']:,} of {record['weights_total']:,} weights moved to another grid point; "
+            f"on {record['probe_images']} of its training images KL {before['kl']} -> {after['kl']}, top-1 "
+            f"agreement {before['top1_agreement']} -> {after['top1_agreement']}."]

@@ -152,8 +152,10 @@ def markdown(data: dict[str, Any]) -> str:
 
 def _rounds(gate: dict[str, Any]) -> str:
     """`0.8548 (before fine-tuning) -> 0.879`, one entry per quantization the gate measured."""
+
     def one(entry: dict[str, Any]) -> str:
-        notes = [f"{entry['excluded']} kept FP32"] if entry.get("excluded") else []
+        notes = [f"{entry['mode']} INT8"] if "mode" in entry else []  # OCR tries static, then dynamic
+        notes += [f"{entry['excluded']} kept FP32"] if entry.get("excluded") else []
         notes += ["before fine-tuning"] if entry.get("finetuned") is False else []
         return f"{entry[gate['metric']]}" + (f" ({', '.join(notes)})" if notes else "")
 

@@ -33,6 +33,9 @@ from edgeomni.sources import Source
 from edgeomni.telemetry import percentiles
 from edgeomni.vision.analyzer import VisionEngines
 
+# A Moonshine bundle's tokenizer and a Whisper bundle's: context carries over a switch only within one kind.
+TOKENIZER_ROLES = ("asr-tokenizer", "asr-whisper-tokenizer")
+
 
 @dataclass
 class Engines:
@@ -83,10 +86,11 @@ class Engines:
         return f"{self.bundle.manifest.name}@{self.bundle.manifest.version}"
 
     def same_tokenizer(self, other: Engines) -> bool:
+        """Whether the speech context (the previous utterance's tokens) still means the same after a switch:
+        the same kind of ASR (Moonshine or Whisper) with a byte-identical tokenizer file."""
         mine, theirs = self.bundle.manifest, other.bundle.manifest
-        if not (mine.has_role("asr-tokenizer") and theirs.has_role("asr-tokenizer")):
-            return False
-        return mine.by_role("asr-tokenizer").sha256 == theirs.by_role("asr-tokenizer").sha256
+        return any(mine.has_role(role) and theirs.has_role(role)
+                   and mine.by_role(role).sha256 == theirs.by_role(role).sha256 for role in TOKENIZER_ROLES)
 
 
 @dataclass

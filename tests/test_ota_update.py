@@ -283,3 +283,28 @@ def test_engine_switch_moves_both_heads_of_a_running_stream(default_bundle: Path
     at = sink.events.index(switched["visual"])
     assert all(e["bundle"] != new for e in sink.events[:at] if e["type"] == "visual"), sink.events
     assert all(e["bundle"] == new for e in sink.events[at:] if e["type"] == "visual"), sink.events
+
+
+def test_context_carries_over_a_switch_only_between_identical_tokenizers_of_one_kind(default_bundle: Path) -> None:
+    """Moonshine -> Moonshine with the same tokenizer file keeps the context; Whisper -> Whisper too (its tokenizer
+    has its own role); a changed file, or Moonshine -> Whisper, drops it."""
+    from types import SimpleNamespace
+
+    from edgeomni.bundle.manifest import Manifest
+    from edgeomni.pipeline import Engines
+
+    raw = json.loads((default_bundle / "manifest.json").read_text())
+
+    def engines(role: str, sha: str | None = None) -> Any:
+        changed = json.loads(json.dumps(raw))
+        for component in changed["components"].values():
+            if component["role"] == "asr-tokenizer":
+                component["role"] = role
+                component["sha256"] = sha or component["sha256"]
+        return SimpleNamespace(bundle=SimpleNamespace(manifest=Manifest.from_dict(changed)))
+
+    moonshine, whisper = engines("asr-tokenizer"), engines("asr-whisper-tokenizer")
+    assert Engines.same_tokenizer(moonshine, engines("asr-tokenizer"))
+    assert Engines.same_tokenizer(whisper, engines("asr-whisper-tokenizer"))
+    assert not Engines.same_tokenizer(moonshine, whisper)
+    assert not Engines.same_tokenizer(whisper, engines("asr-whisper-tokenizer", sha="0" * 64))

@@ -72,7 +72,8 @@ def _from_photo_pool(which: str, spec: DataSpec, role: str, size: int) -> tuple[
         by_stratum.setdefault(photo.stratum, []).append(i)
     rng = np.random.default_rng(spec.seed)
     chosen = stratified(by_stratum, spec.count, rng)
-    views = [pool[i].image for i in chosen]
+    photos = [pool[i].image for i in chosen]
+    views = list(photos)
     if role == "calibration":
         views += [augment(pool[chosen[i % len(chosen)]].image, rng) for i in range(spec.count - len(chosen))]
     tensors = np.stack([preprocess_rgb(view, size, IMAGENET_MEAN, IMAGENET_STD)[0] for view in views])
@@ -85,7 +86,7 @@ def _from_photo_pool(which: str, spec: DataSpec, role: str, size: int) -> tuple[
         "files": [{"file": pool[i].file, "sha256": pool[i].sha256} for i in chosen],
         "preprocess": _PREPROCESS | {"size": size},
     }
-    return tensors, manifest, [pool[i].image for i in chosen]
+    return tensors, manifest, photos
 
 
 def _from_folder(folder: Path, spec: DataSpec, role: str, size: int) -> tuple[np.ndarray, dict[str, Any],
@@ -132,16 +133,15 @@ def stratified(strata: dict[str, list[T]], count: int, rng: np.random.Generator)
 
 
 def _read_rgb(path: Path) -> np.ndarray:
-    """RGB uint8; an image with transparency is composited on white (a cut-out's hidden pixels are arbitrary)."""
+    """RGB uint8; an image with transparency is composited on white."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
             if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-                rgba = image.convert("RGBA")
-                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                white.alpha_composite(rgba)
-                return np.asarray(white.convert("RGB"))
+                from edgeomni.export.photo_sets import on_white
+
+                return on_white(np.asarray(image.convert("RGBA")))
             return np.asarray(image.convert("RGB"))
     except (UnidentifiedImageError, OSError) as exc:
         raise ExportError(f"calibration image {path}: cannot be read ({exc})") from None

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.metadata
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,13 +48,17 @@ def photo_pool(role: str) -> list[PoolPhoto]:
     """Every photo of one side of the split; a missing source package is named with how to install it."""
     if role not in ROLES:
         raise ExportError(f"photos:{role}: expected photos:calibration or photos:heldout")
-    photos = [p for p in _stamps() if (int(p.sha256[:8], 16) % 2 == 0) == (role == "calibration")]
+    photos = _stamps_of(role)
     if role == "heldout":
         for package, (folder, pattern) in WHEEL_PHOTOS.items():
             photos += _wheel_photos(package, folder, pattern)
     names = CALIBRATION_PHOTOS if role == "calibration" else HELDOUT_PHOTOS
     photos += [PoolPhoto("skimage", f"skimage/{p.file}", p.sha256, p.image) for p in load_photos(names)]
     return photos
+
+
+def _stamps_of(role: str) -> list[PoolPhoto]:
+    return [p for p in _stamps() if (int(p.sha256[:8], 16) % 2 == 0) == (role == "calibration")]
 
 
 @functools.cache  # both sides of the split come from one scan (about 10 s)
@@ -68,19 +73,19 @@ def _stamps() -> tuple[PoolPhoto, ...]:
         if digest in seen:  # a few stamps ship twice, under two categories
             continue
         seen.add(digest)
-        rgba = _photo_cutout(path)
+        rgba = _photo_cutout(data)
         if rgba is not None:
             category = path.relative_to(STAMPS_DIR).parts[0]
             photos.append(PoolPhoto(f"tuxpaint/{category}", f"tuxpaint/{path.relative_to(STAMPS_DIR)}", digest,
-                                    _on_white(rgba), rgba))
+                                    on_white(rgba), rgba))
     return tuple(photos)
 
 
-def _photo_cutout(path: Path) -> np.ndarray | None:
-    """The stamp as RGBA, or None for a drawing or an icon."""
+def _photo_cutout(data: bytes) -> np.ndarray | None:
+    """The stamp (PNG bytes) as RGBA, or None for a drawing or an icon."""
     from PIL import Image
 
-    with Image.open(path) as stamp:
+    with Image.open(io.BytesIO(data)) as stamp:
         rgba = np.asarray(stamp.convert("RGBA"))
     opaque = rgba[..., 3] > 200
     if opaque.sum() < MIN_OPAQUE_PIXELS:
@@ -89,14 +94,17 @@ def _photo_cutout(path: Path) -> np.ndarray | None:
     return rgba if colours >= PHOTO_MIN_COLOURS else None
 
 
-def _on_white(rgba: np.ndarray) -> np.ndarray:
+def on_white(rgba: np.ndarray) -> np.ndarray:
+    """RGBA composited on white, as RGB uint8 (a cut-out's hidden pixels are arbitrary)."""
     alpha = rgba[..., 3:4].astype(np.float32) / 255.0
     return np.rint(rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
 
 
 def cutouts(role: str) -> list[np.ndarray]:
     """The cut-out photos (RGBA) of one side of the split: objects to paste into fine-tuning views."""
-    return [p.cutout for p in photo_pool(role) if p.cutout is not None]
+    if role not in ROLES:
+        raise ExportError(f"photos:{role}: expected photos:calibration or photos:heldout")
+    return [p.cutout for p in _stamps_of(role) if p.cutout is not None]
 
 
 def paste_cutout(cutout: np.ndarray, background: np.ndarray, rng: np.random.Generator) -> np.ndarray:

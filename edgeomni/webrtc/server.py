@@ -81,7 +81,7 @@ class CaptionServer:
         self.rooms: dict[str, Room] = {}
         self.closed: list[dict[str, Any]] = []  # the last sessions' final status, for /sessions
         self.started = time.monotonic()
-        self.ota_events: list[dict[str, Any]] = []  # the last OTA updates (refused, installed, switched), for /health
+        self.last_ota: dict[str, Any] | None = None  # the last OTA update event (refused, installed ...), for /health
         self._ota = contextlib.AsyncExitStack()
 
     def app(self) -> web.Application:
@@ -110,7 +110,7 @@ class CaptionServer:
         self.engines = engines
 
     async def _ota_report(self, event: dict[str, Any]) -> None:
-        self.ota_events = [*self.ota_events[-7:], event]
+        self.last_ota = event
         detail = " ".join(str(event[k]) for k in ("bundle", "reason") if event.get(k))
         print(f"edgeomni serve: ota {event.get('status')} {detail}".rstrip(), flush=True)
 
@@ -165,7 +165,7 @@ class CaptionServer:
         return web.json_response({
             "status": "ok", "uptime_s": round(time.monotonic() - self.started, 1), "sessions": len(statuses),
             "max_sessions": self.serve.max_sessions, "bundle": str(self.engines.bundle.path),
-            "bundle_tag": self.engines.tag, "ota": self.ota_events[-1] if self.ota_events else None,
+            "bundle_tag": self.engines.tag, "ota": self.last_ota,
             "final_sent_latency_p95_ms": max((f for f in finals if f is not None), default=None),
             "channel_drops": sum(s["channel_drops"] for s in statuses),
             "frames_dropped": sum(s["audio_frames_dropped"] + s["video_frames_dropped"] for s in statuses),

@@ -126,3 +126,74 @@ def test_offline_device_keeps_records_and_catches_up(default_bundle: Path, tmp_p
         assert sorted(ids) == sorted(expected)
     finally:
         stop(trainer)
+
+
+@pytest.mark.slow
+def test_camera_frames_become_the_export_s_calibration_and_heldout_sets(default_bundle: Path, tmp_path: Path,
+                                                                        mqtt_broker) -> None:
+    """The vision side of the data loop: a device labels a clip of real photos and keeps the frames it was unsure
+    about, sync -> Mosquitto -> trainer, build-sets splits them, and `edgeomni export` calibrates, fine-tunes
+    and gates MobileNetV2 INT8 on them."""
+    from edgeomni.bench.video_media import letterbox, make_scene_clip
+    from edgeomni.export.photo_sets import photo_pool
+
+    broker = mqtt_broker(users={"dev-a": "pw-a"}, fleet="test")
+    data, outbox, sets = tmp_path / "data", tmp_path / "outbox.sqlite", tmp_path / "sets"
+    photos = [letterbox(photo.image, (480, 270), (255, 255, 255)) for photo in photo_pool("calibration")[:10]]
+    clip = make_scene_clip(tmp_path / "camera.mp4", photos, seconds_each=2.0, fps=10)
+    config = tmp_path / "device.toml"
+    # every visual note keeps its frame (no rate limit), so ten scenes give about ten hard frames
+    config.write_text(f'[outbox]\npath = "{outbox}"\nhard_examples = true\nhard_image_below = 1.0\n'
+                      f'hard_image_every_s = 0.0\n\n[sync]\nfleet = "test"\ndevice = "dev-a"\n')
+    trainer = start_trainer(broker.url_for("trainer"), data, tmp_path / "trainer.log")
+    try:
+        cmd = [sys.executable, "-m", "edgeomni", "run", "--bundle", str(default_bundle), "--source", str(clip),
+               "--no-realtime", "--no-speech", "--sink", "jsonl:-", "--config", str(config),
+               "--sync", broker.url_for("dev-a")]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+        assert proc.returncode == 0, proc.stderr
+        notes = [json.loads(line) for line in proc.stdout.splitlines() if '"type": "visual"' in line]
+        labelled = [n for n in notes if n.get("labels")]
+        assert len(labelled) >= 6, proc.stderr[-2000:]
+        wait_for(lambda: _hard_frames(data) >= len(labelled), 60, f"{len(labelled)} hard frames in the dataset")
+        assert _hard_frames(data) == len(labelled)
+    finally:
+        stop(trainer)
+
+    summary = json.loads(_cli("trainer", "build-sets", "--data", str(data), "--out", str(sets)))
+    assert "calibration" not in summary  # no speech hard examples: no audio sets
+    counts = {purpose: summary["images"][purpose]["count"] for purpose in ("calibration", "heldout", "distillation")}
+    assert sum(counts.values()) == len(labelled) and min(counts.values()) >= 1
+    seen: dict[str, str] = {}
+    for purpose in counts:
+        manifest = json.loads((sets / "images" / purpose / "manifest.json").read_text())
+        assert manifest["format"] == "edgeomni-image-set/1" and manifest["count"] == counts[purpose]
+        for item in manifest["files"]:
+            assert (item["width"], item["height"]) == (455, 256)  # 480x270 kept with a shorter side of 256
+            assert item["device"] == "dev-a" and item["labels"] and item["id"] not in seen
+            seen[item["id"]] = purpose
+
+    root = Path(__file__).resolve().parents[1]
+    trainer_sets = f"trainer:{sets}"
+    export = subprocess.run(
+        [sys.executable, "-m", "edgeomni", "export", str(root / "export" / "mobilenet_v2.yaml"),
+         "--out", str(tmp_path / "export"), "--set", f"calibration.images={trainer_sets}",
+         "--set", f"heldout.images={trainer_sets}", "--set", f"finetune.images={trainer_sets}",
+         "--set", "steps=[export, quantize, finetune, gate]", "--set", "finetune.steps=3",
+         "--set", "finetune.views=8", "--set", "finetune.cutouts=''", "--set", "latency_runs=4",
+         "--set", "gate.min=0.0"], capture_output=True, text=True, timeout=900)
+    assert export.returncode == 0, export.stdout[-3000:] + export.stderr[-3000:]
+    report = json.loads((tmp_path / "export" / "bundle" / "report.json").read_text())
+    assert report["calibration"]["count"] == counts["calibration"]
+    assert report["calibration"]["strata"] == {"dev-a": counts["calibration"]}
+    assert report["calibration"]["source"].startswith("trainer set") and report["heldout"]["count"] == counts["heldout"]
+    finetuned = report["components"]["mobilenet-v2"]["quantization"]["finetune"]
+    assert finetuned["extra_images"].startswith(f"{counts['distillation']} ")
+    assert finetuned["training_images"] == counts["calibration"] + counts["distillation"] + 8
+
+
+def _hard_frames(data: Path) -> int:
+    if not (data / "index.sqlite").exists():
+        return 0
+    return json.loads(_cli("trainer", "report", "--data", str(data), "--json"))["devices"].get(
+        "dev-a", {}).get("hard_frames", 0)

@@ -139,6 +139,49 @@ def test_sink_records_captions_metrics_counters_errors_and_hard_examples(tmp_pat
     outbox.close()
 
 
+def test_sink_keeps_unsure_visual_notes_with_the_frame_they_were_about(tmp_path: Path) -> None:
+    """A visual note whose top label is unsure keeps its frame (a PNG, shorter side hard_image_side), at most one
+    per hard_image_every_s; confident notes keep none. The frame is the one at the note's end, not the latest."""
+    import asyncio
+
+    from PIL import Image
+
+    from edgeomni.trainer.schema import validate_record
+
+    outbox = Outbox(tmp_path / "o.sqlite")
+    config = OutboxConfig(hard_examples=True, hard_image_below=0.5, hard_image_every_s=5.0, hard_image_side=64)
+    sink = OutboxSink(outbox, config)
+
+    def note(end: float, score: float) -> dict:
+        return _event("visual", start=end - 1.5, end=end, text="on screen: tabby",
+                      labels=[{"label": "tabby", "score": score}, {"label": "tiger cat", "score": 0.1}])
+
+    async def play() -> None:
+        await sink.send({"type": "start", "stream": "main", "source": "cam.mp4"})
+        notes = {2.0: note(2.0, 0.3), 3.0: note(3.0, 0.3), 8.0: note(8.0, 0.9), 9.0: note(9.0, 0.2)}
+        for i in range(101):  # 10 fps; each frame's grey level says when it was shown
+            pts = i / 10
+            sink.tap(VideoFrame(np.full((120, 200, 3), i, np.uint8), pts, 0.0))
+            if round(pts - 0.6, 1) in notes:  # vision reports on a block ~0.6 s after its last frame
+                await sink.send(notes[round(pts - 0.6, 1)])
+
+    asyncio.run(play())
+    hard = [r.data() for r in outbox.pending(limit=100) if r.kind == "hard_example"]
+    assert [h["end"] for h in hard] == [2.0, 9.0]  # 3.0: within 5 s of the last; 8.0: confident
+    for example in hard:
+        assert example["modality"] == "vision" and example["confidence"] == example["labels"][0]["score"]
+        png = base64.b64decode(example["image_png_b64"])
+        image = np.asarray(Image.open(io.BytesIO(png)))
+        assert image.shape == (64, 107, 3)  # 120x200 scaled to a shorter side of 64
+        assert example["end"] - 0.3 < example["frame_pts"] <= example["end"]
+        assert int(image.mean().round()) == round(example["frame_pts"] * 10)  # that frame's pixels
+        assert example["frame_size"] == [200, 120]
+        record = {"id": "0123456789", "kind": "hard_example", "fleet": "f", "device": "d", "ts": time.time(),
+                  "data": example}
+        assert validate_record(record, "f", "d", "hard_example") is record
+    outbox.close()
+
+
 def test_hard_examples_are_opt_in(tmp_path: Path) -> None:
     import asyncio
 
@@ -182,6 +225,20 @@ def test_schema_names_the_bad_field() -> None:
     for record, reason in bad:
         with pytest.raises(SchemaError, match=reason):
             validate_record(record, "f", "d", "caption")
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 16).decode()
+    frame = {"modality": "vision", "text": "on screen: kite", "confidence": 0.3, "start": 0.0, "end": 1.5,
+             "labels": [{"label": "kite", "score": 0.3}], "image_png_b64": png}
+    hard = {**good, "kind": "hard_example", "data": frame}
+    assert validate_record(hard, "f", "d", "hard_example") is hard
+    bad_frames = [({**frame, "modality": "smell"}, "data.modality 'smell' is not one of speech, vision"),
+                  ({k: v for k, v in frame.items() if k != "image_png_b64"}, r"\(vision\): missing data.image_png_b64"),
+                  ({**frame, "image_png_b64": base64.b64encode(b"GIF89a").decode()}, "image_png_b64 is not a PNG"),
+                  ({**frame, "image_png_b64": "%%%"}, "image_png_b64 is not base64"),
+                  ({**frame, "labels": [{"label": "kite"}]}, "data.labels expected a list of"),
+                  ({k: v for k, v in frame.items() if k != "modality"}, r"\(speech\): missing data.audio_wav_b64")]
+    for data, reason in bad_frames:
+        with pytest.raises(SchemaError, match=reason):
+            validate_record({**hard, "data": data}, "f", "d", "hard_example")
 
 
 def test_sync_config_validates_and_parses_broker_urls() -> None:
@@ -246,3 +303,15 @@ def test_one_trainer_per_data_directory(tmp_path: Path) -> None:
         Dataset(tmp_path)
     first.close()
     Dataset(tmp_path).close()  # free again once the first one is gone
+
+
+def test_build_sets_fractions_are_checked_before_any_data_is_read(tmp_path: Path) -> None:
+    from edgeomni.errors import EdgeOmniError
+    from edgeomni.trainer.build_sets import build_sets
+
+    with pytest.raises(EdgeOmniError, match=r"--heldout-fraction: expected a fraction in \(0, 1\), got 1.5"):
+        build_sets([tmp_path], tmp_path / "out", heldout_fraction=1.5)
+    with pytest.raises(EdgeOmniError, match="expected a sum under 1"):
+        build_sets([tmp_path], tmp_path / "out", calibration_fraction=0.6, heldout_fraction=0.4)
+    with pytest.raises(EdgeOmniError, match="not a trainer data directory"):
+        build_sets([tmp_path], tmp_path / "out")

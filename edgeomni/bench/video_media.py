@@ -19,14 +19,21 @@ SCENE_PHOTOS = {"astronaut": "portrait (one face)", "chelsea": "a cat, no face",
 def render_photo(name: str, size: tuple[int, int] = (640, 360)) -> np.ndarray:
     """A scikit-image photo letterboxed (aspect kept) onto a black frame of ``size``."""
     import skimage.data
+
+    return letterbox(getattr(skimage.data, name)(), size)
+
+
+def letterbox(photo: np.ndarray, size: tuple[int, int] = (640, 360),
+              fill: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
+    """An RGB photo scaled (aspect kept, Lanczos) to fit ``size`` and centred on a frame of ``fill``."""
     from PIL import Image
 
     width, height = size
-    photo = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
-    scale = min(width / photo.width, height / photo.height)
-    photo = photo.resize((round(photo.width * scale), round(photo.height * scale)), Image.Resampling.LANCZOS)
-    canvas = Image.new("RGB", size, (0, 0, 0))
-    canvas.paste(photo, ((width - photo.width) // 2, (height - photo.height) // 2))
+    image = Image.fromarray(photo).convert("RGB")
+    scale = min(width / image.width, height / image.height)
+    image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS)
+    canvas = Image.new("RGB", size, fill)
+    canvas.paste(image, ((width - image.width) // 2, (height - image.height) // 2))
     return np.asarray(canvas)
 
 

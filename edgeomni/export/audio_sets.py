@@ -11,7 +11,6 @@ counts, seed and strata.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,11 +18,11 @@ from typing import Any
 import numpy as np
 
 from edgeomni.errors import ExportError
+from edgeomni.export.trainer_sets import trainer_set
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac", ".mp4", ".webm")
 SAMPLE_RATE = 16_000
 MAX_CLIP_S = 30.0  # what one Whisper window sees
-AUDIO_SET_FORMAT = "edgeomni-audio-set/1"
 
 
 def calibration_audio(source: str, count: int, seed: int, resolve: Callable[[str], Path],
@@ -34,7 +33,7 @@ def calibration_audio(source: str, count: int, seed: int, resolve: Callable[[str
         clips, manifest = calibration_clips(count, seed, progress)
         return clips, {"source": "builtin (espeak-ng voices + moonshine-voice's endgame clip)", **manifest}
     if source.startswith("trainer:"):
-        strata, where = _trainer_set(resolve(source.split(":", 1)[1]))
+        strata, where = trainer_set(resolve(source.split(":", 1)[1]), "calibration", "calibration.audio")
     else:
         folder = resolve(source)
         strata, where = _folder_strata(folder, "calibration.audio"), str(folder)
@@ -82,35 +81,11 @@ def heldout_items(source: str, count: int, resolve: Callable[[str], Path],
                    "seconds": round(sum(len(s) for i in items for s in i["spans"]) / SAMPLE_RATE, 1)}
 
 
-def _trainer_set(directory: Path, purpose: str = "calibration",
-                 field: str = "calibration.audio") -> tuple[dict[str, list[Path]], str]:
-    """The files of one set `edgeomni trainer build-sets` wrote (DIR/manifest.json or DIR/PURPOSE/manifest.json),
-    grouped by the device that recorded them."""
-    manifest_path = directory / "manifest.json"
-    if not manifest_path.is_file():
-        manifest_path = directory / purpose / "manifest.json"
-    if not manifest_path.is_file():
-        raise ExportError(f"{field}: trainer:{directory}: no manifest.json there or in {purpose}/ "
-                          "(expected the output of `edgeomni trainer build-sets --out DIR`)")
-    manifest = json.loads(manifest_path.read_text())
-    if manifest.get("format") != AUDIO_SET_FORMAT:
-        raise ExportError(f"{manifest_path}: format {manifest.get('format')!r}, expected {AUDIO_SET_FORMAT!r}")
-    strata: dict[str, list[Path]] = {}
-    for entry in manifest.get("files", []):
-        path = manifest_path.parent / entry["file"]
-        if not path.is_file():
-            raise ExportError(f"{manifest_path}: lists {entry['file']}, which is missing")
-        strata.setdefault(str(entry.get("device") or "?"), []).append(path)
-    if not strata:
-        raise ExportError(f"{manifest_path}: the set is empty; an empty {purpose} set cannot be used")
-    return strata, f"trainer set {manifest_path.parent}"
-
-
 def unlabeled_audio(source: str, resolve: Callable[[str], Path], field: str) -> tuple[dict[str, list[Path]], str]:
     """Audio files to pseudo-label: `trainer:DIR` (the distillation set build-sets wrote; strata = devices) or a
     folder (strata = sub-folders)."""
     if source.startswith("trainer:"):
-        return _trainer_set(resolve(source.split(":", 1)[1]), "distillation", field)
+        return trainer_set(resolve(source.split(":", 1)[1]), "distillation", field)
     folder = resolve(source)
     return _folder_strata(folder, field), str(folder)
 

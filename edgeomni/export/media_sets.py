@@ -1,8 +1,10 @@
 """Calibration and held-out image sets for a recipe, run through the runtime's own pre-processing.
 
 Sources: an image folder (sub-folders are strata: each gives the same share, so one big class does not
-crowd out the others), the scikit-image photos (`skimage:calibration`, `skimage:heldout`, disjoint by
-photo), or the larger pool of real photos (`photos:calibration`, `photos:heldout`, see photo_sets.py).
+crowd out the others), `trainer:DIR` (the frames devices kept as hard examples, as `edgeomni trainer
+build-sets` split them; strata = devices), the scikit-image photos (`skimage:calibration`, `skimage:heldout`,
+disjoint by photo), or the larger pool of real photos (`photos:calibration`, `photos:heldout`, see
+photo_sets.py).
 Sampling is seeded; the manifest records files, counts, seed and per-input range statistics.
 """
 
@@ -26,6 +28,7 @@ from edgeomni.export.calibration import (
     tensor_stats,
 )
 from edgeomni.export.recipe import DataSpec, Recipe
+from edgeomni.export.trainer_sets import IMAGE_SET_FORMAT, trainer_set
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 T = TypeVar("T")
@@ -54,8 +57,14 @@ def load_image_set(recipe: Recipe, spec: DataSpec, role: str) -> ImageSet:
         photos = [p.image for p in load_photos(CALIBRATION_PHOTOS if which == "calibration" else HELDOUT_PHOTOS)]
     elif spec.images.startswith("photos:"):
         tensors, manifest, photos = _from_photo_pool(spec.images.split(":", 1)[1], spec, role, size)
+    elif spec.images.startswith("trainer:"):
+        directory = recipe.resolve(spec.images.split(":", 1)[1])
+        strata, where = trainer_set(directory, role, f"{role}.images", IMAGE_SET_FORMAT)
+        tensors, manifest, photos = _from_strata(strata, where, _set_root(strata), spec, size)
     else:
-        tensors, manifest, photos = _from_folder(recipe.resolve(spec.images), spec, role, size)
+        folder = recipe.resolve(spec.images)
+        strata = folder_strata(folder, IMAGE_SUFFIXES, f"{role}.images", "images")
+        tensors, manifest, photos = _from_strata(strata, str(folder), folder, spec, size)
     manifest["inputs"] = {recipe.source.input_name: tensor_stats(tensors)}
     return ImageSet(tensors, manifest, photos)
 
@@ -89,21 +98,41 @@ def _from_photo_pool(which: str, spec: DataSpec, role: str, size: int) -> tuple[
     return tensors, manifest, photos
 
 
-def _from_folder(folder: Path, spec: DataSpec, role: str, size: int) -> tuple[np.ndarray, dict[str, Any],
-                                                                        list[np.ndarray]]:
-    strata = folder_strata(folder, IMAGE_SUFFIXES, f"{role}.images", "images")
+def _from_strata(strata: dict[str, list[Path]], where: str, root: Path, spec: DataSpec, size: int) -> tuple[
+        np.ndarray, dict[str, Any], list[np.ndarray]]:
     rng = np.random.default_rng(spec.seed)
     chosen = stratified(strata, spec.count, rng)
-    photos = [_read_rgb(path) for path in chosen]
+    photos = [read_rgb(path) for path in chosen]
     tensors = np.stack([preprocess_rgb(photo, size, IMAGENET_MEAN, IMAGENET_STD)[0] for photo in photos])
     manifest = {
-        "source": str(folder), "seed": spec.seed, "count": len(chosen),
+        "source": where, "seed": spec.seed, "count": len(chosen),
         "strata": {name: sum(p in set(paths) for p in chosen) for name, paths in strata.items()},
-        "files": [{"file": str(p.relative_to(folder)), "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+        "files": [{"file": str(p.relative_to(root)), "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
                   for p in chosen],
         "preprocess": _PREPROCESS | {"size": size},
     }
     return tensors, manifest, photos
+
+
+def unlabeled_images(source: str, recipe: Recipe, field: str) -> tuple[list[np.ndarray], dict[str, Any]]:
+    """Every image of `trainer:DIR` (the frames build-sets set aside for distillation) or of a folder, as RGB:
+    extra unlabeled inputs for fine-tuning, which the FP32 model labels."""
+    if source.startswith("trainer:"):
+        strata, where = trainer_set(recipe.resolve(source.split(":", 1)[1]), "distillation", field,
+                                    IMAGE_SET_FORMAT)
+        root = _set_root(strata)
+    else:
+        root = recipe.resolve(source)
+        strata, where = folder_strata(root, IMAGE_SUFFIXES, field, "images"), str(root)
+    paths = [path for _, group in sorted(strata.items()) for path in group]
+    files = [{"file": str(p.relative_to(root)), "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+             for p in paths]
+    return [read_rgb(path) for path in paths], {"source": where, "count": len(paths), "files": files}
+
+
+def _set_root(strata: dict[str, list[Path]]) -> Path:
+    """The folder above a trainer set's own (`images/`): file names then say which set they are from."""
+    return next(iter(strata.values()))[0].parent.parent
 
 
 def folder_strata(folder: Path, suffixes: tuple[str, ...], field: str, kind: str) -> dict[str, list[Path]]:
@@ -132,7 +161,7 @@ def stratified(strata: dict[str, list[T]], count: int, rng: np.random.Generator)
     return chosen
 
 
-def _read_rgb(path: Path) -> np.ndarray:
+def read_rgb(path: Path) -> np.ndarray:
     """RGB uint8; an image with transparency is composited on white."""
     from PIL import Image, UnidentifiedImageError
 

@@ -92,6 +92,7 @@ class FinetuneSpec:
     temperature: float = 1.0
     views: int = 512  # augmented views of the calibration photos, trained on with the calibration inputs
     cutouts: str = ""  # "photos:calibration": every other view gets one of those cut-out photos pasted in
+    images: str = ""  # more unlabeled training images: trainer:DIR (its distillation frames) or a folder
     seed: int = 1234
 
     def validate(self, where: str) -> None:

@@ -168,7 +168,8 @@ def _finetune_lines(record: dict[str, Any] | None) -> list[str]:
     before, after = record["before"], record["after"]
     return [f"Quantization-aware fine-tuning: {record['steps']} steps of {record['batch']} on "
             f"{record['training_images']} images ({record['calibration_inputs']} calibration inputs + "
-            f"{record['augmented_views']} augmented views; cut-outs: {record.get('cutouts', 'none')}), "
+            f"{record['augmented_views']} augmented views + extra images: {record.get('extra_images', 'none')}; "
+            f"cut-outs: {record.get('cutouts', 'none')}), "
             f"{record['seconds']} s; "
             f"{record['weights_changed']:,} of {record['weights_total']:,} weights moved to another grid point; "
             f"on {record['probe_images']} of its training images KL {before['kl']} -> {after['kl']}, top-1 "

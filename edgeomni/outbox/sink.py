@@ -5,9 +5,11 @@ Records (see docs/ARCHITECTURE.md, "Outbox and sync"):
 - metrics: per-stage latency percentiles every `metrics_interval_s`, and the end summary's;
 - counters: the end summary's degradation counters and sink drops;
 - error: stream errors;
-- hard_example (opt-in): a final under the confidence threshold, with its audio as 16 kHz WAV and a PNG
-  thumbnail of the latest video frame. The audio comes from a ring buffer fed by `tap(frame)`, which the
-  pipeline calls for every frame it reads.
+- hard_example (opt-in), two modalities:
+  speech: a final under the confidence threshold, with its audio as 16 kHz WAV and a PNG thumbnail of the
+  latest video frame; vision: a visual note whose top label scores under `hard_image_below`, with the frame
+  it was about as a PNG (shorter side `hard_image_side`), at most one per `hard_image_every_s`. Audio and
+  frames come from small rings fed by `tap(frame)`, which the pipeline calls for every frame it reads.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 from edgeomni.frames import AudioFrame, VideoFrame
 from edgeomni.outbox.config import OutboxConfig
-from edgeomni.outbox.media import AudioRing, png_thumbnail, wav_bytes
+from edgeomni.outbox.media import AudioRing, FrameRing, frame_png, png_thumbnail, wav_bytes
 from edgeomni.outbox.store import Outbox
 from edgeomni.sinks.base import Event, Sink
 from edgeomni.telemetry import percentiles
@@ -35,21 +37,27 @@ class OutboxSink(Sink):
         self.written = 0
         self._audio = AudioRing(config.hard_example_max_s + 20.0) if config.hard_examples else None
         self._last_image: VideoFrame | None = None
+        self._frames = FrameRing() if config.hard_examples else None
+        self._last_hard_image: float | None = None  # media time of the last hard frame kept
         self._window: dict[str, list[float]] = {}
         self._window_started = time.monotonic()
         self._source = ""
 
     def tap(self, frame: AudioFrame | VideoFrame) -> None:
         """Called by the pipeline for each frame (on the event loop: must stay O(1))."""
-        if self._audio is None:
+        if self._audio is None or self._frames is None:
             return
         if isinstance(frame, AudioFrame):
             self._audio.push(frame)
         else:
             self._last_image = frame
+            self._frames.push(frame)
 
     async def send(self, event: Event) -> None:
         records = self._records_for(event)
+        frame = self._hard_frame(event)
+        if frame is not None:  # PNG-encoding a frame takes milliseconds: not on the event loop
+            records.append(("hard_example", await asyncio.to_thread(self._hard_image, event, frame)))
         if event.get("type") == "end":  # what the retention policy dropped so far travels with the run's counters
             stats = await asyncio.to_thread(self.outbox.stats)
             for kind, data in records:
@@ -107,7 +115,8 @@ class OutboxSink(Sink):
         end = min(float(event["end"]), start + self.config.hard_example_max_s)
         audio = self._audio.cut(start, end)
         example: dict[str, Any] = {
-            "stream": event.get("stream", ""), "source": self._source, "text": event.get("text", ""),
+            "modality": "speech", "stream": event.get("stream", ""), "source": self._source,
+            "text": event.get("text", ""),
             "confidence": event.get("confidence"), "start": start, "end": end,
             "audio_seconds": round(len(audio) / 16000, 3),
             "audio_wav_b64": base64.b64encode(wav_bytes(audio)).decode(),
@@ -115,3 +124,30 @@ class OutboxSink(Sink):
         if self._last_image is not None:
             example["thumbnail_png_b64"] = base64.b64encode(png_thumbnail(self._last_image.image)).decode()
         return example
+
+    def _hard_frame(self, event: Event) -> VideoFrame | None:
+        """The frame a visual note was about, when the note is unsure enough (and the last hard frame is old
+        enough) to be kept as a hard example."""
+        labels = event.get("labels") or []
+        if self._frames is None or event.get("type") != "visual" or not labels:
+            return None
+        if float(labels[0]["score"]) >= self.config.hard_image_below:
+            return None
+        end = float(event["end"])
+        if self._last_hard_image is not None and end - self._last_hard_image < self.config.hard_image_every_s:
+            return None
+        frame = self._frames.at(end)
+        if frame is not None:
+            self._last_hard_image = end
+        return frame
+
+    def _hard_image(self, event: Event, frame: VideoFrame) -> dict[str, Any]:
+        png = frame_png(frame.image, self.config.hard_image_side)
+        labels = event.get("labels") or []
+        return {
+            "modality": "vision", "stream": event.get("stream", ""), "source": self._source,
+            "text": event.get("text", ""), "confidence": float(labels[0]["score"]), "labels": labels[:5],
+            "start": float(event["start"]), "end": float(event["end"]), "frame_pts": round(frame.pts, 3),
+            "frame_size": [int(frame.image.shape[1]), int(frame.image.shape[0])],
+            "image_png_b64": base64.b64encode(png).decode(),
+        }

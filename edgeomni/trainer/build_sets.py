@@ -1,12 +1,15 @@
-"""`edgeomni trainer build-sets`: hard examples -> a calibration set and a distillation set.
+"""`edgeomni trainer build-sets`: hard examples -> calibration, held-out and distillation sets.
 
-Output (documented in docs/ARCHITECTURE.md, "Audio sets"):
-  OUT/calibration/*.wav + OUT/calibration/manifest.json
-  OUT/distillation/*.wav + OUT/distillation/manifest.json
-Manifest: {"format": "edgeomni-audio-set/1", "purpose", "seed", "count", "total_seconds", "sample_rate",
-"files": [{"file", "seconds", "text", "confidence", "device", "id"}]}. The split is a seeded shuffle, so
-the same data and seed give the same sets. `text` is what the device heard (low confidence by
-definition): the distillation step re-labels these clips with a teacher model.
+Output (documented in docs/ARCHITECTURE.md, "Outbox, sync and the trainer"):
+  OUT/calibration/*.wav + manifest.json, OUT/distillation/*.wav + manifest.json          (speech)
+  OUT/images/{calibration,heldout,distillation}/*.png + manifest.json                   (vision)
+Audio manifest: {"format": "edgeomni-audio-set/1", "purpose", "seed", "count", "total_seconds", "sample_rate",
+"files": [{"file", "seconds", "text", "confidence", "device", "id"}]}. Image manifest: {"format":
+"edgeomni-image-set/1", "purpose", "seed", "count", "files": [{"file", "width", "height", "labels",
+"confidence", "text", "device", "id"}]}. Each split is a seeded shuffle, so the same data and seed give the
+same sets. `text`/`labels` are what the device made of the example (unsure by definition): the export's
+distillation and fine-tuning re-label with a teacher, and the image held-out set gates INT8 against FP32 on
+frames from the users' own cameras, which the calibration never saw.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import random
+import struct
 import wave
 from pathlib import Path
 from typing import Any
@@ -23,30 +27,46 @@ from edgeomni.trainer.dataset import read_datasets
 from edgeomni.trainer.report import check_data_dirs
 
 SET_FORMAT = "edgeomni-audio-set/1"
+IMAGE_SET_FORMAT = "edgeomni-image-set/1"
 
 
 def build_sets(data_dirs: list[Path], out: Path, seed: int = 0, calibration_fraction: float = 0.3,
-               max_calibration: int = 200) -> dict[str, Any]:
-    if not 0.0 < calibration_fraction < 1.0:
-        raise EdgeOmniError(f"--calibration-fraction: expected a fraction in (0, 1), got {calibration_fraction}")
+               max_calibration: int = 200, heldout_fraction: float = 0.2) -> dict[str, Any]:
+    for name, value in (("--calibration-fraction", calibration_fraction), ("--heldout-fraction", heldout_fraction)):
+        if not 0.0 < value < 1.0:
+            raise EdgeOmniError(f"{name}: expected a fraction in (0, 1), got {value}")
+    if calibration_fraction + heldout_fraction >= 1.0:
+        raise EdgeOmniError(f"--calibration-fraction {calibration_fraction} + --heldout-fraction {heldout_fraction}: "
+                            "expected a sum under 1 (the rest is the distillation set)")
     check_data_dirs(data_dirs)
-    table = read_datasets(data_dirs)
-    examples = [row for row in table.to_pylist() if row["kind"] == "hard_example" and row["audio_wav"]]
-    if not examples:
-        raise EdgeOmniError(f"{', '.join(map(str, data_dirs))}: no hard examples with audio in the dataset "
-                            "(devices record them only with [outbox] hard_examples = true)")
-    examples.sort(key=lambda row: row["id"])  # the dataset's file order is not stable; ids are
-    random.Random(seed).shuffle(examples)
-    n_cal = min(max_calibration, max(1, round(len(examples) * calibration_fraction)))
-    if len(examples) == 1:
-        n_cal = 1
-    summary = {}
-    for purpose, rows in (("calibration", examples[:n_cal]), ("distillation", examples[n_cal:] or examples[:n_cal])):
-        summary[purpose] = _write_set(out / purpose, purpose, rows, seed)
+    rows = [row for row in read_datasets(data_dirs).to_pylist() if row["kind"] == "hard_example"]
+    speech = _shuffled([row for row in rows if row["audio_wav"]], seed)
+    images = _shuffled([row for row in rows if row["image_png"]], seed)
+    if not speech and not images:
+        raise EdgeOmniError(f"{', '.join(map(str, data_dirs))}: no hard examples with audio or a frame in the "
+                            "dataset (devices record them only with [outbox] hard_examples = true)")
+    summary: dict[str, Any] = {}
+    if speech:
+        n_cal = min(max_calibration, max(1, round(len(speech) * calibration_fraction)))
+        for purpose, chosen in (("calibration", speech[:n_cal]), ("distillation", speech[n_cal:] or speech[:n_cal])):
+            summary[purpose] = _write_audio_set(out / purpose, purpose, chosen, seed)
+    if images:
+        n_cal = min(max_calibration, max(1, round(len(images) * calibration_fraction)))
+        n_held = max(1, round(len(images) * heldout_fraction)) if len(images) > 1 else 0
+        splits = (("calibration", images[:n_cal]), ("heldout", images[n_cal:n_cal + n_held]),
+                  ("distillation", images[n_cal + n_held:]))
+        summary["images"] = {purpose: _write_image_set(out / "images" / purpose, purpose, chosen, seed)
+                             for purpose, chosen in splits}
     return summary
 
 
-def _write_set(target: Path, purpose: str, rows: list[dict[str, Any]], seed: int) -> dict[str, Any]:
+def _shuffled(rows: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    rows.sort(key=lambda row: row["id"])  # the dataset's file order is not stable; ids are
+    random.Random(seed).shuffle(rows)
+    return rows
+
+
+def _write_audio_set(target: Path, purpose: str, rows: list[dict[str, Any]], seed: int) -> dict[str, Any]:
     target.mkdir(parents=True, exist_ok=True)
     files, total = [], 0.0
     for index, row in enumerate(rows):
@@ -62,3 +82,20 @@ def _write_set(target: Path, purpose: str, rows: list[dict[str, Any]], seed: int
                 "total_seconds": round(total, 3), "sample_rate": rate if files else 16000, "files": files}
     (target / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
     return {"dir": str(target), "count": len(files), "total_seconds": manifest["total_seconds"]}
+
+
+def _write_image_set(target: Path, purpose: str, rows: list[dict[str, Any]], seed: int) -> dict[str, Any]:
+    target.mkdir(parents=True, exist_ok=True)
+    files = []
+    for index, row in enumerate(rows):
+        name = f"{index:05d}-{row['id'][:8]}.png"
+        png = row["image_png"]
+        (target / name).write_bytes(png)
+        width, height = struct.unpack(">II", png[16:24])  # the IHDR chunk, always first in a PNG
+        data = json.loads(row["data"] or "{}")
+        files.append({"file": name, "width": width, "height": height, "labels": data.get("labels", []),
+                      "confidence": row["confidence"], "text": row["text"] or "", "device": row["device"],
+                      "id": row["id"]})
+    manifest = {"format": IMAGE_SET_FORMAT, "purpose": purpose, "seed": seed, "count": len(files), "files": files}
+    (target / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+    return {"dir": str(target), "count": len(files)}

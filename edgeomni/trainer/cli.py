@@ -42,12 +42,15 @@ def add_trainer_parser(commands: argparse._SubParsersAction) -> None:
     report.add_argument("--json", action="store_true", help="print JSON instead of a table")
     report.set_defaults(func=_cmd_report)
 
-    sets = actions.add_parser("build-sets", help="hard examples -> calibration and distillation sets (wav+manifest)")
+    sets = actions.add_parser("build-sets", help="hard examples -> calibration/distillation audio sets and "
+                              "calibration/heldout/distillation image sets (files + manifest.json)")
     sets.add_argument("--data", type=Path, required=True, action="append", metavar="DIR",
                       help="a trainer's data directory (repeat for several trainers)")
     sets.add_argument("--out", type=Path, required=True, metavar="DIR")
     sets.add_argument("--seed", type=int, default=0)
     sets.add_argument("--calibration-fraction", type=float, default=0.3)
+    sets.add_argument("--heldout-fraction", type=float, default=0.2,
+                      help="share of the hard frames kept for the export's accuracy gate (default: %(default)s)")
     sets.set_defaults(func=_cmd_build_sets)
 
     from edgeomni.ota.cli import add_publish_parser
@@ -94,5 +97,6 @@ def _cmd_build_sets(args: argparse.Namespace) -> int:
     from edgeomni.trainer.build_sets import build_sets
 
     _require_extra()
-    print(json.dumps(build_sets(args.data, args.out, args.seed, args.calibration_fraction), indent=2))
+    print(json.dumps(build_sets(args.data, args.out, args.seed, args.calibration_fraction,
+                                       heldout_fraction=args.heldout_fraction), indent=2))
     return 0

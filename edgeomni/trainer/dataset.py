@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS ids (id TEXT PRIMARY KEY, file TEXT NOT NULL) WITHOUT
 CREATE TABLE IF NOT EXISTS files (name TEXT PRIMARY KEY, records INTEGER NOT NULL, committed REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, count INTEGER NOT NULL);
 """
-BLOB_FIELDS = {"audio_wav_b64": "audio_wav", "thumbnail_png_b64": "thumbnail_png"}
+BLOB_FIELDS = {"audio_wav_b64": "audio_wav", "thumbnail_png_b64": "thumbnail_png", "image_png_b64": "image_png"}
 
 
 def _arrow_schema() -> Any:
@@ -40,7 +40,7 @@ def _arrow_schema() -> Any:
     return pa.schema([("id", pa.string()), ("kind", pa.string()), ("fleet", pa.string()), ("ts", pa.float64()),
                       ("received", pa.float64()), ("text", pa.string()), ("latency_ms", pa.float64()),
                       ("confidence", pa.float64()), ("data", pa.string()), ("audio_wav", pa.binary()),
-                      ("thumbnail_png", pa.binary())])
+                      ("thumbnail_png", pa.binary()), ("image_png", pa.binary())])
 
 
 class Dataset:
@@ -181,15 +181,17 @@ def read_datasets(roots: list[Path]) -> Any:
 
 
 def read_dataset(root: Path) -> Any:
-    """The whole dataset as one pyarrow Table (with `date` and `device` from the partition paths)."""
+    """The whole dataset as one pyarrow Table (with `date` and `device` from the partition paths). Files written
+    before a column was added read it as nulls: the schema is this version's, not the first file's."""
     import pyarrow as pa
     import pyarrow.dataset as ds
 
+    keys = pa.schema([("date", pa.string()), ("device", pa.string())])
+    schema = pa.schema(list(_arrow_schema()) + list(keys))
     files_dir = Path(root).expanduser() / "dataset"
-    if not files_dir.is_dir() or not any(files_dir.rglob("*.parquet")):
-        return pa.table({name: pa.array([], type=f.type) for name, f in zip(_arrow_schema().names, _arrow_schema(),
-                                                                             strict=True)}
-                        | {"date": pa.array([], pa.string()), "device": pa.array([], pa.string())})
-    partitioning = ds.partitioning(pa.schema([("date", pa.string()), ("device", pa.string())]), flavor="hive")
-    files = sorted(str(path) for path in files_dir.rglob("*.parquet"))  # never a half-written *.parquet.tmp
-    return ds.dataset(files, format="parquet", partitioning=partitioning, partition_base_dir=str(files_dir)).to_table()
+    files = sorted(str(path) for path in files_dir.rglob("*.parquet")) if files_dir.is_dir() else []
+    if not files:  # never a half-written *.parquet.tmp
+        return schema.empty_table()
+    partitioning = ds.partitioning(keys, flavor="hive")
+    return ds.dataset(files, schema=schema, format="parquet", partitioning=partitioning,
+                      partition_base_dir=str(files_dir)).to_table()

@@ -21,12 +21,15 @@ def check_data_dirs(data_dirs: list[Path]) -> None:
 def fleet_report(data_dirs: list[Path]) -> dict[str, Any]:
     check_data_dirs(data_dirs)
     table = read_datasets(data_dirs)
-    rows = table.select(["device", "kind", "data", "latency_ms"]).to_pylist()
+    import pyarrow.compute as pc
+
+    has_frame = pc.is_valid(table["image_png"])  # not the blobs themselves: a report reads no media
+    rows = table.select(["device", "kind", "data", "latency_ms"]).append_column("has_frame", has_frame).to_pylist()
     devices: dict[str, dict[str, Any]] = {}
     latencies: dict[str, dict[str, list[float]]] = {}
     for row in rows:
         device = devices.setdefault(row["device"], {"records": 0, "captions": 0, "errors": 0, "hard_examples": 0,
-                                                    "runs": 0})
+                                                    "hard_frames": 0, "runs": 0})
         device["records"] += 1
         kind = row["kind"]
         if kind == "caption":
@@ -38,6 +41,7 @@ def fleet_report(data_dirs: list[Path]) -> dict[str, Any]:
             device["errors"] += 1
         elif kind == "hard_example":
             device["hard_examples"] += 1
+            device["hard_frames"] += row["has_frame"]  # vision hard examples (the rest: speech)
         elif kind == "counters":
             device["runs"] += 1  # one counters record per finished run
     for name, device in devices.items():

@@ -17,7 +17,12 @@ REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
     "metrics": {"scope": str, "latency_ms": dict},
     "counters": {"counters": dict},
     "error": {"message": str},
-    "hard_example": {"text": str, "confidence": NUMBER, "start": NUMBER, "end": NUMBER, "audio_wav_b64": str},
+    "hard_example": {"text": str, "confidence": NUMBER, "start": NUMBER, "end": NUMBER},
+}
+# hard_example data.modality (absent = "speech", as devices before the vision side sent) -> its own fields
+HARD_EXAMPLE_MODALITIES: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "speech": {"audio_wav_b64": str},
+    "vision": {"image_png_b64": str, "labels": list},
 }
 MAX_FUTURE_S = 86400.0  # device clocks drift, but a record from tomorrow is a bug
 
@@ -58,12 +63,34 @@ def validate_record(record: Any, fleet: str, device: str, kind: str) -> dict[str
         _require(_typed(data[name], expected), f"{kind} record: data.{name} expected {_name(expected)}, "
                  f"got {type(data[name]).__name__}")
     if kind == "hard_example":
-        try:
-            audio = base64.b64decode(data["audio_wav_b64"], validate=True)
-        except (binascii.Error, ValueError):
-            raise SchemaError("hard_example record: data.audio_wav_b64 is not base64") from None
-        _require(audio[:4] == b"RIFF" and audio[8:12] == b"WAVE", "hard_example record: audio is not a WAV file")
+        _check_hard_example(data)
     return record
+
+
+def _check_hard_example(data: dict[str, Any]) -> None:
+    modality = data.get("modality", "speech")
+    _require(modality in HARD_EXAMPLE_MODALITIES, f"hard_example record: data.modality {str(modality)[:20]!r} "
+             f"is not one of {', '.join(HARD_EXAMPLE_MODALITIES)}")
+    for name, expected in HARD_EXAMPLE_MODALITIES[modality].items():
+        _require(name in data, f"hard_example record ({modality}): missing data.{name}")
+        _require(_typed(data[name], expected), f"hard_example record ({modality}): data.{name} expected "
+                 f"{_name(expected)}, got {type(data[name]).__name__}")
+    if modality == "speech":
+        audio = _blob(data, "audio_wav_b64")
+        _require(audio[:4] == b"RIFF" and audio[8:12] == b"WAVE", "hard_example record: audio is not a WAV file")
+    else:
+        image = _blob(data, "image_png_b64")
+        _require(image[:8] == b"\x89PNG\r\n\x1a\n", "hard_example record: data.image_png_b64 is not a PNG file")
+        _require(all(isinstance(item, dict) and isinstance(item.get("label"), str) and _typed(item.get("score"), NUMBER)
+                     for item in data["labels"]),
+                 "hard_example record: data.labels expected a list of {label: string, score: number}")
+
+
+def _blob(data: dict[str, Any], name: str) -> bytes:
+    try:
+        return base64.b64decode(data[name], validate=True)
+    except (binascii.Error, ValueError):
+        raise SchemaError(f"hard_example record: data.{name} is not base64") from None
 
 
 def _name(expected: type | tuple[type, ...]) -> str:

@@ -56,7 +56,7 @@ def run(recipe: Recipe, work: Path, bundle: Path, report: Report) -> None:
                 plain = score(gate.metric, fp32, int8, heldout.tensors)  # what fine-tuning is measured against
                 rounds.append({"excluded": len(excluded), "finetuned": False, gate.metric: round(plain, 4)})
                 say(f"    held-out {gate.metric} before fine-tuning: {plain:.4f}")
-                source, finetuned = _finetune(recipe, fp32, int8, calibration, work, say)
+                source, finetuned = _finetune(recipe, fp32, int8, calibration, heldout.manifest, work, say)
                 settings = quantize([n for n, _ in excluded])
         with report.step(f"accuracy gate ({gate.metric} >= {gate.min}) on {len(heldout.tensors)} held-out inputs"):
             value = score(gate.metric, fp32, int8, heldout.tensors)
@@ -108,25 +108,35 @@ def run(recipe: Recipe, work: Path, bundle: Path, report: Report) -> None:
         say(f"    bundle at {bundle}")
 
 
-def _finetune(recipe: Recipe, fp32: Path, int8: Path, calibration: Any, work: Path,
+def _finetune(recipe: Recipe, fp32: Path, int8: Path, calibration: Any, heldout: dict[str, Any], work: Path,
               say: Callable[[str], None]) -> tuple[Path, dict[str, Any]]:
     """Train the weights on the INT8 model's grid to match the FP32 model; returns the FP32 twin to quantize."""
     import numpy as np
 
     from edgeomni.engines.image_preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess_rgb
     from edgeomni.export.calibration import augment
+    from edgeomni.export.media_sets import unlabeled_images
     from edgeomni.export.photo_sets import cutouts, paste_cutout
     from edgeomni.export.qat import FinetuneConfig, finetune_for_int8
 
     spec = recipe.finetune
-    if spec.views and not calibration.photos:
+    size = recipe.source.input_shape[-1]
+    extra: list[Any] = []
+    if spec.images:
+        extra, extra_manifest = unlabeled_images(spec.images, recipe, "finetune.images")
+        overlap = _overlap(extra_manifest, heldout)
+        if overlap:
+            raise ExportError(f"finetune.images: {len(overlap)} image(s) are also in the held-out set "
+                              f"({overlap[:3]}...); the gate must be measured on images training never saw")
+        say(f"    {len(extra)} extra training images from {extra_manifest['source']}")
+    photos = list(calibration.photos) + extra
+    if spec.views and not photos:
         raise ExportError("finetune.views: the calibration set kept no photos to make views from; set views: 0")
     rng = np.random.default_rng(spec.seed)
-    size = recipe.source.input_shape[-1]
     objects = cutouts(spec.cutouts.split(":", 1)[1]) if spec.cutouts else []
-    views = []
+    views = [preprocess_rgb(image, size, IMAGENET_MEAN, IMAGENET_STD)[0] for image in extra]
     for i in range(spec.views):
-        view = augment(calibration.photos[i % len(calibration.photos)], rng)
+        view = augment(photos[i % len(photos)], rng)
         if objects and i % 2:
             view = paste_cutout(objects[int(rng.integers(len(objects)))], view, rng)
         views.append(preprocess_rgb(view, size, IMAGENET_MEAN, IMAGENET_STD)[0])
@@ -136,7 +146,8 @@ def _finetune(recipe: Recipe, fp32: Path, int8: Path, calibration: Any, work: Pa
                             temperature=spec.temperature, seed=spec.seed,
                             progress_every=max(1, min(25, spec.steps // 10)))
     record = finetune_for_int8(fp32, int8, tuned, images, config, progress=say)
-    record["calibration_inputs"], record["augmented_views"] = len(calibration.tensors), len(views)
+    record["calibration_inputs"], record["augmented_views"] = len(calibration.tensors), spec.views
+    record["extra_images"] = f"{len(extra)} ({spec.images})" if extra else "none"
     record["cutouts"] = f"{len(objects)} cut-out photos ({spec.cutouts}), every other view" if objects else "none"
     return tuned, record
 

@@ -123,6 +123,9 @@ def test_mobilenet_recipe_end_to_end_and_an_unmeetable_gate(tmp_path: Path) -> N
     component = report["components"]["mobilenet-v2"]
     assert component["gate"]["passed"] and component["size_ratio"] >= 3.5
     assert 0.5 < component["gate"]["fp32_self_agreement_1_grey_level"] <= 1.0
+    decisive = component["gate"]["agreement_where_fp32_decisive"]
+    assert [d["min_margin"] for d in decisive] == [0.1, 0.2, 0.3]
+    assert 24 >= decisive[0]["inputs"] >= decisive[1]["inputs"] >= decisive[2]["inputs"]
     assert report["calibration"]["count"] == 16 and report["calibration"]["seed"] == 1234
     assert report["heldout"]["strata"]["imagenet-val"] > 0  # stratified: the small sources get their share
     finetuned = component["quantization"]["finetune"]
@@ -130,6 +133,7 @@ def test_mobilenet_recipe_end_to_end_and_an_unmeetable_gate(tmp_path: Path) -> N
     assert "cut-out photos (photos:calibration)" in finetuned["cutouts"]
     summary = (bundle / "report.md").read_text()
     assert "(before fine-tuning) -> " in summary and "Quantization-aware fine-tuning: 4 steps" in summary
+    assert "Where FP32 is decisive" in summary
     if tensorrt_version() is None:  # the TensorRT target fails with its reason; the ONNX bundle is still written
         assert "not built" in report["targets"]["tensorrt"] and "not installed" in report["targets"]["tensorrt"]
         assert report["tensorrt_profiles"][0]["max"] == [8, 3, 224, 224]
@@ -152,6 +156,29 @@ def test_mobilenet_recipe_end_to_end_and_an_unmeetable_gate(tmp_path: Path) -> N
     assert "accuracy gate not met" in failed.stdout
     assert (tmp_path / "strict" / "report.md").is_file() and not (tmp_path / "strict" / "bundle").exists()
     shutil.rmtree(tmp_path / "ok", ignore_errors=True)
+
+
+def test_agreement_where_fp32_is_decisive_counts_only_confident_inputs(tmp_path: Path) -> None:
+    """INT8 stand-in = FP32 logits + 1.0 on class 1: it flips exactly the inputs whose class-0 lead is under 1."""
+    from onnx import TensorProto, helper, numpy_helper
+    from onnx import save as save_onnx
+
+    from edgeomni.export.gate import agreement_by_margin
+
+    def model(path: Path, shift: list[float]) -> Path:
+        graph = helper.make_graph([helper.make_node("Add", ["input", "shift"], ["logits"])], "m",
+                                  [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3])],
+                                  [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 3])],
+                                  [numpy_helper.from_array(np.array(shift, np.float32), "shift")])
+        save_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+        return path
+
+    fp32, int8 = model(tmp_path / "a.onnx", [0, 0, 0]), model(tmp_path / "b.onnx", [0, 1, 0])
+    leads = np.array([0.2, 0.5, 0.9, 1.5, 3.0, 6.0], np.float32)  # logit lead of class 0 over class 1
+    heldout = np.stack([leads, np.zeros_like(leads), np.full_like(leads, -9.0)], axis=1)
+    rows = agreement_by_margin(fp32, int8, heldout, margins=(0.0, 0.3, 0.9))
+    # probability lead of class 0 (class 2 is negligible): 0.10, 0.24, 0.42, 0.64, 0.91, 0.995
+    assert [(r["inputs"], r["top1_agreement"]) for r in rows] == [(6, 0.5), (4, 0.75), (2, 1.0)]
 
 
 def test_tensorrt_profiles_cover_a_dynamic_batch_and_keep_fixed_dims() -> None:

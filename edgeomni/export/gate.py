@@ -29,6 +29,19 @@ def score(metric: str, fp32: Path, int8: Path, heldout: np.ndarray) -> float:
     return float(cosine.mean())
 
 
+def agreement_by_margin(fp32: Path, int8: Path, heldout: np.ndarray,
+                        margins: tuple[float, ...] = (0.1, 0.2, 0.3)) -> list[dict[str, float | int]]:
+    """Top-1 agreement on the held-out inputs where FP32 is decisive: its top-1 softmax probability leads the
+    second by at least each margin. Says whether INT8 flips only knife-edge answers or confident ones too."""
+    reference, got = logits(fp32, heldout), logits(int8, heldout)
+    shifted = np.exp(reference - reference.max(axis=1, keepdims=True))
+    top2 = np.sort(shifted / shifted.sum(axis=1, keepdims=True), axis=1)[:, -2:]
+    lead, agree = top2[:, 1] - top2[:, 0], reference.argmax(axis=1) == got.argmax(axis=1)
+    return [{"min_margin": m, "inputs": int((lead >= m).sum()),
+             "top1_agreement": round(float(agree[lead >= m].mean()), 4) if (lead >= m).any() else None}
+            for m in margins]
+
+
 def fp32_self_agreement(fp32: Path, heldout: np.ndarray, grey_levels: float = 1.0, seed: int = 0) -> float:
     """Top-1 agreement of the FP32 model with itself when Gaussian noise of `grey_levels` (of 255) is added to
     the held-out images: the floor below which an INT8 agreement figure says more about the images (low top-1

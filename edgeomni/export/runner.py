@@ -128,6 +128,7 @@ def markdown(data: dict[str, Any]) -> str:
                   *([f"For scale: FP32 against itself with 1 grey level of input noise agrees "
                      f"{gate['fp32_self_agreement_1_grey_level']}."] if "fp32_self_agreement_1_grey_level" in gate
                     else []),
+                  *_decisive_lines(gate.get("agreement_where_fp32_decisive")),
                   *_finetune_lines(c["quantization"].get("finetune")),
                   f"Quantization: {json.dumps({k: v for k, v in c['quantization'].items() if k != 'finetune'})}"]
         if "chosen_precision" in c:  # OCR (issue 6): each component ships INT8 only where its gate held
@@ -160,6 +161,14 @@ def _rounds(gate: dict[str, Any]) -> str:
         return f"{entry[gate['metric']]}" + (f" ({', '.join(notes)})" if notes else "")
 
     return " -> ".join(one(entry) for entry in gate["rounds"])
+
+
+def _decisive_lines(rows: list[dict[str, Any]] | None) -> list[str]:
+    if not rows:
+        return []
+    return ["Where FP32 is decisive (its top-1 probability ahead of the second by at least the margin), INT8 "
+            "agrees: " + "; ".join(f">= {r['min_margin']}: {r['top1_agreement']} on {r['inputs']} inputs"
+                                   for r in rows) + "."]
 
 
 def _finetune_lines(record: dict[str, Any] | None) -> list[str]:

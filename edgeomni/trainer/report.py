@@ -57,13 +57,14 @@ def fleet_report(data_dirs: list[Path]) -> dict[str, Any]:
 
 def format_report(report: dict[str, Any]) -> str:
     header = f"{'device':<20} {'records':>8} {'captions':>8} {'final p50':>9} {'p95':>7} {'p99':>7} " \
-             f"{'errors':>6} {'err rate':>8} {'hard ex':>7}"
+             f"{'errors':>6} {'err rate':>8} {'hard ex':>7} {'frames':>6}"
     lines = [f"fleet report for {', '.join(report['data'])}: {report['records']} records", header, "-" * len(header)]
     for name, device in report["devices"].items():
         final = device["latency_ms"].get("final", {})
         lines.append(f"{name:<20} {device['records']:>8} {device['captions']:>8} "
                      f"{_ms(final.get('p50')):>9} {_ms(final.get('p95')):>7} {_ms(final.get('p99')):>7} "
-                     f"{device['errors']:>6} {device['error_rate']:>8.2%} {device['hard_examples']:>7}")
+                     f"{device['errors']:>6} {device['error_rate']:>8.2%} {device['hard_examples']:>7} "
+                     f"{device['hard_frames']:>6}")
     ingest = report["ingest"]
     rejected = {k.split(":", 1)[1]: v for k, v in ingest.items() if k.startswith("rejected:")}
     lines.append(f"ingest: {ingest.get('accepted', 0)} accepted, {ingest.get('duplicates', 0)} duplicates dropped, "

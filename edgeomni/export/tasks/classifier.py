@@ -14,7 +14,7 @@ from edgeomni.export.runner import REPORT_MD, GateFailed, Report, publish_bundle
 
 
 def run(recipe: Recipe, work: Path, bundle: Path, report: Report) -> None:
-    from edgeomni.export.gate import fp32_self_agreement, score, sensitive_nodes
+    from edgeomni.export.gate import agreement_by_margin, fp32_self_agreement, score, sensitive_nodes
     from edgeomni.export.media_sets import load_image_set
     from edgeomni.export.model_source import export_fp32
     from edgeomni.export.quantize import latency_ms, quantize_dynamic_int8, quantize_int8
@@ -89,8 +89,12 @@ def run(recipe: Recipe, work: Path, bundle: Path, report: Report) -> None:
         }}
         if gate.metric == "top1_agreement":  # what the figure means: FP32 against itself on imperceptibly noisier input
             floor = fp32_self_agreement(fp32, heldout.tensors)
-            report.data["components"][recipe.name]["gate"]["fp32_self_agreement_1_grey_level"] = floor
+            decisive = agreement_by_margin(fp32, int8, heldout.tensors)
+            report.data["components"][recipe.name]["gate"] |= {"fp32_self_agreement_1_grey_level": floor,
+                                                               "agreement_where_fp32_decisive": decisive}
             say(f"    FP32 vs FP32 with 1 grey level of input noise: top-1 agreement {floor:.4f}")
+            say("    where FP32's top-1 leads by >= " + ", ".join(
+                f"{d['min_margin']}: {d['top1_agreement']} on {d['inputs']}" for d in decisive))
     report.data["targets"] = _targets(recipe)
     if not passed:
         kept = (f"after keeping {len(excluded)} node(s) in FP32 (max_excluded {gate.max_excluded})"

@@ -282,6 +282,94 @@ def test_dataset_recovery_finishes_committed_and_drops_uncommitted_writes(tmp_pa
     reopened.close()
 
 
+def _batches(device: str, day_offsets: list[int], per_batch: int = 3) -> list[list[dict]]:
+    """One list of error records per MQTT batch, dated `day_offsets` days ago."""
+    batches = []
+    for b, days in enumerate(day_offsets):
+        ts = time.time() - days * 86400
+        batches.append([{"id": f"{device}-{b:03d}-{i:03d}", "kind": "error", "fleet": "f", "device": device,
+                         "ts": ts, "data": {"message": f"batch {b} record {i}"}} for i in range(per_batch)])
+    return batches
+
+
+def test_compaction_merges_past_partitions_and_keeps_every_record_once(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow", reason="pyarrow (the trainer extra) is not installed")
+    import sqlite3
+
+    from edgeomni.trainer.dataset import Dataset, read_dataset
+
+    dataset = Dataset(tmp_path)
+    for device, days in (("cam-a", [2, 2, 2, 1, 1, 0, 0]), ("cam-b", [2, 2, 0])):
+        for batch in _batches(device, days):
+            dataset.append(device, batch)
+    before = sorted(map(str, read_dataset(tmp_path).sort_by("id").to_pylist()))
+    assert len(before) == 30 and len(list((tmp_path / "dataset").rglob("*.parquet"))) == 10
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    done = dataset.compact(before=today, min_files=2)
+    assert done == {"partitions": 3, "files_merged": 7, "records": 21}  # 2 days of cam-a, 1 of cam-b
+    files = sorted(p.relative_to(tmp_path / "dataset") for p in (tmp_path / "dataset").rglob("*.parquet"))
+    assert len(files) == 6  # 3 compacted + today's 2 of cam-a and 1 of cam-b, left alone
+    assert sum(p.name.startswith("part-compact-") for p in files) == 3
+    assert sorted(map(str, read_dataset(tmp_path).sort_by("id").to_pylist())) == before  # same rows, once
+    with sqlite3.connect(tmp_path / "index.sqlite") as db:
+        pointed = {row[0] for row in db.execute("SELECT DISTINCT file FROM ids")}
+        listed = {row[0] for row in db.execute("SELECT name FROM files")}
+    assert pointed == listed == {str(f) for f in files}  # every id points at a file that exists
+    assert dataset.new_ids(["cam-a-000-000", "new-000001"]) == {"new-000001"}  # dedup still knows them
+    assert dataset.compact(min_files=2)["partitions"] == 1  # without `before`: today's cam-a too
+    dataset.close()
+
+
+def test_an_interrupted_compaction_is_finished_on_restart(tmp_path: Path) -> None:
+    """Killed after the index commit, before the rename and the deletes: the restart renames the compacted
+    file and deletes the files it replaced, and no reader ever sees a record twice."""
+    pytest.importorskip("pyarrow", reason="pyarrow (the trainer extra) is not installed")
+    import shutil
+
+    from edgeomni.trainer.dataset import Dataset, read_dataset
+
+    dataset = Dataset(tmp_path)
+    for batch in _batches("cam-a", [1, 1, 1]):
+        dataset.append("cam-a", batch)
+    partition = next((tmp_path / "dataset").rglob("part-*.parquet")).parent
+    saved = tmp_path / "saved"
+    shutil.copytree(partition, saved)
+    dataset.compact(min_files=2)
+    compacted = next(partition.glob("part-compact-*.parquet"))
+    # Rebuild the state a kill leaves: compacted file still a .tmp, the three old files still there.
+    compacted.rename(compacted.with_name(compacted.name + ".tmp"))
+    for old in saved.iterdir():
+        shutil.copy(old, partition / old.name)
+    dataset._db.executemany("INSERT INTO retired (name) VALUES (?)",
+                            [(str((partition / p.name).relative_to(tmp_path / "dataset")),) for p in saved.iterdir()])
+    assert len(read_dataset(tmp_path)) == 0  # committed file not renamed yet: readers skip it, never doubling
+    dataset.close()
+    reopened = Dataset(tmp_path)
+    assert sorted(p.name for p in partition.iterdir()) == [compacted.name]
+    assert len(read_dataset(tmp_path)) == 9
+    reopened.close()
+
+
+def test_compact_command_refuses_while_a_trainer_ingests(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow", reason="pyarrow (the trainer extra) is not installed")
+    from edgeomni.trainer.dataset import Dataset
+
+    def compact(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "edgeomni", "trainer", "compact", "--data", str(tmp_path),
+                               *extra], capture_output=True, text=True, timeout=60)
+
+    live = Dataset(tmp_path)
+    for batch in _batches("cam-a", [1, 1]):
+        live.append("cam-a", batch)
+    busy = compact()
+    assert busy.returncode != 0 and "in use by another trainer" in busy.stderr
+    live.close()
+    assert "--before: expected a date YYYY-MM-DD, got 'yesterday'" in compact("--before", "yesterday").stderr
+    done = compact()
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"partitions": 1, "files_merged": 2, "records": 6}
+
+
 def test_sync_and_outbox_import_no_optional_clients() -> None:
     """paho-mqtt and pyarrow are optional: `edgeomni run` without sync must not need them."""
     code = ("import sys\n"

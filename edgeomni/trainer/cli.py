@@ -23,6 +23,9 @@ def _add_ingest_options(parser: argparse.ArgumentParser, required: bool) -> None
     parser.add_argument("--ca-file", default="", help="CA certificate for an mqtts:// broker")
     parser.add_argument("--cert-file", default="", help="client certificate (TLS)")
     parser.add_argument("--key-file", default="", help="client key (TLS)")
+    parser.add_argument("--compact-every-h", type=float, default=6.0, metavar="H",
+                        help="merge past days' small Parquet files every H hours while ingesting; 0 = never "
+                        "(default: %(default)s)")
 
 
 def add_trainer_parser(commands: argparse._SubParsersAction) -> None:
@@ -55,6 +58,14 @@ def add_trainer_parser(commands: argparse._SubParsersAction) -> None:
 
     from edgeomni.ota.cli import add_publish_parser
 
+    compact = actions.add_parser("compact", help="merge each date/device partition's Parquet files into one "
+                                 "(offline: the live trainer does it itself with --compact-every-h)")
+    compact.add_argument("--data", type=Path, required=True, metavar="DIR")
+    compact.add_argument("--before", metavar="YYYY-MM-DD",
+                         help="only dates before this one (default: every date, today's included)")
+    compact.add_argument("--min-files", type=int, default=2, help="leave partitions with fewer files alone")
+    compact.set_defaults(func=_cmd_compact)
+
     add_publish_parser(actions)  # `trainer publish BUNDLE` (signed OTA bundles, issue 8 part B)
 
 
@@ -69,8 +80,34 @@ def _cmd_run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    if not 0 <= args.compact_every_h <= 24 * 30:
+        raise ConfigError(f"--compact-every-h: expected 0 (never) .. 720 hours, got {args.compact_every_h}")
     serve(IngestConfig(args.broker, args.data, args.client_id, args.max_payload_kb, args.ca_file, args.cert_file,
-                       args.key_file, shared=not args.exclusive), stop)
+                       args.key_file, shared=not args.exclusive, compact_every_h=args.compact_every_h), stop)
+    return 0
+
+
+def _cmd_compact(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from edgeomni.errors import ConfigError
+    from edgeomni.trainer.dataset import Dataset
+    from edgeomni.trainer.report import check_data_dirs
+
+    _require_extra()
+    if args.before is not None:
+        try:
+            dt.date.fromisoformat(args.before)
+        except ValueError:
+            raise ConfigError(f"--before: expected a date YYYY-MM-DD, got {args.before!r}") from None
+    if args.min_files < 2:
+        raise ConfigError(f"--min-files: expected 2 or more, got {args.min_files}")
+    check_data_dirs([args.data])
+    dataset = Dataset(args.data)  # refuses while a trainer ingests into DIR (it compacts by itself)
+    try:
+        print(json.dumps(dataset.compact(before=args.before, min_files=args.min_files), indent=2))
+    finally:
+        dataset.close()
     return 0
 
 

@@ -9,6 +9,12 @@ Exactly once: a batch's new records are written to `part-*.parquet.tmp` (fsynced
 file name are committed to the index in one transaction, then the file is renamed into place, and only
 then is the MQTT message acknowledged. A crash before the commit leaves a tmp file that `recover()`
 deletes (the broker redelivers the message); a crash after it leaves one that `recover()` renames.
+
+Compaction (one file per MQTT batch adds up to thousands a day): a partition's files are merged into one
+`part-compact-*.parquet.tmp` (fsynced); one transaction then commits the new file, points the ids at it,
+and moves the old names from `files` to `retired`; then the new file is renamed into place and the old
+ones deleted. `recover()` finishes an interrupted compaction the same way (rename, delete the retired).
+Readers list the committed files from the index, so they never see a record twice.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import fcntl
 import json
 import os
 import sqlite3
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -30,6 +37,7 @@ SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS ids (id TEXT PRIMARY KEY, file TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS files (name TEXT PRIMARY KEY, records INTEGER NOT NULL, committed REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, count INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS retired (name TEXT PRIMARY KEY) WITHOUT ROWID;
 """
 BLOB_FIELDS = {"audio_wav_b64": "audio_wav", "thumbnail_png_b64": "thumbnail_png", "image_png_b64": "image_png"}
 
@@ -62,6 +70,7 @@ class Dataset:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA_SQL)
         self._rejected_log = (self.root / "rejected.jsonl").open("a", encoding="utf-8")
+        self._writing = threading.RLock()  # the MQTT thread stores while the trainer's main thread compacts
         self.recover()
 
     def recover(self) -> dict[str, int]:
@@ -76,9 +85,80 @@ class Dataset:
             else:
                 tmp.unlink()
                 done["deleted"] += 1
+        retired = [row[0] for row in self._db.execute("SELECT name FROM retired")]
+        for name in retired:  # merged into a committed compacted file before the crash
+            (self.files_dir / name).unlink(missing_ok=True)
+        if retired:
+            self._db.execute("DELETE FROM retired")
+        done["retired"] = len(retired)
         return done
 
+    def compact(self, before: str | None = None, min_files: int = 4) -> dict[str, int]:
+        """Merge each partition (date, device) holding at least `min_files` files into one, for dates before
+        `before` (YYYY-MM-DD; default: every date). Returns how many partitions and files it merged."""
+        by_partition: dict[str, list[tuple[str, int]]] = {}
+        with self._writing:
+            listed = self._db.execute("SELECT name, records FROM files ORDER BY name").fetchall()
+        for name, records in listed:
+            partition = str(Path(name).parent)
+            day = partition.split("/", 1)[0].removeprefix("date=")
+            if before is None or day < before:
+                by_partition.setdefault(partition, []).append((name, records))
+        done = {"partitions": 0, "files_merged": 0, "records": 0}
+        for partition, files in sorted(by_partition.items()):
+            if len(files) >= min_files:
+                self._compact_partition(partition, files)
+                done["partitions"] += 1
+                done["files_merged"] += len(files)
+                done["records"] += sum(records for _, records in files)
+        return done
+
+    def _compact_partition(self, partition: str, files: list[tuple[str, int]]) -> None:
+        import pyarrow.dataset as ds
+        import pyarrow.parquet as pq
+
+        names = [name for name, _ in files]
+        paths = [str(self.files_dir / n) for n in names]
+        table = ds.dataset(paths, schema=_arrow_schema(), format="parquet").to_table()
+        if table.num_rows != sum(records for _, records in files):
+            raise EdgeOmniError(f"{self.files_dir / partition}: its files hold {table.num_rows} records, the index "
+                                f"says {sum(r for _, r in files)}; not compacting it")
+        target = self.files_dir / partition / f"part-compact-{time.time():.6f}-{uuid.uuid4().hex[:8]}.parquet"
+        tmp = target.with_name(target.name + ".tmp")
+        pq.write_table(table, tmp)
+        with tmp.open("rb+") as handle:
+            os.fsync(handle.fileno())
+        name = str(target.relative_to(self.files_dir))
+        # Only the index update waits for the MQTT thread's writes: merging a past day's files does not.
+        with self._writing:
+            self._retire(name, table.num_rows, names, tmp, target)
+
+    def _retire(self, name: str, records: int, names: list[str], tmp: Path, target: Path) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("INSERT INTO files (name, records, committed) VALUES (?, ?, ?)",
+                             (name, records, time.time()))
+            for start in range(0, len(names), 500):  # under SQLite's limit on bound parameters
+                chunk = names[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                self._db.execute(f"UPDATE ids SET file = ? WHERE file IN ({marks})", [name, *chunk])
+                self._db.execute(f"DELETE FROM files WHERE name IN ({marks})", chunk)
+            self._db.executemany("INSERT OR IGNORE INTO retired (name) VALUES (?)", [(n,) for n in names])
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            self._db.execute("ROLLBACK")
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, target)
+        for old in names:
+            (self.files_dir / old).unlink(missing_ok=True)
+        self._db.executemany("DELETE FROM retired WHERE name = ?", [(n,) for n in names])
+
     def new_ids(self, ids: list[str]) -> set[str]:
+        with self._writing:
+            return self._new_ids(ids)
+
+    def _new_ids(self, ids: list[str]) -> set[str]:
         known: set[str] = set()
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
@@ -88,6 +168,10 @@ class Dataset:
 
     def append(self, device: str, records: list[dict[str, Any]]) -> int:
         """Store records (already validated, not yet stored, all from one device); returns how many."""
+        with self._writing:
+            return self._append(device, records)
+
+    def _append(self, device: str, records: list[dict[str, Any]]) -> int:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -129,9 +213,10 @@ class Dataset:
         return len(records)
 
     def count(self, name: str, n: int = 1) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-        self._count_locked(name, n)
-        self._db.execute("COMMIT")
+        with self._writing:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._count_locked(name, n)
+            self._db.execute("COMMIT")
 
     def reject(self, topic: str, reason: str, detail: str) -> None:
         self.count(f"rejected:{reason}")
@@ -143,9 +228,10 @@ class Dataset:
         return dict(self._db.execute("SELECT name, count FROM counters").fetchall())
 
     def close(self) -> None:
-        self._rejected_log.close()
-        self._db.close()
-        self._lock.close()
+        with self._writing:  # not in the middle of a compaction's index update
+            self._rejected_log.close()
+            self._db.close()
+            self._lock.close()
 
     def _count_locked(self, name: str, n: int) -> None:
         self._db.execute("INSERT INTO counters (name, count) VALUES (?, ?) "
@@ -181,17 +267,31 @@ def read_datasets(roots: list[Path]) -> Any:
 
 
 def read_dataset(root: Path) -> Any:
-    """The whole dataset as one pyarrow Table (with `date` and `device` from the partition paths). Files written
-    before a column was added read it as nulls: the schema is this version's, not the first file's."""
+    """The whole dataset as one pyarrow Table (with `date` and `device` from the partition paths). Only files
+    the index lists as committed are read (never a half-written tmp, never a file a compaction retired), and
+    with this version's schema, so files written before a column was added read it as nulls."""
     import pyarrow as pa
     import pyarrow.dataset as ds
 
     keys = pa.schema([("date", pa.string()), ("device", pa.string())])
     schema = pa.schema(list(_arrow_schema()) + list(keys))
     files_dir = Path(root).expanduser() / "dataset"
-    files = sorted(str(path) for path in files_dir.rglob("*.parquet")) if files_dir.is_dir() else []
-    if not files:  # never a half-written *.parquet.tmp
-        return schema.empty_table()
-    partitioning = ds.partitioning(keys, flavor="hive")
-    return ds.dataset(files, schema=schema, format="parquet", partitioning=partitioning,
-                      partition_base_dir=str(files_dir)).to_table()
+    for attempt in range(3):
+        files = [str(path) for path in _committed_files(Path(root).expanduser()) if path.is_file()]
+        if not files:
+            return schema.empty_table()
+        try:
+            return ds.dataset(files, schema=schema, format="parquet", partition_base_dir=str(files_dir),
+                              partitioning=ds.partitioning(keys, flavor="hive")).to_table()
+        except FileNotFoundError:  # a live trainer compacted a partition while we read: list again
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _committed_files(root: Path) -> list[Path]:
+    index = root / "index.sqlite"
+    if not index.exists():
+        return []
+    with contextlib.closing(sqlite3.connect(f"{index.resolve().as_uri()}?mode=ro", uri=True)) as db:
+        return [root / "dataset" / name for (name,) in db.execute("SELECT name FROM files ORDER BY name")]

@@ -40,6 +40,7 @@ class IngestConfig:
     # trainers re-subscribe are acknowledged and dropped. An exclusive subscription survives (see
     # runtimes/server/README.md); use it with a single trainer on such brokers.
     shared: bool = True
+    compact_every_h: float = 6.0  # merge past days' partitions into one file each this often (0 = never)
 
 
 class Ingestor:
@@ -153,8 +154,25 @@ def serve(config: IngestConfig, stop: threading.Event, report_every_s: float = 1
     thread = threading.Thread(target=ingestor.run, args=(stop,), name="edgeomni-trainer", daemon=True)
     thread.start()
     last = time.monotonic()
+    compacted = time.monotonic() - 0.9 * config.compact_every_h * 3600  # the first pass soon after start
     while not stop.wait(0.5):
         if time.monotonic() - last > report_every_s:
             last = time.monotonic()
             log.info("trainer: %d messages, counters %s", ingestor.messages, ingestor.dataset.counters())
+        if config.compact_every_h and time.monotonic() - compacted > config.compact_every_h * 3600:
+            compacted = time.monotonic()
+            _compact_past_days(ingestor.dataset)
     thread.join(10)
+
+
+def _compact_past_days(dataset: Dataset) -> None:
+    """Today's partitions are still growing; earlier ones are merged. A failure is logged, never fatal."""
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    try:
+        done = dataset.compact(before=today)
+    except Exception:
+        log.exception("trainer: compaction failed; ingest goes on, it is tried again next time")
+        return
+    if done["partitions"]:
+        log.info("trainer: compacted %d partitions (%d files, %d records)", done["partitions"],
+                 done["files_merged"], done["records"])

@@ -85,6 +85,7 @@ class VisualConfig:
     scene_threshold: float = 0.3  # share changed against the scene's reference thumbnail that marks a new scene
     labeller: str = "int8"  # "int8" (image-labeller) or "fp32" (image-labeller-fp32, the reference)
     faces: bool = True  # count faces (needs a face-detector in the bundle)
+    face_hold_s: float = 1.0  # within a scene, a new face count is reported once it has held this long
     ocr: bool = True  # read on-screen text on scene changes (needs ocr-detector/recognizer in the bundle)
     budget_ms: int = 200  # a visual event is due this long after its block's last frame
     max_sample_step: int = 4  # when behind, sampling slows down to at most 1/max_sample_step of sample_fps
@@ -102,6 +103,8 @@ class VisualConfig:
         _check(self.change_threshold <= self.scene_threshold < 1.0, f"{section}.scene_threshold",
                f"in [change_threshold ({self.change_threshold}), 1)", self.scene_threshold)
         _check(self.labeller in ("int8", "fp32"), f"{section}.labeller", "'int8' or 'fp32'", self.labeller)
+        _check(0.0 <= self.face_hold_s <= 10.0, f"{section}.face_hold_s", "0..10 s (0 = report every change)",
+               self.face_hold_s)
         _check(20 <= self.budget_ms <= 10_000, f"{section}.budget_ms", "20..10000 ms", self.budget_ms)
         _check(1 <= self.max_sample_step <= 32, f"{section}.max_sample_step", "1..32", self.max_sample_step)
 

@@ -103,3 +103,32 @@ def test_rotation_metadata_is_applied(default_bundle: Path, tmp_path: Path, degr
     assert code == 0, err
     start = next(e for e in events if e["type"] == "start")
     assert visual(events)[0]["ocr"] == ["Quarterly results", "Revenue up 12%"], start["describe"]
+
+
+def test_a_face_turning_away_for_a_moment_does_not_flicker_the_count(default_bundle: Path, tmp_path: Path) -> None:
+    """The portrait's face is covered for 0.47 s (one block's analysed frame) at 4 s and for 3 s from 7 s.
+    With the default face_hold_s the short gap is not reported and the long one is, once each way; with
+    face_hold_s = 0 (no hysteresis) the short gap shows up as "no one in view" then "1 face in view"."""
+    from edgeomni.bundle import verify_bundle
+    from edgeomni.engines.faces import FaceDetector
+
+    portrait = render_photo("astronaut")
+    x0, y0, x1, y1 = FaceDetector(verify_bundle(default_bundle))(portrait)[0].box
+    h, w = portrait.shape[:2]
+    covered = portrait.copy()
+    pad_x, pad_y = 0.25 * (x1 - x0) * w, 0.25 * (y1 - y0) * h
+    covered[max(0, int(y0 * h - pad_y)):int(y1 * h + pad_y), max(0, int(x0 * w - pad_x)):int(x1 * w + pad_x)] = 128
+
+    def turn_away(image: np.ndarray, index: int) -> np.ndarray:  # 15 fps: frames 60-66 and 105-149
+        return covered if 60 <= index <= 66 or 105 <= index <= 149 else image
+
+    clip = make_scene_clip(tmp_path / "portrait.mp4", [portrait], seconds_each=13.0, fps=15, animate=turn_away)
+    counts = {}
+    for hold in (1.0, 0.0):
+        config = tmp_path / f"hold{hold}.toml"
+        config.write_text(f"[visual]\nface_hold_s = {hold}\n")
+        code, events, err = run_cli(default_bundle, clip, "--no-realtime", "--no-speech", "--config", str(config))
+        assert code == 0, err
+        counts[hold] = ([e["faces"] for e in visual(events)], end(events)["counters"]["face_flickers"])
+    assert counts[1.0] == ([1, 0, 1], 1)  # the long absence, once each way; the short one counted as a flicker
+    assert counts[0.0] == ([1, 0, 1, 0, 1], 0)

@@ -103,17 +103,19 @@ class BlockAnalyzer:
                 if text_changed and not scene_change:
                     scene_change, state.scene_ref = True, state.analysed_ref
                     state.scenes += 1
-            self._analyse(newest.image, scene_change)
+        seen = self._analyse(newest.image, scene_change) if analysed else None
+        if self.engines.faces is not None:
+            state.settle_faces(seen, scene_change, block.end, config.face_hold_s)
         return BlockFindings(start=block.start, end=block.end, last_arrival=block.last_arrival,
                              labels=self._labels(), faces=state.faces, ocr=list(state.text),
                              scene_change=scene_change, text_changed=text_changed, analysed=analysed,
                              change=round(largest, 4))
 
-    def _analyse(self, image: np.ndarray, new_scene: bool) -> None:
+    def _analyse(self, image: np.ndarray, new_scene: bool) -> int | None:
+        """Label the frame (into the scene's running probabilities); returns its face count, if counted."""
         if self.engines.labeller is not None:
             self.state.add_probs(self.engines.labeller.features(image), new_scene)
-        if self.engines.faces is not None:
-            self.state.faces = len(self.engines.faces(image))
+        return len(self.engines.faces(image)) if self.engines.faces is not None else None
 
     def _labels(self) -> list[Label]:
         probs = self.state.mean_probs()

@@ -36,7 +36,9 @@ class VisualState:
     analysed_ref: np.ndarray | None = None  # thumbnail of the last frame the models saw
     prob_sum: np.ndarray | None = None  # label probabilities summed over the scene's analysed frames
     prob_count: int = 0
-    faces: int | None = None
+    faces: int | None = None  # the count reported: a new count within a scene must hold face_hold_s first
+    face_candidate: tuple[int, float] | None = None  # (count, media time first seen) waiting to be reported
+    face_flickers: int = 0  # counts that went back before they held: a face turned away for a moment
     text: list[str] = field(default_factory=list)
     frames: int = 0
     frames_analysed: int = 0
@@ -53,10 +55,30 @@ class VisualState:
             self.prob_sum += probs
             self.prob_count += 1
 
+    def settle_faces(self, seen: int | None, new_scene: bool, now: float, hold_s: float) -> None:
+        """Hysteresis on the face count. `seen`: this block's count (None: not analysed, the frame looks as it
+        did). A new scene reports its count at once (a cut brings new people); within a scene a changed count
+        is reported once it has held for `hold_s` of media time, so a face turning away for a moment does
+        not make the captions say "no one in view" and then "1 face in view" again."""
+        if seen is not None:
+            if new_scene or self.faces is None or hold_s <= 0:
+                self.faces, self.face_candidate = seen, None
+                return
+            if seen == self.faces:
+                if self.face_candidate is not None:
+                    self.face_flickers += 1
+                self.face_candidate = None
+                return
+            if self.face_candidate is None or self.face_candidate[0] != seen:
+                self.face_candidate = (seen, now)
+        if self.face_candidate is not None and now - self.face_candidate[1] >= hold_s:
+            self.faces, self.face_candidate = self.face_candidate[0], None
+
     def mean_probs(self) -> np.ndarray | None:
         return None if self.prob_sum is None else self.prob_sum / self.prob_count
 
     def counters(self) -> dict[str, int | float]:
         return {"video_frames": self.frames, "frames_analysed": self.frames_analysed,
                 "frames_unchanged": self.frames_unchanged, "scene_changes": self.scenes, "ocr_runs": self.ocr_runs,
-                "bad_frames": self.bad_frames, "vision_cpu_seconds": round(self.cpu_seconds, 3)}
+                "bad_frames": self.bad_frames, "face_flickers": self.face_flickers,
+                "vision_cpu_seconds": round(self.cpu_seconds, 3)}

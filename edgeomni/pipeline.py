@@ -146,13 +146,13 @@ class Pipeline:
                 last_arrival = frame.arrival
                 if self.frame_tap is not None:
                     self.frame_tap(frame)
+                self.sinks.push_frame(self.stream, frame)  # sinks that write media (video:, issue 5)
                 if isinstance(frame, AudioFrame):
                     media_end = max(media_end, frame.end)
                     if speech is not None:
                         await speech.push(frame)
                 else:
                     media_end = max(media_end, frame.pts)
-                    self.sinks.push_frame(self.stream, frame)  # sinks that draw on video (issue 5)
                     if visual is not None:
                         await visual.push(frame)
                 if self._stop.is_set():

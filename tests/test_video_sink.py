@@ -1,4 +1,5 @@
-"""`--sink video:PATH`: captions and screen notes burned into the frames, checked by reading them back with OCR."""
+"""`--sink video:PATH`: captions and screen notes burned into the frames, checked by reading them back with OCR,
+and the sound written beside them, checked by captioning the output again."""
 
 from __future__ import annotations
 
@@ -72,6 +73,19 @@ def test_burned_in_output_reads_back_as_the_captions(default_bundle: Path, tmp_p
     top = " ".join(line.text for line in reader(frames[10][1][:60]))
     assert "[screen]" in top and "Quarterly results" in top, (note, top)
     assert not np.array_equal(frames[10][1][100:250], np.zeros_like(frames[10][1][100:250]))
+    # The sound is there too, in step with the pictures: the captioned file, captioned again, says the same.
+    with av.open(str(clip)) as source:
+        source_seconds = sum(f.samples / f.sample_rate for f in source.decode(audio=0))
+    with av.open(str(out)) as result:
+        audio = result.streams.audio[0]
+        assert audio.codec_context.name == "aac" and audio.rate == 16000
+        seconds = sum(f.samples for f in result.decode(audio=0)) / 16000
+    assert seconds == pytest.approx(source_seconds, abs=0.1)
+    code, again, err = run_cli(default_bundle, out, "--no-realtime", "--no-visual")
+    assert code == 0, err
+    finals = [e for e in again if e["type"] == "final"]
+    assert wer(final["text"], " ".join(e["text"] for e in finals)) <= 0.2, finals
+    assert abs(finals[0]["start"] - final["start"]) < 0.15  # the speech starts where it started in the source
 
 
 def test_video_sink_bad_targets_are_named(default_bundle: Path, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import contextlib
 
 from edgeomni.bundle import VerifiedBundle
 from edgeomni.errors import SinkError
-from edgeomni.frames import VideoFrame
+from edgeomni.frames import AudioFrame, VideoFrame
 from edgeomni.sinks.base import Event, Sink
 from edgeomni.sinks.files import JsonlSink, SubtitleSink
 from edgeomni.sinks.terminal import TerminalSink
@@ -51,8 +51,8 @@ class SinkSet:
         self._tasks = [asyncio.create_task(self._drain(s, q), name=f"sink:{s.name}")
                        for s, q in zip(sinks, self._queues, strict=True)]
 
-    def push_frame(self, stream: str, frame: VideoFrame) -> None:
-        """Decoded video frames, for sinks that draw on them (video:); never blocks."""
+    def push_frame(self, stream: str, frame: VideoFrame | AudioFrame) -> None:
+        """Decoded frames, video and audio, for sinks that write media (video:); never blocks."""
         for sink in self.sinks:
             push = getattr(sink, "push_frame", None)
             if push is not None:

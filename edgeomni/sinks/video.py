@@ -1,11 +1,15 @@
 """`--sink video:out.mp4`: the stream's frames with the captions and screen notes burned in (H.264, PyAV).
 
-Frames reach this sink straight from the pipeline (``push_frame``), captions through ``send`` like any
-sink. A caption is emitted a little after the speech it reflects, so each frame is held ``delay_s`` of
-wall time before it is drawn: by then the captions covering its media time have usually arrived, and
-frame and text leave in step (the design's parallel text + image outputs). Drawing and encoding run in
-a writer thread; the event loop only enqueues. Frames keep their own timestamps (VFR-safe), at the
-analysis resolution (visual.frame_width). No audio track is written.
+Frames reach this sink straight from the pipeline (``push_frame``, video and audio), captions through
+``send`` like any sink. A caption is emitted a little after the speech it reflects, so each frame is held
+``delay_s`` of wall time before it is drawn: by then the captions covering its media time have usually
+arrived, and frame and text leave in step (the design's parallel text + image outputs). Drawing and
+encoding run in a writer thread; the event loop only enqueues. Frames keep their own timestamps
+(VFR-safe), at the analysis resolution (visual.frame_width). The audio the runtime heard (16 kHz mono) is
+written beside them as AAC, so the captioned file plays with its sound. The file's streams are fixed when it
+is opened, so it opens at the first video frame once audio has been seen too, or after
+``_AUDIO_WAIT_S`` of video without any (a silent source, or `--no-speech` with a source whose audio is
+not decoded): until then frames wait in the writer.
 """
 
 from __future__ import annotations
@@ -22,12 +26,13 @@ import av
 import numpy as np
 
 from edgeomni.errors import SinkError
-from edgeomni.frames import VideoFrame
+from edgeomni.frames import AUDIO_RATE, AudioFrame, VideoFrame
 from edgeomni.sinks.base import Event, Sink
 from edgeomni.sinks.overlay import GlyphFont, draw_lines
 
 _HOLD_FINAL_S = 2.0  # a final stays on screen this long after its speech ended
 _QUEUE_FRAMES = 600  # ~20 s at 30 fps: the writer only falls this far behind on a badly overloaded machine
+_AUDIO_WAIT_S = 2.0  # media seconds of video after which a source that sent no audio is written without it
 
 
 @dataclass(slots=True)
@@ -88,12 +93,12 @@ class BurnedVideoSink(Sink):
         self.frames_dropped = 0
         self.error: str | None = None
         self._stream: str | None = None
-        self._queue: queue.Queue[VideoFrame | None] = queue.Queue(maxsize=_QUEUE_FRAMES)
+        self._queue: queue.Queue[VideoFrame | AudioFrame | None] = queue.Queue(maxsize=_QUEUE_FRAMES * 2)
         self._thread = threading.Thread(target=self._write_loop, name=f"sink:{self.name}", daemon=True)
         self._thread.start()
 
-    def push_frame(self, stream: str, frame: VideoFrame) -> None:
-        """Called by the pipeline for every decoded frame; never blocks the event loop."""
+    def push_frame(self, stream: str, frame: VideoFrame | AudioFrame) -> None:
+        """Called by the pipeline for every decoded frame, video and audio; never blocks the event loop."""
         if self._stream is None:
             self._stream = stream
         if stream != self._stream:
@@ -114,33 +119,50 @@ class BurnedVideoSink(Sink):
         await asyncio.to_thread(self._thread.join)
 
     def _write_loop(self) -> None:
-        container = stream = font = None
-        last_pts = -1
+        output: _Output | None = None
+        waiting: list[VideoFrame | AudioFrame] = []  # until the file's streams are known
         try:
             while (frame := self._queue.get()) is not None:
-                wait = frame.arrival + self.delay_s - time.monotonic()
-                if wait > 0 and self._queue.qsize() < _QUEUE_FRAMES // 2:
-                    time.sleep(wait)  # let the captions for this moment arrive first
-                image = _even(frame.image)
-                if container is None:
-                    container, stream = _open_output(self.path, image.shape[1], image.shape[0])
-                    font = GlyphFont(self._glyphs, scale=max(1, image.shape[1] // 640))
-                pts = max(last_pts + 1, round(frame.pts * 1000))  # strictly increasing, millisecond timestamps
-                last_pts = pts
-                out = self._draw(image, frame.pts, font)
-                video_frame = av.VideoFrame.from_ndarray(out, format="rgb24")
-                video_frame.pts, video_frame.time_base = pts, Fraction(1, 1000)
-                container.mux(stream.encode(video_frame))
-                self.frames_written += 1
-            if container is not None:
-                container.mux(stream.encode(None))
+                if output is None:
+                    waiting.append(frame)
+                    video = [f for f in waiting if isinstance(f, VideoFrame)]
+                    if video and (len(video) < len(waiting) or video[-1].pts - video[0].pts >= _AUDIO_WAIT_S):
+                        output = self._open(video[0], with_audio=len(video) < len(waiting))
+                        for held in waiting:
+                            self._write(output, held)
+                        waiting = []
+                    continue
+                self._write(output, frame)
+            if output is None and any(isinstance(f, VideoFrame) for f in waiting):
+                output = self._open(next(f for f in waiting if isinstance(f, VideoFrame)),
+                                    with_audio=not all(isinstance(f, VideoFrame) for f in waiting))
+                for held in waiting:
+                    self._write(output, held)
+            if output is not None:
+                output.flush()
         except Exception as exc:  # reported through send(); the pipeline and other sinks go on
             self.error = f"{type(exc).__name__}: {exc}"
             while self._queue.get() is not None:  # keep draining so push_frame never fills up
                 pass
         finally:
-            if container is not None:
-                container.close()
+            if output is not None:
+                output.container.close()
+
+    def _open(self, first: VideoFrame, with_audio: bool) -> _Output:
+        image = _even(first.image)
+        container, video = _open_output(self.path, image.shape[1], image.shape[0])
+        audio = container.add_stream("aac", rate=AUDIO_RATE, layout="mono") if with_audio else None
+        return _Output(container, video, audio, GlyphFont(self._glyphs, scale=max(1, image.shape[1] // 640)))
+
+    def _write(self, output: _Output, frame: VideoFrame | AudioFrame) -> None:
+        if isinstance(frame, AudioFrame):
+            output.write_audio(frame)
+            return
+        wait = frame.arrival + self.delay_s - time.monotonic()
+        if wait > 0 and self._queue.qsize() < _QUEUE_FRAMES // 2:
+            time.sleep(wait)  # let the captions for this moment arrive first
+        output.write_video(frame.pts, self._draw(_even(frame.image), frame.pts, output.font))
+        self.frames_written += 1
 
     def _draw(self, image: np.ndarray, pts: float, font: GlyphFont) -> np.ndarray:
         caption, note = self.board.at(pts)
@@ -153,6 +175,44 @@ class BurnedVideoSink(Sink):
             draw_lines(out, font.wrap(caption, image.shape[1] - 2 * margin, 2), font,
                        bottom=image.shape[0] - margin)
         return out
+
+
+@dataclass
+class _Output:
+    """The open file: its video stream, its audio stream (None for a source without sound), the caption font."""
+
+    container: av.container.OutputContainer
+    video: av.video.VideoStream
+    audio: av.audio.AudioStream | None
+    font: GlyphFont
+    last_video_pts: int = -1
+    next_audio_sample: int = 0
+
+    def write_video(self, pts_s: float, image: np.ndarray) -> None:
+        pts = max(self.last_video_pts + 1, round(pts_s * 1000))  # strictly increasing, millisecond timestamps
+        self.last_video_pts = pts
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts, frame.time_base = pts, Fraction(1, 1000)
+        self.container.mux(self.video.encode(frame))
+
+    def write_audio(self, chunk: AudioFrame) -> None:
+        if self.audio is None:
+            return
+        start = round(chunk.pts * AUDIO_RATE)
+        samples = chunk.samples[max(0, self.next_audio_sample - start):]  # never back in time (overlaps trimmed)
+        if not len(samples):
+            return
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples, np.float32)[None], format="flt",
+                                           layout="mono")
+        frame.sample_rate = AUDIO_RATE
+        frame.pts, frame.time_base = max(start, self.next_audio_sample), Fraction(1, AUDIO_RATE)
+        self.next_audio_sample = frame.pts + len(samples)
+        self.container.mux(self.audio.encode(frame))
+
+    def flush(self) -> None:
+        self.container.mux(self.video.encode(None))
+        if self.audio is not None:
+            self.container.mux(self.audio.encode(None))
 
 
 def _even(image: np.ndarray) -> np.ndarray:

@@ -109,3 +109,62 @@ def test_meeting_page_shows_the_spoken_sentence(browser, default_bundle: Path) -
         assert server.server.closed[-1]["reason"] == "deleted by the client"
     finally:
         server.stop()
+
+
+def test_meeting_page_shows_the_video_with_captions_burned_in(tmp_path: Path, default_bundle: Path) -> None:
+    """"captions burned in" ticked: the page plays the video the server returns, and a frame grabbed from that
+    <video> element reads back (OCR) as the spoken sentence."""
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        pytest.skip("needs Debian chromium and chromium-driver (make test installs them)")
+    import base64
+    import io
+
+    from PIL import Image
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    from edgeomni.bundle import verify_bundle
+    from edgeomni.engines.ocr import TextReader
+
+    speech = pad_wav(make_speech_wav(tmp_path / "speech.wav", SENTENCE, voice="en-us", speed=145), 2.0, 1.0)
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                 f"--use-file-for-fake-audio-capture={speech}",
+                 f"--use-file-for-fake-video-capture={make_y4m(tmp_path / 'camera.y4m', size=(640, 360))}",
+                 "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
+                 f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log")),
+                              options=options)
+    server = ServerThread(default_bundle, idle_timeout_s=3.0).start()
+    reader = TextReader(verify_bundle(default_bundle))
+    grab = ("const v = document.getElementById('self-view'); if (!v.videoWidth) return null;"
+            "const c = document.createElement('canvas'); c.width = v.videoWidth; c.height = v.videoHeight;"
+            "c.getContext('2d').drawImage(v, 0, 0); return c.toDataURL('image/png');")
+    try:
+        driver.get(f"{server.url}/?token={TOKEN}&name=Burned")
+        driver.find_element(By.ID, "burn-in").click()
+        driver.find_element(By.ID, "join").click()
+        deadline, best, seen = time.monotonic() + 45, 1.0, ""
+        while time.monotonic() < deadline and best > 0.35:
+            time.sleep(0.5)
+            url = driver.execute_script(grab)
+            if not url or driver.execute_script("return document.body.dataset.burnedIn") != "true":
+                continue
+            image = np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB"))
+            text = " ".join(line.text for line in reader(image[-80:]))
+            # The band shows the newest two lines of a caption: the share of its words that are the sentence's.
+            if len(words(text)) >= 4:
+                miss = 1.0 - sum(w in words(SENTENCE) for w in words(text)) / len(words(text))
+                best, seen = (miss, text) if miss < best else (best, seen)
+        print(f"burned-in caption read back: {seen!r}")
+        assert best <= 0.35, f"no frame of the returned video read back as the sentence; best OCR: {seen!r}"
+        assert not driver.find_element(By.ID, "overlay").is_displayed()  # the picture carries the captions
+        session = next(iter(server.server.sessions.values()))
+        assert session.burned is not None and session.burned.frames_sent > 20
+    finally:
+        driver.quit()
+        server.stop()

@@ -67,3 +67,43 @@ def test_abrupt_disconnect_cleans_up_without_leaks(server: ServerThread, tmp_pat
     assert not leaked_tasks, f"tasks left behind: {leaked_tasks}"
     status, health = http("GET", f"{server.url}/health", token=None)
     assert status == 200 and health["sessions"] == 0
+
+
+def test_burn_in_returns_the_participant_s_video_with_their_captions(server: ServerThread, tmp_path: Path) -> None:
+    """Offer `"burn_in": true`: the video that comes back carries the participant's final (bottom band) and the
+    screen note (top band), read back with the bundle's OCR; an offer without a camera is refused clearly."""
+    import asyncio
+
+    from aiortc.contrib.media import MediaPlayer
+    from media_factory import make_scene_clip, render_photo, render_slide
+    from webrtc_support import TOKEN
+
+    from edgeomni.bundle import verify_bundle
+    from edgeomni.engines.ocr import TextReader
+    from edgeomni.webrtc.client import CaptionClient, SignalingError
+
+    speech = make_speech_wav(tmp_path / "speech.wav", "Thank you for listening.", voice="en-us", speed=140)
+    clip = make_scene_clip(tmp_path / "camera.mp4", [render_slide("Quarterly results"), render_photo("chelsea")],
+                           seconds_each=3.0, speech=speech, speech_at=0.5)
+    returned: list[tuple[float, object]] = []
+    client = CaptionClient(server.url, TOKEN, "carol",
+                           on_video=lambda frame: returned.append((time.monotonic(), frame.to_ndarray(format="rgb24"))))
+    finals_at: list[tuple[float, dict]] = []
+    client.on_event = lambda e: finals_at.append((time.monotonic(), e)) if e["type"] == "final" else None
+    events = asyncio.run(client.run(MediaPlayer(str(clip)), timeout=60))
+    assert returned, "no video came back"
+    assert returned[0][1].shape == (360, 640, 3)
+    received_at, final = next((t, e) for t, e in finals_at if e.get("session") == client.session)
+    reader = TextReader(verify_bundle(server.serve.bundle))
+    after = [image for t, image in returned if received_at + 0.2 <= t <= received_at + 1.5]
+    assert after, "no frame came back after the final"
+    bottoms = [" ".join(line.text for line in reader(image[-70:])) for image in after[::3]]
+    assert min(wer(final["text"], bottom) for bottom in bottoms) <= 0.3, (final["text"], bottoms)
+    tops = [" ".join(line.text for line in reader(image[:60])) for image in after[::3]]
+    assert any("[screen]" in top for top in tops), tops
+    end = next(e for e in events if e["type"] == "end" and e["session"] == client.session)
+    assert end["participant_metrics"]["burned_frames_sent"] >= len(returned) > 30
+
+    silent = CaptionClient(server.url, TOKEN, "dave", send_video=False, on_video=lambda frame: None)
+    with pytest.raises(SignalingError, match="field 'burn_in': the offer has no camera track"):
+        asyncio.run(silent.run(MediaPlayer(str(clip)), timeout=30))

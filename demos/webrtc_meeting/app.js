@@ -52,6 +52,12 @@ async function join(event) {
     const channel = pc.createDataChannel("captions");  // must exist before the offer
     channel.onmessage = (msg) => onEvent(JSON.parse(msg.data));
     for (const track of state.stream.getTracks()) pc.addTrack(track, state.stream);
+    const burnIn = $("burn-in").checked && $("use-camera").checked;
+    pc.ontrack = (e) => {  // our own video, back from the server with the captions drawn on it
+      if (!burnIn || e.track.kind !== "video") return;
+      $("self-view").srcObject = new MediaStream([e.track]);
+      document.body.dataset.burnedIn = "true";  // the picture carries the captions: no HTML overlay on top
+    };
     pc.onconnectionstatechange = () => {
       if (pc !== state.pc) return;  // a connection we already left
       if (pc.connectionState === "failed") {
@@ -67,7 +73,7 @@ async function join(event) {
       method: "POST",
       headers: { "Content-Type": "application/json", ...authHeaders() },
       body: JSON.stringify({ sdp: pc.localDescription.sdp, type: "offer", name: $("name").value.trim(),
-                             room: $("room").value.trim() || "main" }),
+                             room: $("room").value.trim() || "main", burn_in: burnIn }),
     });
     const answer = await reply.json();
     if (!reply.ok) throw new Error(`server refused the offer (HTTP ${reply.status}): ${answer.error}`);
@@ -90,6 +96,7 @@ async function leave() {
   }
   if (pc) pc.close();
   if (stream) stream.getTracks().forEach((t) => t.stop());
+  delete document.body.dataset.burnedIn;
   $("join").disabled = false;
   $("leave").disabled = true;
 }

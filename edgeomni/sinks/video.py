@@ -149,7 +149,7 @@ class BurnedVideoSink(Sink):
                 output.container.close()
 
     def _open(self, first: VideoFrame, with_audio: bool) -> _Output:
-        image = _even(first.image)
+        image = even_size(first.image)
         container, video = _open_output(self.path, image.shape[1], image.shape[0])
         audio = container.add_stream("aac", rate=AUDIO_RATE, layout="mono") if with_audio else None
         return _Output(container, video, audio, GlyphFont(self._glyphs, scale=max(1, image.shape[1] // 640)))
@@ -161,20 +161,19 @@ class BurnedVideoSink(Sink):
         wait = frame.arrival + self.delay_s - time.monotonic()
         if wait > 0 and self._queue.qsize() < _QUEUE_FRAMES // 2:
             time.sleep(wait)  # let the captions for this moment arrive first
-        output.write_video(frame.pts, self._draw(_even(frame.image), frame.pts, output.font))
+        output.write_video(frame.pts, burn_in(even_size(frame.image), *self.board.at(frame.pts), output.font))
         self.frames_written += 1
 
-    def _draw(self, image: np.ndarray, pts: float, font: GlyphFont) -> np.ndarray:
-        caption, note = self.board.at(pts)
-        out = image.copy()
-        margin = max(4, image.shape[0] // 40)
-        if note:
-            draw_lines(out, font.wrap(f"[screen] {note}", image.shape[1] - 2 * margin, 1), font, top=margin,
-                       colour=(255, 230, 120))
-        if caption:
-            draw_lines(out, font.wrap(caption, image.shape[1] - 2 * margin, 2), font,
-                       bottom=image.shape[0] - margin)
-        return out
+def burn_in(image: np.ndarray, caption: str, note: str, font: GlyphFont) -> np.ndarray:
+    """A copy of the frame with the screen note at the top and the caption (two lines at most) at the bottom."""
+    out = image.copy()
+    margin = max(4, image.shape[0] // 40)
+    if note:
+        draw_lines(out, font.wrap(f"[screen] {note}", image.shape[1] - 2 * margin, 1), font, top=margin,
+                   colour=(255, 230, 120))
+    if caption:
+        draw_lines(out, font.wrap(caption, image.shape[1] - 2 * margin, 2), font, bottom=image.shape[0] - margin)
+    return out
 
 
 @dataclass
@@ -215,7 +214,7 @@ class _Output:
             self.container.mux(self.audio.encode(None))
 
 
-def _even(image: np.ndarray) -> np.ndarray:
+def even_size(image: np.ndarray) -> np.ndarray:
     """H.264 4:2:0 needs even sizes: an odd last row/column is dropped."""
     height, width = image.shape[:2]
     return image[: height - height % 2, : width - width % 2]

@@ -45,8 +45,10 @@ def open_media(file: str | None, mic: bool, video: bool) -> Any:
 class CaptionClient:
     def __init__(self, url: str, token: str | None, name: str, room: str = "main",
                  ice_servers: list[IceServer] | None = None, on_event: Callable[[dict[str, Any]], None] | None = None,
-                 send_video: bool = True) -> None:
+                 send_video: bool = True, on_video: Callable[[Any], None] | None = None) -> None:
+        """on_video: ask for our video back with our captions burned in; called with each av.VideoFrame."""
         self.url, self.token, self.name, self.room = url.rstrip("/"), token, name, room
+        self.on_video = on_video
         self.ice_servers = ice_servers or []
         self.on_event = on_event or (lambda _event: None)
         self.send_video = send_video
@@ -70,6 +72,7 @@ class CaptionClient:
         opened = asyncio.Event()
         channel.on("open", opened.set)
         channel.on("message", lambda message: self._receive(message, done))
+        pc.on("track", self._on_track)
         for track in (player.audio if player else None, player.video if player and self.send_video else None):
             if track is not None:
                 pc.addTrack(track)
@@ -79,7 +82,8 @@ class CaptionClient:
             try:
                 await pc.setLocalDescription(await pc.createOffer())  # non-trickle: waits for all candidates
                 async with http.post(f"{self.url}/offer", json={"sdp": pc.localDescription.sdp, "type": "offer",
-                                                               "name": self.name, "room": self.room}) as reply:
+                                                               "name": self.name, "room": self.room,
+                                                               "burn_in": self.on_video is not None}) as reply:
                     body = await reply.json(content_type=None)
                     if reply.status != 200:
                         raise SignalingError(f"POST /offer: HTTP {reply.status}: {body.get('error', body)}")
@@ -92,6 +96,18 @@ class CaptionClient:
                         await http.delete(f"{self.url}/session/{self.session}")
                 await pc.close()
         return self.events
+
+    def _on_track(self, track: Any) -> None:
+        if track.kind == "video" and self.on_video is not None:
+            self._tasks.append(asyncio.ensure_future(self._read_video(track)))
+
+    async def _read_video(self, track: Any) -> None:
+        from aiortc.mediastreams import MediaStreamError
+
+        assert self.on_video is not None
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                self.on_video(await track.recv())
 
     def own(self, kind: str | None = None) -> list[dict[str, Any]]:
         """Our own events (the server also sends every other participant's captions)."""

@@ -121,14 +121,16 @@ class CaptionServer:
         sdp, kind = body.get("sdp"), body.get("type")
         name = body.get("name", f"participant-{len(self.sessions) + 1}")
         room_name = body.get("room", "main")
+        burn_in = body.get("burn_in", False)
         for fieldname, value, ok in (("sdp", sdp, isinstance(sdp, str) and sdp.strip()),
+                                     ("burn_in", burn_in, isinstance(burn_in, bool)),
                                      ("type", kind, kind == "offer"),
                                      ("name", name, isinstance(name, str) and 0 < len(name) <= MAX_NAME_CHARS),
                                      ("room", room_name, isinstance(room_name, str) and 0 < len(room_name) <= 64)):
             if not ok:
                 expected = {"sdp": "a non-empty SDP string", "type": '"offer"',
                             "name": f"a string of 1..{MAX_NAME_CHARS} characters",
-                            "room": "a string of 1..64 characters"}[fieldname]
+                            "room": "a string of 1..64 characters", "burn_in": "true or false"}[fieldname]
                 raise _bad_request(f"field {fieldname!r}: expected {expected}, got {_show(value)}")
         if len(self.sessions) >= self.serve.max_sessions:
             raise web.HTTPServiceUnavailable(text=json.dumps({"error": f"server full: {len(self.sessions)} "
@@ -138,7 +140,7 @@ class CaptionServer:
         session = Session(uuid.uuid4().hex[:12], name, room, self.engines, self.run_config, self.executor,
                           self.rtc_config, self.serve.idle_timeout_s, self._forget)
         try:
-            answer = await session.accept(sdp)
+            answer = await session.accept(sdp, burn_in=burn_in)
         except OfferError as exc:
             raise _bad_request(str(exc)) from None
         self.sessions[session.id] = session

@@ -49,11 +49,13 @@ class Session:
         self.channel: CaptionChannel | None = None
         self.closed_reason: str | None = None
         self.pc: Any = None
+        self.burned: Any = None  # BurnedTrack when the participant asked for their video back, captioned
         self._tasks: list[asyncio.Task[Any]] = []
         self._closing: asyncio.Task[None] | None = None
 
-    async def accept(self, offer_sdp: str) -> str:
-        """Answer the offer (non-trickle: the answer carries all our candidates) and start captioning."""
+    async def accept(self, offer_sdp: str, burn_in: bool = False) -> str:
+        """Answer the offer (non-trickle: the answer carries all our candidates) and start captioning; with
+        `burn_in`, the participant's video goes back to them with their captions drawn on it."""
         from aiortc import RTCPeerConnection, RTCSessionDescription
 
         if not offer_sdp.lstrip().startswith("v=0"):
@@ -68,15 +70,19 @@ class Session:
             if pc.sctp is None:
                 raise OfferError(f"SDP offer has no data channel (m=application): create a data channel labelled "
                                  f"{CHANNEL_LABEL!r} before createOffer(), captions come back on it")
+            if burn_in:
+                self.burned = self._return_track(pc)
             await pc.setLocalDescription(await pc.createAnswer())
+            if burn_in:
+                self._check_return_direction(pc)
         except Exception as exc:  # aiortc raises ValueError/KeyError/... for SDP it cannot use
             await self.source.close()
             await self._abort()
             if isinstance(exc, OfferError):
                 raise
             raise OfferError(f"SDP offer rejected: {type(exc).__name__}: {exc}") from None
-        pipeline = Pipeline(self.source, self.engines, SinkSet([RoomSink(self.room, self.id, self.participant,
-                                                                          self._end_extras)]),
+        sinks = [RoomSink(self.room, self.id, self.participant, self._end_extras)]
+        pipeline = Pipeline(self.source, self.engines, SinkSet(sinks + ([self.burned.sink] if self.burned else [])),
                             self.config, self.executor, stream=self.id)
         self.pipeline = pipeline
         self.channel = CaptionChannel(self.id, pipeline.clock, self.metrics)
@@ -93,9 +99,10 @@ class Session:
         return pc.localDescription.sdp
 
     def status(self) -> dict[str, Any]:
+        counters = self.source.counters() | (self.burned.counters() if self.burned else {})
         return {"session": self.id, "participant": self.participant, "room": self.room.name,
                 "state": self.pc.connectionState if self.pc else "new", "audio": self.source.has_audio,
-                "video": self.source.has_video, **self.metrics.summary(self.source.counters())}
+                "video": self.source.has_video, **self.metrics.summary(counters)}
 
     async def close(self, reason: str) -> None:
         """End the session (idempotent; concurrent callers all wait for the same cleanup)."""
@@ -109,6 +116,25 @@ class Session:
         return self._closing
 
     # -- internals ------------------------------------------------------------------------------------------
+    def _return_track(self, pc: Any) -> Any:
+        from edgeomni.webrtc.burned_track import BurnedTrack
+
+        if not self.source.has_video:
+            raise OfferError("field 'burn_in': the offer has no camera track (m=video) to send back captioned")
+        manifest = self.engines.bundle.manifest
+        if not manifest.has_role("overlay-glyphs"):
+            raise OfferError(f"field 'burn_in': bundle {manifest.name!r} has no overlay-glyphs component to draw "
+                             "captions with (rebuild it: edgeomni bundle build-default)")
+        track = BurnedTrack(self.engines.bundle.role_file("overlay-glyphs"), self.id)
+        pc.addTrack(track)
+        return track
+
+    def _check_return_direction(self, pc: Any) -> None:
+        sender = next(t for t in pc.getTransceivers() if t.sender.track is self.burned)
+        if "send" not in (sender.currentDirection or sender.direction or ""):
+            raise OfferError("field 'burn_in': the offer's video is send-only; offer it sendrecv to receive the "
+                             "captioned video back")
+
     def _end_extras(self) -> dict[str, Any]:
         return {"participant_metrics": self.status()}
 
@@ -192,6 +218,8 @@ class Session:
         self.room.channels.pop(self.id, None)
         if self.channel is not None:
             await self.channel.close()
+        if self.burned is not None:
+            self.burned.stop()
         await self._abort()
         self.on_closed(self)
 

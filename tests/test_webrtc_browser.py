@@ -54,26 +54,31 @@ def pad_wav(path: Path, before_s: float, after_s: float) -> Path:
     return path
 
 
-@pytest.fixture
-def browser(tmp_path: Path):
+def start_chromium(tmp_path: Path, camera_size: tuple[int, int] = (320, 240)):
+    """Headless Chromium whose fake microphone loops the sentence (then a pause that lets the endpointer close
+    it) and whose fake camera plays a generated clip."""
     if CHROMIUM is None or CHROMEDRIVER is None:
         pytest.skip("needs Debian chromium and chromium-driver (make test installs them)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    # The fake microphone loops its file: a sentence, then a pause that lets the endpointer close it.
     speech = pad_wav(make_speech_wav(tmp_path / "speech.wav", SENTENCE, voice="en-us", speed=145), 2.0, 1.0)
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                  "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
                  f"--use-file-for-fake-audio-capture={speech}",
-                 f"--use-file-for-fake-video-capture={make_y4m(tmp_path / 'camera.y4m')}",
+                 f"--use-file-for-fake-video-capture={make_y4m(tmp_path / 'camera.y4m', size=camera_size)}",
                  "--allow-loopback-in-peer-connection",  # CI sandboxes may have no interface but lo
                  "--autoplay-policy=no-user-gesture-required", f"--user-data-dir={tmp_path / 'profile'}"):
         options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log")),
-                              options=options)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log")),
+                            options=options)
+
+
+@pytest.fixture
+def browser(tmp_path: Path):
+    driver = start_chromium(tmp_path)
     try:
         yield driver
     finally:
@@ -114,31 +119,16 @@ def test_meeting_page_shows_the_spoken_sentence(browser, default_bundle: Path) -
 def test_meeting_page_shows_the_video_with_captions_burned_in(tmp_path: Path, default_bundle: Path) -> None:
     """"captions burned in" ticked: the page plays the video the server returns, and a frame grabbed from that
     <video> element reads back (OCR) as the spoken sentence."""
-    if CHROMIUM is None or CHROMEDRIVER is None:
-        pytest.skip("needs Debian chromium and chromium-driver (make test installs them)")
     import base64
     import io
 
     from PIL import Image
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
     from edgeomni.bundle import verify_bundle
     from edgeomni.engines.ocr import TextReader
 
-    speech = pad_wav(make_speech_wav(tmp_path / "speech.wav", SENTENCE, voice="en-us", speed=145), 2.0, 1.0)
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                 f"--use-file-for-fake-audio-capture={speech}",
-                 f"--use-file-for-fake-video-capture={make_y4m(tmp_path / 'camera.y4m', size=(640, 360))}",
-                 "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
-                 f"--user-data-dir={tmp_path / 'profile'}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log")),
-                              options=options)
+    driver = start_chromium(tmp_path, camera_size=(640, 360))
     server = ServerThread(default_bundle, idle_timeout_s=3.0).start()
     reader = TextReader(verify_bundle(default_bundle))
     grab = ("const v = document.getElementById('self-view'); if (!v.videoWidth) return null;"

@@ -403,3 +403,31 @@ def test_build_sets_fractions_are_checked_before_any_data_is_read(tmp_path: Path
         build_sets([tmp_path], tmp_path / "out", calibration_fraction=0.6, heldout_fraction=0.4)
     with pytest.raises(EdgeOmniError, match="not a trainer data directory"):
         build_sets([tmp_path], tmp_path / "out")
+
+
+def test_build_sets_keeps_each_scene_s_frames_on_one_side(tmp_path: Path) -> None:
+    """Frames of one scene are near-copies: build-sets never puts one in calibration/training and another in the
+    held-out set that gates the export."""
+    pytest.importorskip("pyarrow", reason="pyarrow (the trainer extra) is not installed")
+    from edgeomni.outbox.media import png_bytes
+    from edgeomni.trainer.build_sets import build_sets
+    from edgeomni.trainer.dataset import Dataset
+
+    dataset = Dataset(tmp_path / "data")
+    png = base64.b64encode(png_bytes(np.full((256, 320, 3), 90, np.uint8))).decode()
+    records = [{"id": f"frame-{scene}-{i}", "kind": "hard_example", "fleet": "f", "device": "cam-a", "ts": time.time(),
+                "data": {"modality": "vision", "text": "on screen: kite", "confidence": 0.3, "start": 0.0, "end": 1.5,
+                         "labels": [{"label": "kite", "score": 0.3}], "image_png_b64": png, "source": "cam.mp4",
+                         "stream": "main", "scene": scene}}
+               for scene in range(1, 7) for i in range(3)]
+    dataset.append("cam-a", records)
+    dataset.close()
+    summary = build_sets([tmp_path / "data"], tmp_path / "sets", seed=3)
+    assert summary["image_scenes"] == 6 and "calibration" not in summary  # no speech: no audio sets
+    side_of_scene: dict[int, set[str]] = {}
+    for purpose in ("calibration", "heldout", "distillation"):
+        manifest = json.loads((tmp_path / "sets" / "images" / purpose / "manifest.json").read_text())
+        assert manifest["count"] == summary["images"][purpose]["count"] == 6  # two whole scenes each
+        for item in manifest["files"]:
+            side_of_scene.setdefault(item["scene"], set()).add(purpose)
+    assert all(len(sides) == 1 for sides in side_of_scene.values()) and len(side_of_scene) == 6

@@ -197,5 +197,5 @@ class VisualTagger:
         await self._emit(CaptionEvent.stamped(
             "visual", self.stream, text, findings.start, findings.end, findings.last_arrival, self._clock,
             labels=[{"label": label.name, "score": round(label.score, 3)} for label in findings.labels],
-            faces=findings.faces, ocr=findings.ocr, scene_change=findings.scene_change,
+            faces=findings.faces, ocr=findings.ocr, scene_change=findings.scene_change, scene=findings.scene,
         ))

@@ -147,7 +147,8 @@ class OutboxSink(Sink):
         return {
             "modality": "vision", "stream": event.get("stream", ""), "source": self._source,
             "text": event.get("text", ""), "confidence": float(labels[0]["score"]), "labels": labels[:5],
-            "start": float(event["start"]), "end": float(event["end"]), "frame_pts": round(frame.pts, 3),
+            "start": float(event["start"]), "end": float(event["end"]), "scene": event.get("scene"),
+            "frame_pts": round(frame.pts, 3),
             "frame_size": [int(frame.image.shape[1]), int(frame.image.shape[0])],
             "image_png_b64": base64.b64encode(png).decode(),
         }

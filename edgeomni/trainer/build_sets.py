@@ -6,10 +6,11 @@ Output (documented in docs/ARCHITECTURE.md, "Outbox, sync and the trainer"):
 Audio manifest: {"format": "edgeomni-audio-set/1", "purpose", "seed", "count", "total_seconds", "sample_rate",
 "files": [{"file", "seconds", "text", "confidence", "device", "id"}]}. Image manifest: {"format":
 "edgeomni-image-set/1", "purpose", "seed", "count", "files": [{"file", "width", "height", "labels",
-"confidence", "text", "device", "id"}]}. Each split is a seeded shuffle, so the same data and seed give the
-same sets. `text`/`labels` are what the device made of the example (unsure by definition): the export's
-distillation and fine-tuning re-label with a teacher, and the image held-out set gates INT8 against FP32 on
-frames from the users' own cameras, which the calibration never saw.
+"confidence", "text", "device", "source", "scene", "id"}]}. Each split is a seeded shuffle, so the same data
+and seed give the same sets; frames of one scene (device, source, stream, scene number) stay on one side.
+`text`/`labels` are what the device made of the example (unsure by definition): the export's
+distillation and fine-tuning re-label with a teacher, and the image held-out set gates INT8 against FP32
+on frames from the users' own cameras, which the calibration never saw.
 """
 
 from __future__ import annotations
@@ -51,13 +52,31 @@ def build_sets(data_dirs: list[Path], out: Path, seed: int = 0, calibration_frac
         for purpose, chosen in (("calibration", speech[:n_cal]), ("distillation", speech[n_cal:] or speech[:n_cal])):
             summary[purpose] = _write_audio_set(out / purpose, purpose, chosen, seed)
     if images:
+        groups = _scene_groups(images)
         n_cal = min(max_calibration, max(1, round(len(images) * calibration_fraction)))
-        n_held = max(1, round(len(images) * heldout_fraction)) if len(images) > 1 else 0
-        splits = (("calibration", images[:n_cal]), ("heldout", images[n_cal:n_cal + n_held]),
-                  ("distillation", images[n_cal + n_held:]))
+        n_held = max(1, round(len(images) * heldout_fraction)) if len(groups) > 1 else 0
+        splits: dict[str, list[dict[str, Any]]] = {"calibration": [], "heldout": [], "distillation": []}
+        for group in groups:  # whole scenes go to one side: no near-copy of a held-out frame is trained on
+            purpose = ("calibration" if len(splits["calibration"]) < n_cal else
+                       "heldout" if len(splits["heldout"]) < n_held else "distillation")
+            splits[purpose] += group
         summary["images"] = {purpose: _write_image_set(out / "images" / purpose, purpose, chosen, seed)
-                             for purpose, chosen in splits}
+                             for purpose, chosen in splits.items()}
+        summary["image_scenes"] = len(groups)
     return summary
+
+
+def _scene_groups(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The frames grouped by the scene they show (device, source, stream and the runtime's scene number), in
+    the order of the shuffled rows: frames of one scene are near-copies, so a split must not cut a scene."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        data = json.loads(row["data"] or "{}")
+        scene = data.get("scene")
+        key = ((row["device"], data.get("source"), data.get("stream"), scene) if scene is not None
+               else (row["id"],))  # a device that does not say the scene: each frame on its own
+        groups.setdefault(key, []).append(row)
+    return list(groups.values())
 
 
 def _shuffled(rows: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
@@ -95,7 +114,7 @@ def _write_image_set(target: Path, purpose: str, rows: list[dict[str, Any]], see
         data = json.loads(row["data"] or "{}")
         files.append({"file": name, "width": width, "height": height, "labels": data.get("labels", []),
                       "confidence": row["confidence"], "text": row["text"] or "", "device": row["device"],
-                      "id": row["id"]})
+                      "source": data.get("source"), "scene": data.get("scene"), "id": row["id"]})
     manifest = {"format": IMAGE_SET_FORMAT, "purpose": purpose, "seed": seed, "count": len(files), "files": files}
     (target / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
     return {"dir": str(target), "count": len(files)}

@@ -109,7 +109,7 @@ class BlockAnalyzer:
         return BlockFindings(start=block.start, end=block.end, last_arrival=block.last_arrival,
                              labels=self._labels(), faces=state.faces, ocr=list(state.text),
                              scene_change=scene_change, text_changed=text_changed, analysed=analysed,
-                             change=round(largest, 4))
+                             change=round(largest, 4), scene=state.scenes)
 
     def _analyse(self, image: np.ndarray, new_scene: bool) -> int | None:
         """Label the frame (into the scene's running probabilities); returns its face count, if counted."""

@@ -23,6 +23,7 @@ class BlockFindings:
     text_changed: bool
     analysed: bool  # False: every frame matched the previous analysis, whose features were reused
     change: float  # largest change score in the block against the last analysed frame
+    scene: int = 0  # which scene of the stream this block belongs to (1 = the first)
 
 
 @dataclass

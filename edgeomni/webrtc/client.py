@@ -154,14 +154,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="python-client", help="participant display name")
     parser.add_argument("--room", default="main")
     parser.add_argument("--no-video", action="store_true", help="send only the audio of a file")
+    parser.add_argument("--burn-in", action="store_true",
+                        help="ask for our video back with our captions burned in (counted; see the page to watch it)")
     parser.add_argument("--ice-server", action="append", default=[], metavar="URL[,USER,CREDENTIAL]")
     parser.add_argument("--json", action="store_true", help="print events as JSON lines instead of text")
     parser.add_argument("--all", action="store_true", help="print every participant's captions, not only ours")
     parser.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
     args = parser.parse_args(argv)
 
+    returned = [0]
+
+    def count(_frame: Any) -> None:
+        returned[0] += 1
+
     client = CaptionClient(args.url, args.token, args.name, args.room, [IceServer.parse(s) for s in args.ice_server],
-                           send_video=not args.no_video)
+                           send_video=not args.no_video, on_video=count if args.burn_in else None)
     client.on_event = _printer(args, client)
     try:
         player = open_media(args.file, args.mic, video=not args.no_video)
@@ -178,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR_EVENT
     except KeyboardInterrupt:
         return 130
+    if args.burn_in:
+        print(f"received {returned[0]} captioned video frames", file=sys.stderr)
     return EXIT_ERROR_EVENT if client.own("error") else EXIT_OK
 
 

@@ -123,21 +123,15 @@ class BurnedVideoSink(Sink):
         waiting: list[VideoFrame | AudioFrame] = []  # until the file's streams are known
         try:
             while (frame := self._queue.get()) is not None:
-                if output is None:
-                    waiting.append(frame)
-                    video = [f for f in waiting if isinstance(f, VideoFrame)]
-                    if video and (len(video) < len(waiting) or video[-1].pts - video[0].pts >= _AUDIO_WAIT_S):
-                        output = self._open(video[0], with_audio=len(video) < len(waiting))
-                        for held in waiting:
-                            self._write(output, held)
-                        waiting = []
+                if output is not None:
+                    self._write(output, frame)
                     continue
-                self._write(output, frame)
+                waiting.append(frame)
+                video = [f for f in waiting if isinstance(f, VideoFrame)]
+                if video and (len(video) < len(waiting) or video[-1].pts - video[0].pts >= _AUDIO_WAIT_S):
+                    output, waiting = self._open_with(waiting), []
             if output is None and any(isinstance(f, VideoFrame) for f in waiting):
-                output = self._open(next(f for f in waiting if isinstance(f, VideoFrame)),
-                                    with_audio=not all(isinstance(f, VideoFrame) for f in waiting))
-                for held in waiting:
-                    self._write(output, held)
+                output = self._open_with(waiting)  # the stream ended while the file was still waiting
             if output is not None:
                 output.flush()
         except Exception as exc:  # reported through send(); the pipeline and other sinks go on
@@ -147,6 +141,14 @@ class BurnedVideoSink(Sink):
         finally:
             if output is not None:
                 output.container.close()
+
+    def _open_with(self, waiting: list[VideoFrame | AudioFrame]) -> _Output:
+        """Open the file (with an audio stream if any audio is among the waiting frames) and write them."""
+        video = [f for f in waiting if isinstance(f, VideoFrame)]
+        output = self._open(video[0], with_audio=len(video) < len(waiting))
+        for held in waiting:
+            self._write(output, held)
+        return output
 
     def _open(self, first: VideoFrame, with_audio: bool) -> _Output:
         image = even_size(first.image)

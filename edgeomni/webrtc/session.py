@@ -130,8 +130,8 @@ class Session:
         return track
 
     def _check_return_direction(self, pc: Any) -> None:
-        sender = next(t for t in pc.getTransceivers() if t.sender.track is self.burned)
-        if "send" not in (sender.currentDirection or sender.direction or ""):
+        transceiver = next(t for t in pc.getTransceivers() if t.sender.track is self.burned)
+        if "send" not in (transceiver.currentDirection or transceiver.direction or ""):
             raise OfferError("field 'burn_in': the offer's video is send-only; offer it sendrecv to receive the "
                              "captioned video back")
 

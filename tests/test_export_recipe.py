@@ -158,25 +158,13 @@ def test_mobilenet_recipe_end_to_end_and_an_unmeetable_gate(tmp_path: Path) -> N
     shutil.rmtree(tmp_path / "ok", ignore_errors=True)
 
 
-def test_agreement_where_fp32_is_decisive_counts_only_confident_inputs(tmp_path: Path) -> None:
+def test_agreement_where_fp32_is_decisive_counts_only_confident_inputs() -> None:
     """INT8 stand-in = FP32 logits + 1.0 on class 1: it flips exactly the inputs whose class-0 lead is under 1."""
-    from onnx import TensorProto, helper, numpy_helper
-    from onnx import save as save_onnx
-
     from edgeomni.export.gate import agreement_by_margin
 
-    def model(path: Path, shift: list[float]) -> Path:
-        graph = helper.make_graph([helper.make_node("Add", ["input", "shift"], ["logits"])], "m",
-                                  [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3])],
-                                  [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 3])],
-                                  [numpy_helper.from_array(np.array(shift, np.float32), "shift")])
-        save_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-        return path
-
-    fp32, int8 = model(tmp_path / "a.onnx", [0, 0, 0]), model(tmp_path / "b.onnx", [0, 1, 0])
     leads = np.array([0.2, 0.5, 0.9, 1.5, 3.0, 6.0], np.float32)  # logit lead of class 0 over class 1
-    heldout = np.stack([leads, np.zeros_like(leads), np.full_like(leads, -9.0)], axis=1)
-    rows = agreement_by_margin(fp32, int8, heldout, margins=(0.0, 0.3, 0.9))
+    reference = np.stack([leads, np.zeros_like(leads), np.full_like(leads, -9.0)], axis=1)
+    rows = agreement_by_margin(reference, reference + np.array([0.0, 1.0, 0.0], np.float32), margins=(0.0, 0.3, 0.9))
     # probability lead of class 0 (class 2 is negligible): 0.10, 0.24, 0.42, 0.64, 0.91, 0.995
     assert [(r["inputs"], r["top1_agreement"]) for r in rows] == [(6, 0.5), (4, 0.75), (2, 1.0)]
 

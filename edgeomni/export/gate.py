@@ -20,8 +20,8 @@ import onnx
 from edgeomni.export.quantize import ArrayCalibrationReader, logits
 
 
-def score(metric: str, fp32: Path, int8: Path, heldout: np.ndarray) -> float:
-    reference, got = logits(fp32, heldout), logits(int8, heldout)
+def score(metric: str, reference: np.ndarray, got: np.ndarray) -> float:
+    """The gate's figure for INT8 outputs `got` against the FP32 outputs `reference` on the same inputs."""
     if metric == "top1_agreement":
         return float(np.mean(reference.argmax(axis=1) == got.argmax(axis=1)))
     a, b = reference.reshape(len(reference), -1), got.reshape(len(got), -1)
@@ -29,11 +29,11 @@ def score(metric: str, fp32: Path, int8: Path, heldout: np.ndarray) -> float:
     return float(cosine.mean())
 
 
-def agreement_by_margin(fp32: Path, int8: Path, heldout: np.ndarray,
+def agreement_by_margin(reference: np.ndarray, got: np.ndarray,
                         margins: tuple[float, ...] = (0.1, 0.2, 0.3)) -> list[dict[str, float | int]]:
-    """Top-1 agreement on the held-out inputs where FP32 is decisive: its top-1 softmax probability leads the
-    second by at least each margin. Says whether INT8 flips only knife-edge answers or confident ones too."""
-    reference, got = logits(fp32, heldout), logits(int8, heldout)
+    """Top-1 agreement on the held-out inputs where FP32 (`reference` logits) is decisive: its top-1 softmax
+    probability leads the second by at least each margin. Says whether INT8 flips only knife-edge answers or
+    confident ones too."""
     shifted = np.exp(reference - reference.max(axis=1, keepdims=True))
     top2 = np.sort(shifted / shifted.sum(axis=1, keepdims=True), axis=1)[:, -2:]
     lead, agree = top2[:, 1] - top2[:, 0], reference.argmax(axis=1) == got.argmax(axis=1)
@@ -42,16 +42,18 @@ def agreement_by_margin(fp32: Path, int8: Path, heldout: np.ndarray,
             for m in margins]
 
 
-def fp32_self_agreement(fp32: Path, heldout: np.ndarray, grey_levels: float = 1.0, seed: int = 0) -> float:
-    """Top-1 agreement of the FP32 model with itself when Gaussian noise of `grey_levels` (of 255) is added to
-    the held-out images: the floor below which an INT8 agreement figure says more about the images (low top-1
-    margins) than about the quantization. Inputs are ImageNet-normalised, so one grey level is 1/255/std."""
+def fp32_self_agreement(fp32: Path, heldout: np.ndarray, reference: np.ndarray, grey_levels: float = 1.0,
+                        seed: int = 0) -> float:
+    """Top-1 agreement of the FP32 model (`reference`: its logits on `heldout`) with itself when Gaussian noise
+    of `grey_levels` (of 255) is added to the held-out images: the floor below which an INT8 agreement figure
+    says more about the images (low top-1 margins) than about the quantization. Inputs are ImageNet-normalised,
+    so one grey level is 1/255/std."""
     from edgeomni.engines.image_preprocess import IMAGENET_STD
 
     std = np.asarray(IMAGENET_STD, dtype=np.float32).reshape(1, -1, 1, 1)
     noise = np.random.default_rng(seed).normal(0.0, 1.0, heldout.shape).astype(np.float32) * grey_levels / 255 / std
-    clean, noisy = logits(fp32, heldout), logits(fp32, heldout + noise)
-    return round(float(np.mean(clean.argmax(axis=1) == noisy.argmax(axis=1))), 4)
+    noisy = logits(fp32, heldout + noise)
+    return round(float(np.mean(reference.argmax(axis=1) == noisy.argmax(axis=1))), 4)
 
 
 def sensitive_nodes(fp32: Path, int8: Path, samples: np.ndarray, input_name: str, skip: set[str],

@@ -17,7 +17,7 @@ def run(recipe: Recipe, work: Path, bundle: Path, report: Report) -> None:
     from edgeomni.export.gate import agreement_by_margin, fp32_self_agreement, score, sensitive_nodes
     from edgeomni.export.media_sets import load_image_set
     from edgeomni.export.model_source import export_fp32
-    from edgeomni.export.quantize import latency_ms, quantize_dynamic_int8, quantize_int8
+    from edgeomni.export.quantize import latency_ms, logits, quantize_dynamic_int8, quantize_int8
 
     say = report.progress
     fp32, int8 = work / f"{recipe.name}_fp32.onnx", work / f"{recipe.name}_int8.onnx"
@@ -33,6 +33,7 @@ def run(recipe: Recipe, work: Path, bundle: Path, report: Report) -> None:
         report.data["calibration"] = calibration.manifest
         report.data["heldout"] = {k: v for k, v in heldout.manifest.items() if k != "inputs"}
         say(f"    {len(calibration.tensors)} calibration, {len(heldout.tensors)} held-out inputs")
+    reference = logits(fp32, heldout.tensors)  # FP32's answers: every gate figure below is measured against them
     quant, gate = recipe.quantize, recipe.gate
     excluded: list[tuple[str, float]] = []
     rounds: list[dict[str, Any]] = []
@@ -53,13 +54,15 @@ def run(recipe: Recipe, work: Path, bundle: Path, report: Report) -> None:
         if "finetune" in recipe.steps and source == fp32:
             spec = recipe.finetune
             with report.step(f"quantization-aware fine-tuning ({spec.steps} steps, KL to the FP32 model)"):
-                plain = score(gate.metric, fp32, int8, heldout.tensors)  # what fine-tuning is measured against
+                # what fine-tuning is measured against
+                plain = score(gate.metric, reference, logits(int8, heldout.tensors))
                 rounds.append({"excluded": len(excluded), "finetuned": False, gate.metric: round(plain, 4)})
                 say(f"    held-out {gate.metric} before fine-tuning: {plain:.4f}")
                 source, finetuned = _finetune(recipe, fp32, int8, calibration, heldout.manifest, work, say)
                 settings = quantize([n for n, _ in excluded])
         with report.step(f"accuracy gate ({gate.metric} >= {gate.min}) on {len(heldout.tensors)} held-out inputs"):
-            value = score(gate.metric, fp32, int8, heldout.tensors)
+            answers = logits(int8, heldout.tensors)
+            value = score(gate.metric, reference, answers)
             rounds.append({"excluded": len(excluded), gate.metric: round(value, 4)})
             say(f"    {gate.metric} {value:.4f}")
         if value >= gate.min or not gate.exclude_sensitive or len(excluded) >= gate.max_excluded:
@@ -88,8 +91,8 @@ def run(recipe: Recipe, work: Path, bundle: Path, report: Report) -> None:
                      "min_size_ratio": gate.min_size_ratio},
         }}
         if gate.metric == "top1_agreement":  # what the figure means: FP32 against itself on imperceptibly noisier input
-            floor = fp32_self_agreement(fp32, heldout.tensors)
-            decisive = agreement_by_margin(fp32, int8, heldout.tensors)
+            floor = fp32_self_agreement(fp32, heldout.tensors, reference)
+            decisive = agreement_by_margin(reference, answers)
             report.data["components"][recipe.name]["gate"] |= {"fp32_self_agreement_1_grey_level": floor,
                                                                "agreement_where_fp32_decisive": decisive}
             say(f"    FP32 vs FP32 with 1 grey level of input noise: top-1 agreement {floor:.4f}")

@@ -401,33 +401,65 @@ def test_build_sets_fractions_are_checked_before_any_data_is_read(tmp_path: Path
         build_sets([tmp_path], tmp_path / "out", heldout_fraction=1.5)
     with pytest.raises(EdgeOmniError, match="expected a sum under 1"):
         build_sets([tmp_path], tmp_path / "out", calibration_fraction=0.6, heldout_fraction=0.4)
+    with pytest.raises(EdgeOmniError, match="--scene-block-s: expected seconds >= 0"):
+        build_sets([tmp_path], tmp_path / "out", scene_block_s=-1)
     with pytest.raises(EdgeOmniError, match="not a trainer data directory"):
         build_sets([tmp_path], tmp_path / "out")
+
+
+def _hard_frames(scenes_and_times: list[tuple[int, float]]) -> list[dict]:
+    from edgeomni.outbox.media import png_bytes
+
+    png = base64.b64encode(png_bytes(np.full((256, 320, 3), 90, np.uint8))).decode()
+    return [{"id": f"frame-{scene}-{i}", "kind": "hard_example", "fleet": "f", "device": "cam-a", "ts": ts,
+             "data": {"modality": "vision", "text": "on screen: kite", "confidence": 0.3, "start": 0.0, "end": 1.5,
+                      "labels": [{"label": "kite", "score": 0.3}], "image_png_b64": png, "source": "cam.mp4",
+                      "stream": "main", "scene": scene}}
+            for i, (scene, ts) in enumerate(scenes_and_times)]
+
+
+def _sides(sets: Path, key: str) -> dict[object, set[str]]:
+    sides: dict[object, set[str]] = {}
+    for purpose in ("calibration", "heldout", "distillation"):
+        for item in json.loads((sets / "images" / purpose / "manifest.json").read_text())["files"]:
+            sides.setdefault(item[key], set()).add(purpose)
+    return sides
 
 
 def test_build_sets_keeps_each_scene_s_frames_on_one_side(tmp_path: Path) -> None:
     """Frames of one scene are near-copies: build-sets never puts one in calibration/training and another in the
     held-out set that gates the export."""
     pytest.importorskip("pyarrow", reason="pyarrow (the trainer extra) is not installed")
-    from edgeomni.outbox.media import png_bytes
     from edgeomni.trainer.build_sets import build_sets
     from edgeomni.trainer.dataset import Dataset
 
     dataset = Dataset(tmp_path / "data")
-    png = base64.b64encode(png_bytes(np.full((256, 320, 3), 90, np.uint8))).decode()
-    records = [{"id": f"frame-{scene}-{i}", "kind": "hard_example", "fleet": "f", "device": "cam-a", "ts": time.time(),
-                "data": {"modality": "vision", "text": "on screen: kite", "confidence": 0.3, "start": 0.0, "end": 1.5,
-                         "labels": [{"label": "kite", "score": 0.3}], "image_png_b64": png, "source": "cam.mp4",
-                         "stream": "main", "scene": scene}}
-               for scene in range(1, 7) for i in range(3)]
-    dataset.append("cam-a", records)
+    dataset.append("cam-a", _hard_frames([(scene, time.time()) for scene in range(1, 7) for _ in range(3)]))
     dataset.close()
     summary = build_sets([tmp_path / "data"], tmp_path / "sets", seed=3)
     assert summary["image_scenes"] == 6 and "calibration" not in summary  # no speech: no audio sets
-    side_of_scene: dict[int, set[str]] = {}
     for purpose in ("calibration", "heldout", "distillation"):
-        manifest = json.loads((tmp_path / "sets" / "images" / purpose / "manifest.json").read_text())
-        assert manifest["count"] == summary["images"][purpose]["count"] == 6  # two whole scenes each
-        for item in manifest["files"]:
-            side_of_scene.setdefault(item["scene"], set()).add(purpose)
+        assert summary["images"][purpose]["count"] == 6  # two whole scenes each
+    side_of_scene = _sides(tmp_path / "sets", "scene")
     assert all(len(sides) == 1 for sides in side_of_scene.values()) and len(side_of_scene) == 6
+
+
+def test_build_sets_cuts_a_scene_that_lasts_into_blocks_of_wall_time(tmp_path: Path) -> None:
+    """A fixed camera never cuts: its one scene is split into --scene-block-s blocks, each kept whole, so the
+    fleet still gets held-out frames; with 0 the scene stays whole and the held-out set is empty."""
+    pytest.importorskip("pyarrow", reason="pyarrow (the trainer extra) is not installed")
+    from edgeomni.trainer.build_sets import build_sets
+    from edgeomni.trainer.dataset import Dataset
+
+    start = time.time() - 7200
+    dataset = Dataset(tmp_path / "data")  # one frame every 200 s for 40 min, all scene 1
+    dataset.append("cam-a", _hard_frames([(1, start + 200 * i) for i in range(12)]))
+    dataset.close()
+    summary = build_sets([tmp_path / "data"], tmp_path / "sets", seed=1, scene_block_s=600)
+    assert summary["image_scenes"] == 4
+    assert [summary["images"][p]["count"] for p in ("calibration", "heldout", "distillation")] == [6, 3, 3]
+    block_sides = _sides(tmp_path / "sets", "id")
+    for block in range(4):  # frames 3b..3b+2 share a block: one side each
+        assert len(set().union(*(block_sides[f"frame-1-{3 * block + i}"] for i in range(3)))) == 1
+    whole = build_sets([tmp_path / "data"], tmp_path / "whole", seed=1, scene_block_s=0)
+    assert whole["image_scenes"] == 1 and whole["images"]["heldout"]["count"] == 0

@@ -12,17 +12,16 @@ import json
 from pathlib import Path
 
 from edgeomni.errors import ExportError
+from edgeomni.trainer.set_formats import AUDIO_SET_FORMAT, IMAGE_SET_FORMAT, set_subfolder
 
-AUDIO_SET_FORMAT = "edgeomni-audio-set/1"
-IMAGE_SET_FORMAT = "edgeomni-image-set/1"
-_WHERE = {AUDIO_SET_FORMAT: "{purpose}", IMAGE_SET_FORMAT: "images/{purpose}"}
+__all__ = ["AUDIO_SET_FORMAT", "IMAGE_SET_FORMAT", "trainer_set"]
 
 
 def trainer_set(directory: Path, purpose: str, field: str,
                 fmt: str = AUDIO_SET_FORMAT) -> tuple[dict[str, list[Path]], str]:
     """The files of one set, by device, and a line saying where they came from; a missing manifest, another
     format, a listed file that is gone or an empty set is refused, naming the recipe field."""
-    subfolder = _WHERE[fmt].format(purpose=purpose)
+    subfolder = set_subfolder(fmt, purpose)
     manifest_path = directory / "manifest.json"
     if not manifest_path.is_file():
         manifest_path = directory / subfolder / "manifest.json"

@@ -26,19 +26,20 @@ from typing import Any
 from edgeomni.errors import EdgeOmniError
 from edgeomni.trainer.dataset import read_datasets
 from edgeomni.trainer.report import check_data_dirs
-
-SET_FORMAT = "edgeomni-audio-set/1"
-IMAGE_SET_FORMAT = "edgeomni-image-set/1"
+from edgeomni.trainer.set_formats import AUDIO_SET_FORMAT, IMAGE_SET_FORMAT, set_subfolder
 
 
 def build_sets(data_dirs: list[Path], out: Path, seed: int = 0, calibration_fraction: float = 0.3,
-               max_calibration: int = 200, heldout_fraction: float = 0.2) -> dict[str, Any]:
+               max_calibration: int = 200, heldout_fraction: float = 0.2,
+               scene_block_s: float = 600.0) -> dict[str, Any]:
     for name, value in (("--calibration-fraction", calibration_fraction), ("--heldout-fraction", heldout_fraction)):
         if not 0.0 < value < 1.0:
             raise EdgeOmniError(f"{name}: expected a fraction in (0, 1), got {value}")
     if calibration_fraction + heldout_fraction >= 1.0:
         raise EdgeOmniError(f"--calibration-fraction {calibration_fraction} + --heldout-fraction {heldout_fraction}: "
                             "expected a sum under 1 (the rest is the distillation set)")
+    if not scene_block_s >= 0:
+        raise EdgeOmniError(f"--scene-block-s: expected seconds >= 0 (0: never cut a scene), got {scene_block_s}")
     check_data_dirs(data_dirs)
     rows = [row for row in read_datasets(data_dirs).to_pylist() if row["kind"] == "hard_example"]
     speech = _shuffled([row for row in rows if row["audio_wav"]], seed)
@@ -50,9 +51,9 @@ def build_sets(data_dirs: list[Path], out: Path, seed: int = 0, calibration_frac
     if speech:
         n_cal = min(max_calibration, max(1, round(len(speech) * calibration_fraction)))
         for purpose, chosen in (("calibration", speech[:n_cal]), ("distillation", speech[n_cal:] or speech[:n_cal])):
-            summary[purpose] = _write_audio_set(out / purpose, purpose, chosen, seed)
+            summary[purpose] = _write_audio_set(out / set_subfolder(AUDIO_SET_FORMAT, purpose), purpose, chosen, seed)
     if images:
-        groups = _scene_groups(images)
+        groups = _scene_groups(images, scene_block_s)
         n_cal = min(max_calibration, max(1, round(len(images) * calibration_fraction)))
         n_held = max(1, round(len(images) * heldout_fraction)) if len(groups) > 1 else 0
         splits: dict[str, list[dict[str, Any]]] = {"calibration": [], "heldout": [], "distillation": []}
@@ -60,22 +61,35 @@ def build_sets(data_dirs: list[Path], out: Path, seed: int = 0, calibration_frac
             purpose = ("calibration" if len(splits["calibration"]) < n_cal else
                        "heldout" if len(splits["heldout"]) < n_held else "distillation")
             splits[purpose] += group
-        summary["images"] = {purpose: _write_image_set(out / "images" / purpose, purpose, chosen, seed)
+        summary["images"] = {purpose: _write_image_set(out / set_subfolder(IMAGE_SET_FORMAT, purpose), purpose,
+                                                       chosen, seed)
                              for purpose, chosen in splits.items()}
         summary["image_scenes"] = len(groups)
     return summary
 
 
-def _scene_groups(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+def _scene_groups(rows: list[dict[str, Any]], block_s: float) -> list[list[dict[str, Any]]]:
     """The frames grouped by the scene they show (device, source, stream and the runtime's scene number), in
-    the order of the shuffled rows: frames of one scene are near-copies, so a split must not cut a scene."""
-    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    the order of the shuffled rows: frames of one scene are near-copies, so a split must not cut a scene.
+    A scene that lasts (a fixed camera never cuts; a restarted device numbers its scenes from 1 again) is cut
+    into blocks of `block_s` seconds of wall time, so such a fleet still gets held-out frames; 0: never."""
+    scenes: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for row in rows:
         data = json.loads(row["data"] or "{}")
         scene = data.get("scene")
         key = ((row["device"], data.get("source"), data.get("stream"), scene) if scene is not None
                else (row["id"],))  # a device that does not say the scene: each frame on its own
-        groups.setdefault(key, []).append(row)
+        scenes.setdefault(key, []).append(row)
+    block_of: dict[str, tuple[Any, ...]] = {}
+    for key, members in scenes.items():
+        block, start = 0, None
+        for row in sorted(members, key=lambda r: (r["ts"], r["id"])):
+            if start is None or (block_s > 0 and row["ts"] - start >= block_s):
+                block, start = block + 1, row["ts"]
+            block_of[row["id"]] = (*key, block)
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(block_of[row["id"]], []).append(row)
     return list(groups.values())
 
 
@@ -97,7 +111,7 @@ def _write_audio_set(target: Path, purpose: str, rows: list[dict[str, Any]], see
         total += seconds
         files.append({"file": name, "seconds": round(seconds, 3), "text": row["text"] or "",
                       "confidence": row["confidence"], "device": row["device"], "id": row["id"]})
-    manifest = {"format": SET_FORMAT, "purpose": purpose, "seed": seed, "count": len(files),
+    manifest = {"format": AUDIO_SET_FORMAT, "purpose": purpose, "seed": seed, "count": len(files),
                 "total_seconds": round(total, 3), "sample_rate": rate if files else 16000, "files": files}
     (target / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
     return {"dir": str(target), "count": len(files), "total_seconds": manifest["total_seconds"]}

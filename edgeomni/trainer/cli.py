@@ -54,6 +54,9 @@ def add_trainer_parser(commands: argparse._SubParsersAction) -> None:
     sets.add_argument("--calibration-fraction", type=float, default=0.3)
     sets.add_argument("--heldout-fraction", type=float, default=0.2,
                       help="share of the hard frames kept for the export's accuracy gate (default: %(default)s)")
+    sets.add_argument("--scene-block-s", type=float, default=600.0, metavar="SECONDS",
+                      help="frames of one scene go to one side; a scene longer than this (a fixed camera) is cut "
+                      "into blocks of this much wall time, each kept whole; 0: never cut (default: %(default)s)")
     sets.set_defaults(func=_cmd_build_sets)
 
     from edgeomni.ota.cli import add_publish_parser
@@ -135,5 +138,6 @@ def _cmd_build_sets(args: argparse.Namespace) -> int:
 
     _require_extra()
     print(json.dumps(build_sets(args.data, args.out, args.seed, args.calibration_fraction,
-                                       heldout_fraction=args.heldout_fraction), indent=2))
+                                       heldout_fraction=args.heldout_fraction, scene_block_s=args.scene_block_s),
+                     indent=2))
     return 0

@@ -32,6 +32,20 @@ def test_speech_between_silences_is_one_utterance_with_padding() -> None:
     assert not utt.split
 
 
+def test_an_asr_that_needs_more_pad_raises_it_and_a_switch_changes_it_between_utterances() -> None:
+    """Whisper asks for >= 500 ms around speech (its min_pad_ms): 16 frames of pre-roll where the config says 3;
+    an OTA switch back to an ASR without the need returns to the config's pad from the next utterance."""
+    config = SpeechConfig(min_silence_ms=320, pad_ms=96, min_speech_ms=100)
+    probs = [0.0] * 20 + [0.9] * 30 + [0.0] * 30
+    endpointer = Endpointer(config, min_pad_ms=500)
+    [utt] = feed(endpointer, probs)
+    assert abs(utt.start - (20 - 16) * FRAME_S) < 1e-6
+    assert abs(utt.end - (50 + 10) * FRAME_S) < 1e-6  # the pad is cut where the 320 ms of silence closed it
+    endpointer.repad(0)
+    [again] = feed(endpointer, probs)
+    assert abs(again.start - (20 - 3) * FRAME_S) < 1e-6 and abs(again.end - (50 + 3) * FRAME_S) < 1e-6
+
+
 def test_short_pause_does_not_end_the_utterance_but_long_one_does() -> None:
     config = SpeechConfig(min_silence_ms=320, pad_ms=0, min_speech_ms=100)
     probs = [0.9] * 20 + [0.1] * 5 + [0.9] * 20 + [0.1] * 15 + [0.9] * 20 + [0.1] * 15

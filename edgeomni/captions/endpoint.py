@@ -36,10 +36,10 @@ class Endpointer:
     the speech where a listener hears it end; in noise (SNR under `silence_db`) it never fires and the
     VAD decides alone."""
 
-    def __init__(self, config: SpeechConfig, frame_samples: int = 512) -> None:
+    def __init__(self, config: SpeechConfig, frame_samples: int = 512, min_pad_ms: int = 0) -> None:
         self.config = config
-        frame_ms = 1000.0 * frame_samples / AUDIO_RATE
-        self.pad_frames = round(config.pad_ms / frame_ms)
+        frame_ms = self._frame_ms = 1000.0 * frame_samples / AUDIO_RATE
+        self.pad_frames = round(max(config.pad_ms, min_pad_ms) / frame_ms)
         self._silence_frames = max(1, round(config.min_silence_ms / frame_ms))
         self._min_speech_frames = round(config.min_speech_ms / frame_ms)
         self._max_frames = int(config.max_utterance_s * 1000.0 / frame_ms)
@@ -56,6 +56,12 @@ class Endpointer:
         self._echo_hold = round(1000.0 / frame_ms)  # how long a closed utterance's level still gates a new start
         self.rejected_bursts = 0  # speech-like blips shorter than min_speech_ms: noise, not captions
         self.splits = 0
+
+    def repad(self, min_pad_ms: int) -> None:
+        """Another ASR wants another minimum pad (an OTA bundle switch, between utterances): the pre-roll heard
+        so far is kept, up to the new length."""
+        self.pad_frames = round(max(self.config.pad_ms, min_pad_ms) / self._frame_ms)
+        self._preroll = deque(self._preroll, maxlen=max(1, self.pad_frames))
 
     @property
     def in_speech(self) -> bool:

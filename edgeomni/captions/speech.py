@@ -74,7 +74,7 @@ class SpeechCaptioner:
         self.stream, self.config = stream, config
         self._vad, self._asr, self._executor, self._emit, self._clock = vad, asr, executor, emit, clock
         self._framer = AudioFramer(vad.frame_samples)
-        self._endpointer = Endpointer(config, vad.frame_samples)
+        self._endpointer = Endpointer(config, vad.frame_samples, asr.min_pad_ms)
         self._agreement = LocalAgreement(asr.detokenizer.starts_word)
         self._context: _Context | None = None
         self._finals: deque[Utterance] = deque()
@@ -92,7 +92,7 @@ class SpeechCaptioner:
         self._worker = asyncio.create_task(self._work(), name=f"asr:{stream}")
         self.stats = {"audio_seconds": 0.0, "asr_seconds": 0.0, "merged_updates": 0, "interval_widened": 0,
                       "no_speech_rejected": 0, "empty_transcripts": 0, "stalls": 0, "speculations": 0,
-                      "speculative_finals": 0, "speculations_discarded": 0}
+                      "speculative_finals": 0, "speculations_discarded": 0, "context_echoes": 0}
 
     async def push(self, frame: AudioFrame) -> None:
         self.stats["audio_seconds"] += frame.duration
@@ -278,11 +278,19 @@ class SpeechCaptioner:
     def _decode(self, audio: np.ndarray, committed: list[int]) -> tuple[Transcript, list[int]]:
         """Runs in the executor. Returns the transcript and this utterance's own tokens (context removed)."""
         context = self._context
-        if context is not None:
-            audio = np.concatenate([context.audio, _CONTEXT_GAP, audio])
-            committed = context.tokens + committed
-        own_from = len(context.tokens) if context else 0
-        transcript = self._asr.transcribe(audio, prefix=committed, own_from=own_from)
+        if context is None:
+            return self._transcribe(audio, committed, 0)
+        joined = np.concatenate([context.audio, _CONTEXT_GAP, audio])
+        transcript, own = self._transcribe(joined, context.tokens + committed, len(context.tokens))
+        if echoes_context(own, context.tokens):
+            # Whisper sometimes "hears" the replayed context again over the new audio and writes it out twice
+            # ("Good morning everyone. Let us get started." inside the next sentence): decode without it.
+            self.stats["context_echoes"] += 1
+            transcript, own = self._transcribe(audio, committed, 0)
+        return transcript, own
+
+    def _transcribe(self, audio: np.ndarray, prefix: list[int], own_from: int) -> tuple[Transcript, list[int]]:
+        transcript = self._asr.transcribe(audio, prefix=prefix, own_from=own_from)
         self.stats["asr_seconds"] += transcript.encode_s + transcript.decode_s
         return transcript, transcript.tokens[own_from:]
 
@@ -330,6 +338,7 @@ class SpeechCaptioner:
             return
         self._pending_engines = None
         self._asr, self._vad = pending.asr, pending.vad
+        self._endpointer.repad(pending.asr.min_pad_ms)
         self._agreement = LocalAgreement(pending.asr.detokenizer.starts_word)
         if not pending.keep_context:
             self._context = None
@@ -345,8 +354,16 @@ class _PendingEngines:
     applied: Callable[[], None] | None
 
 
+def echoes_context(own: list[int], context: list[int], min_tokens: int = 4) -> bool:
+    """Whether an utterance's own tokens contain the whole previous utterance (its first token aside: its
+    spelling changes mid-sentence). A speaker who says it again is still transcribed without the context."""
+    probe = context[1:]
+    n = len(probe)
+    return n >= min_tokens and any(own[i : i + n] == probe for i in range(len(own) - n + 1))
+
+
 def _capitalise(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-__all__ = ["Emit", "SpeechCaptioner"]
+__all__ = ["Emit", "SpeechCaptioner", "echoes_context"]

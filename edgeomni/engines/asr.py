@@ -30,6 +30,8 @@ class MoonshineAsr:
     of one batch change each other's outputs, see docs/ARCHITECTURE.md), so streams cannot share a batch.
     """
 
+    min_pad_ms = 0  # the speech head's pad_ms (150) suits it; decode cost grows with every padded frame
+
     def __init__(self, bundle: VerifiedBundle, profile: EngineProfile | None = None) -> None:
         manifest = bundle.manifest
         encoder, decoder = manifest.by_role("asr-encoder"), manifest.by_role("asr-decoder")

@@ -26,9 +26,14 @@ def wav_bytes(samples: np.ndarray, rate: int = AUDIO_RATE) -> bytes:
 
 
 def png_thumbnail(image: np.ndarray, width: int = 160) -> bytes:
-    """RGB uint8 (h, w, 3) -> a PNG at most `width` pixels wide (nearest-neighbour: a thumbnail, not a photo)."""
-    step = max(1, -(-image.shape[1] // width))
-    return png_bytes(image[::step, ::step, :3])
+    """RGB uint8 (h, w, 3) -> a PNG at most `width` pixels wide, area-averaged (text on screen stays legible
+    where every n-th pixel would alias it away)."""
+    from edgeomni.engines.image_preprocess import resize_rgb
+
+    h, w = image.shape[:2]
+    if w > width:
+        image = resize_rgb(image[:, :, :3], max(1, round(h * width / w)), width)
+    return png_bytes(image)
 
 
 def frame_png(image: np.ndarray, short_side: int) -> bytes:

@@ -163,14 +163,20 @@ def test_whisper_asr_transcribes_and_rejects_over_30_s(whisper_bundle: Path, tmp
     from edgeomni.engines.whisper_asr import WhisperAsr
 
     asr = WhisperAsr(verify_bundle(whisper_bundle))
-    audio = _decode(make_speech_wav(tmp_path / "s.wav", RUN_SENTENCES[0], speed=150))
+    # (Not RUN_SENTENCES[0]: tiny.en hears its "The library" as "But I" or "and I" depending on the lead-in
+    # silence and the window, INT8 or not; knife-edge for the model, so no test of the code.)
+    sentence = RUN_SENTENCES[1]
+    audio = _decode(make_speech_wav(tmp_path / "s.wav", sentence, speed=150))
     first = asr.transcribe(audio)
-    assert wer(RUN_SENTENCES[0], first.text) <= 0.2, first.text
+    assert wer(sentence, first.text) <= 0.2, first.text
     assert first.encode_s > 0 and first.decode_s > 0 and first.mean_logprob < 0
+    # The encoder's frame axis is free: a short utterance runs a 15 s window (750 positions), 20 s of audio 30 s.
+    assert asr.window_frames(len(audio)) == 1500 and asr.encode(audio)[0].shape[3] == 750
+    assert asr.window_frames(20 * 16_000) == asr.window_frames(30 * 16_000) == 3000
     # A forced prefix (committed words) is kept verbatim and the rest still follows the audio.
     prefix = first.tokens[:3]
     forced = asr.transcribe(audio, prefix=prefix)
-    assert forced.tokens[:3] == prefix and wer(RUN_SENTENCES[0], forced.text) <= 0.2, forced.text
+    assert forced.tokens[:3] == prefix and wer(sentence, forced.text) <= 0.2, forced.text
     assert asr.transcribe(audio[:800]).text == ""  # under 0.1 s: nothing to transcribe
     with pytest.raises(ValueError, match=r"at most 30 s per call, got 31\.0 s"):
         asr.transcribe(np.zeros(31 * 16_000, dtype=np.float32))
@@ -233,4 +239,8 @@ def test_whisper_asr_names_a_malformed_decoder_entry(whisper_bundle: Path, tmp_p
     del manifest["components"]["asr_whisper_decoder"]["preprocess"]["num_heads"]
     (broken / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match=r"asr-whisper-decoder: preprocess field missing.*num_heads"):
+        WhisperAsr(verify_bundle(broken))
+    manifest["components"]["asr_whisper_decoder"]["preprocess"] |= {"num_heads": 6, "windows_s": [5, 30]}
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"windows_s: expected whole seconds in 10\.\.30, got \[5, 30\]"):
         WhisperAsr(verify_bundle(broken))

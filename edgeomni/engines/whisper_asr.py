@@ -19,7 +19,7 @@ import numpy as np
 from edgeomni.bundle import VerifiedBundle
 from edgeomni.engines.asr import Transcript, _drop_loop, take_greedy, utterance_seconds
 from edgeomni.engines.session import EngineProfile, create_session
-from edgeomni.engines.whisper_features import CHUNK_SAMPLES, SAMPLE_RATE, LogMel
+from edgeomni.engines.whisper_features import CHUNK_SAMPLES, FRAMES, HOP, SAMPLE_RATE, LogMel
 from edgeomni.engines.whisper_tokenizer import ByteLevelDetokenizer
 from edgeomni.errors import BundleError
 
@@ -41,6 +41,10 @@ class WhisperDecoding:
     suppress_begin: tuple[int, ...] = (220, 50256)  # not as the first token: a bare space, end-of-text
     max_target_positions: int = 448
     max_tokens_per_second: float = 6.5
+    # Encoder windows (s) an encoder with a free frame axis runs: the shortest that holds the audio and 1 s
+    # more. Whisper was trained on 30 s only; on the bench cuts 15 s kept the WER (9.7% vs 11.8% at 30 s) for a
+    # third of the encoder time, while 2-5 s windows fell apart (23% WER): docs/BENCHMARKS.md.
+    windows_s: tuple[int, ...] = (15, 30)
 
     @classmethod
     def from_preprocess(cls, params: dict[str, Any]) -> WhisperDecoding:
@@ -54,7 +58,8 @@ class WhisperDecoding:
                 suppress_from=int(params.get("suppress_from", 50257)),
                 suppress_begin=tuple(int(i) for i in params.get("suppress_begin", (220, 50256))),
                 max_target_positions=int(params.get("max_target_positions", 448)),
-                max_tokens_per_second=float(params.get("max_tokens_per_second", 6.5)))
+                max_tokens_per_second=float(params.get("max_tokens_per_second", 6.5)),
+                windows_s=tuple(sorted(int(w) for w in params.get("windows_s", (15, 30)))))
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"component role asr-whisper-decoder: preprocess field missing or malformed: {exc!r} "
                               f"(expected num_layers, num_heads, head_dim, ...)") from None
@@ -68,14 +73,14 @@ class WhisperAsr:
     """Greedy decoding of one utterance (<= 30 s) at a time; stateless between calls, shared by all streams.
 
     `max_batch` is accepted for interface parity with MoonshineAsr; encoder calls are not batched here (every
-    call is a fixed 30 s window, so batching would only multiply the padding work).
+    call is a fixed 15 or 30 s window, so batching would only multiply the padding work).
     """
 
     min_seconds = 0.1
     max_seconds = CHUNK_SAMPLES / SAMPLE_RATE
     # tiny.en misreads speech that starts on (nearly) the first frame it hears: on the bench's speech set the
     # streaming WER is 11.0% with the speech head's 150 ms of pad and 7.2% with 500 ms (offline: 7.0%). Every
-    # call pays a whole 30 s window anyway, so the extra audio costs nothing.
+    # call pays a whole 15 or 30 s window anyway, so the extra audio costs next to nothing.
     min_pad_ms = 500
     sample_rate = SAMPLE_RATE
     batcher = None
@@ -102,6 +107,11 @@ class WhisperAsr:
                 raise BundleError(f"{mel}: expected an array named 'filters' (the mel filterbank), got {arrays.files}")
             self.features = LogMel(arrays["filters"])
         self._encoder = create_session(encoder, profile)
+        # Bundles exported before the encoder's frame axis was freed take 3000 frames (30 s) and nothing else.
+        self._free_window = not isinstance(self._encoder.get_inputs()[0].shape[2], int)
+        if self._free_window and not all(10 <= w <= 30 for w in decoding.windows_s):
+            raise BundleError(f"{decoder}: preprocess windows_s: expected whole seconds in 10..30, "
+                              f"got {list(decoding.windows_s)}")
         self._decoder = create_session(decoder, profile)
         self.detokenizer = ByteLevelDetokenizer(vocabulary, first_special=decoding.eos_token)
         vocab = int(self._decoder.get_outputs()[0].shape[-1] or len(self.detokenizer))
@@ -118,8 +128,18 @@ class WhisperAsr:
 
     def encode(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         features = self.features(audio)[None]
-        cross_k, cross_v = self._encoder.run(None, {"input_features": features})
+        frames = self.window_frames(len(audio))
+        cross_k, cross_v = self._encoder.run(None, {"input_features": features[:, :, :frames]})
         return cross_k, cross_v
+
+    def window_frames(self, samples: int) -> int:
+        """Mel frames the encoder runs on for `samples` of audio: the shortest window that holds it and 1 s more
+        (speech never touches the window's edge), or the whole 30 s for a fixed-window encoder."""
+        if not self._free_window:
+            return FRAMES
+        needed = samples / SAMPLE_RATE + 1.0
+        seconds = next((w for w in self.decoding.windows_s if w >= needed), self.decoding.windows_s[-1])
+        return min(FRAMES, seconds * SAMPLE_RATE // HOP)
 
     def empty_cache(self) -> np.ndarray:
         d = self.decoding

@@ -83,6 +83,7 @@ def quantize_int8(
     nodes_to_exclude: list[str] | None = None,
     ranges_cache: Path | None = None,
     skip_symbolic_shape: bool = False,  # OCR (issue 6): PP-OCR's dynamic H/W defeat ORT's symbolic shapes
+    auto_merge: bool = False,  # Whisper's free encoder window: min(1500, frames/2) and frames/2 are one length
     progress: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Write a static INT8 QDQ model; return the settings used (for the bundle report).
@@ -107,7 +108,8 @@ def quantize_int8(
         started = time.perf_counter()
         # Shape inference + graph optimisation first, as ORT recommends: quantizing an unoptimised
         # graph leaves Q/DQ pairs around ops that the optimiser would have fused away.
-        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=skip_symbolic_shape)
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=skip_symbolic_shape,
+                          auto_merge=auto_merge)
         progress(f"    quant_pre_process {time.perf_counter() - started:.1f} s")
 
         started = time.perf_counter()

@@ -1,7 +1,8 @@
 """Export the transformers Whisper as two ONNX graphs that plain onnxruntime drives with a KV cache.
 
-- encoder: input_features (1, 80, 3000) -> cross_k, cross_v (layers, 1, heads, 1500, head_dim): the encoder
+- encoder: input_features (1, 80, F) -> cross_k, cross_v (layers, 1, heads, F / 2, head_dim): the encoder
   output already projected to every decoder layer's cross-attention keys/values, computed once per utterance.
+  F is 3000 (30 s) in training; shorter windows (positions sliced) cost proportionally less.
 - decoder: input_ids (1, T), self_k/self_v (layers, 1, heads, P, head_dim) (P = 0 on the first call),
   cross_k, cross_v -> logits (1, T, vocab), new_self_k/new_self_v (..., P + T, ...).
 One decoder graph without an If branch (unlike optimum's merged decoder) keeps dynamic quantization simple.
@@ -36,13 +37,34 @@ def _modules() -> tuple[Any, Any]:
             super().__init__()
             self.encoder = whisper.model.encoder
             self.layers = whisper.model.decoder.layers
-            self.heads = whisper.config.decoder_attention_heads
+            self.heads = whisper.config.encoder_attention_heads
+
+        def _split(self, x: torch.Tensor) -> torch.Tensor:  # (T, d) -> (heads, T, head_dim)
+            return x.reshape(x.shape[0], self.heads, -1).transpose(0, 1)
+
+        def _layer(self, layer: Any, x: torch.Tensor) -> torch.Tensor:
+            attn = layer.self_attn
+            h = layer.self_attn_layer_norm(x)
+            query = self._split(attn.q_proj(h) * attn.scaling)
+            mixed = torch.softmax(query @ self._split(attn.k_proj(h)).transpose(-1, -2), dim=-1) @ self._split(
+                attn.v_proj(h))
+            x = x + attn.out_proj(mixed.transpose(0, 1).reshape(x.shape[0], -1))
+            return x + layer.fc2(layer.activation_fn(layer.fc1(layer.final_layer_norm(x))))
 
         def forward(self, input_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            hidden = self.encoder(input_features).last_hidden_state
-            keys = [_heads(layer.encoder_attn.k_proj(hidden), self.heads) for layer in self.layers]
-            values = [_heads(layer.encoder_attn.v_proj(hidden), self.heads) for layer in self.layers]
-            return torch.stack(keys), torch.stack(values)
+            # transformers' own forward insists on 3000 frames; written out, the window can be any even length
+            # up to 30 s (positions sliced to it). Batch 1 and (T, d) rows, so every Linear traces as one Gemm,
+            # the form the static INT8 recipe was measured on (3D MatMul + Add broke it: docs/BENCHMARKS.md).
+            enc = self.encoder
+            x = torch.nn.functional.gelu(enc.conv1(input_features))
+            x = torch.nn.functional.gelu(enc.conv2(x))[0].transpose(0, 1)
+            x = x + enc.embed_positions.weight[: x.shape[0]]
+            for layer in enc.layers:
+                x = self._layer(layer, x)
+            hidden = enc.layer_norm(x)
+            keys = [self._split(layer.encoder_attn.k_proj(hidden)) for layer in self.layers]
+            values = [self._split(layer.encoder_attn.v_proj(hidden)) for layer in self.layers]
+            return torch.stack(keys).unsqueeze(1), torch.stack(values).unsqueeze(1)
 
     class Decoder(torch.nn.Module):
         def __init__(self, whisper: Any) -> None:
@@ -107,12 +129,14 @@ def export_whisper_onnx(whisper: Any, encoder_path: Path, decoder_path: Path,
     head_dim = config.d_model // heads
     features = torch.zeros(1, config.num_mel_bins, 2 * config.max_source_positions)
     Path(encoder_path).parent.mkdir(parents=True, exist_ok=True)
-    # The tracer warns about shape checks and constant masks that are fixed by design (30 s windows, batch 1).
+    # The tracer warns about shape checks and constant masks that are fixed by design (batch 1).
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         progress("    tracing the encoder (+ cross-attention K/V projections)")
+        window_axes = {"input_features": {2: "frames"}, "cross_k": {3: "positions"}, "cross_v": {3: "positions"}}
         torch.onnx.export(encoder, (features,), str(encoder_path), dynamo=False, opset_version=OPSET,
-                          input_names=["input_features"], output_names=["cross_k", "cross_v"])
+                          input_names=["input_features"], output_names=["cross_k", "cross_v"],
+                          dynamic_axes=window_axes)
         cross_k, cross_v = encoder(features)
         past = torch.zeros(layers, 1, heads, 3, head_dim)
         ids = torch.tensor([[50257, 50362]])
@@ -123,6 +147,7 @@ def export_whisper_onnx(whisper: Any, encoder_path: Path, decoder_path: Path,
             input_names=["input_ids", "self_k", "self_v", "cross_k", "cross_v"],
             output_names=["logits", "new_self_k", "new_self_v"],
             dynamic_axes={"input_ids": {1: "tokens"}, "self_k": cache_axes, "self_v": cache_axes,
+                          "cross_k": {3: "positions"}, "cross_v": {3: "positions"},
                           "logits": {1: "tokens"}, "new_self_k": {3: "total"}, "new_self_v": {3: "total"}})
     return {"num_layers": layers, "num_heads": heads, "head_dim": head_dim, "n_mels": config.num_mel_bins,
             "vocab_size": config.vocab_size, "max_target_positions": config.max_target_positions}

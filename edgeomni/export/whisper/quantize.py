@@ -43,11 +43,14 @@ def quantize_encoder(fp32: Path, int8: Path, features: np.ndarray, method: str =
     with tempfile.TemporaryDirectory(prefix="edgeomni-whisper-q-") as tmp:
         # Node names are taken from the pre-processed graph that quantize_int8 will see (it pre-processes
         # again, which leaves an already optimised graph's names alone).
+        # The encoder's free frame axis (positions sliced to min(1500, frames / 2)) needs ORT's symbolic shape
+        # inference told that both are one length (auto_merge).
         prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(fp32), str(prepared))
+        quant_pre_process(str(fp32), str(prepared), auto_merge=True)
         excluded, kinds = float_nodes(prepared)
         settings = quantize_int8(prepared, int8, features, method=method, input_name="input_features",
-                                 activations=activations, nodes_to_exclude=excluded, progress=progress)
+                                 activations=activations, nodes_to_exclude=excluded, progress=progress,
+                                 auto_merge=True)
     settings["excluded_nodes"] = f"{len(excluded)} non-linear nodes kept float"
     settings["excluded_by_op"] = kinds
     settings["quantized_ops"] = list(WEIGHT_OPS)

@@ -38,9 +38,10 @@ def _modules() -> tuple[Any, Any]:
             self.encoder = whisper.model.encoder
             self.layers = whisper.model.decoder.layers
             self.heads = whisper.config.encoder_attention_heads
+            self.cross_heads = whisper.config.decoder_attention_heads
 
-        def _split(self, x: torch.Tensor) -> torch.Tensor:  # (T, d) -> (heads, T, head_dim)
-            return x.reshape(x.shape[0], self.heads, -1).transpose(0, 1)
+        def _split(self, x: torch.Tensor, heads: int | None = None) -> torch.Tensor:  # (T, d) -> (heads, T, hd)
+            return _heads(x.unsqueeze(0), heads or self.heads)[0]
 
         def _layer(self, layer: Any, x: torch.Tensor) -> torch.Tensor:
             attn = layer.self_attn
@@ -62,8 +63,8 @@ def _modules() -> tuple[Any, Any]:
             for layer in enc.layers:
                 x = self._layer(layer, x)
             hidden = enc.layer_norm(x)
-            keys = [self._split(layer.encoder_attn.k_proj(hidden)) for layer in self.layers]
-            values = [self._split(layer.encoder_attn.v_proj(hidden)) for layer in self.layers]
+            keys = [self._split(layer.encoder_attn.k_proj(hidden), self.cross_heads) for layer in self.layers]
+            values = [self._split(layer.encoder_attn.v_proj(hidden), self.cross_heads) for layer in self.layers]
             return torch.stack(keys).unsqueeze(1), torch.stack(values).unsqueeze(1)
 
     class Decoder(torch.nn.Module):

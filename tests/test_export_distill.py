@@ -37,6 +37,11 @@ TINY = dict(decoder_layers=2, clips=4, package_clips=False, noise_fraction=0.0, 
     ({"device": "tpu"}, "distill.device: expected auto, cpu, cuda or cuda:N, got 'tpu'"),
     ({"clips": 0, "package_clips": False}, "distill.clips: expected >= 1 when package_clips is off and no audio"),
     ({"audio": 3}, "distill.audio: expected 'trainer:DIR' or a folder of audio files, got 3"),
+    ({"init_layers": 3}, r"distill.init_layers: expected 2 teacher layer indices in 0..3, got 3"),
+    ({"windows_s": (5, 30)}, r"distill.windows_s: expected increasing whole seconds in 10..30 ending with 30, "
+                             r"got \(5, 30\)"),
+    ({"windows_s": (15,)}, r"distill.windows_s: .* ending with 30, got \(15,\)"),
+    ({"windows_s": (30, 15)}, r"distill.windows_s: .* got \(30, 15\)"),
 ])
 def test_distill_spec_names_the_bad_field(fields: dict, message: str) -> None:
     with pytest.raises(ExportError, match=message):
@@ -77,6 +82,44 @@ def test_training_text_is_disjoint_from_the_bench_speech_set() -> None:
         check_disjoint(["Yesterday " + SENTENCES[0].lower()], bench_references())
 
 
+def test_epoch_batches_keep_one_window_each_and_every_rank_the_same_count() -> None:
+    """Clips encoded in 15 s and 30 s windows never share a batch (one tensor shape), and under DDP every rank
+    gets as many batches as the others, in the same window order (a rank with one batch more would hang)."""
+    import numpy as np
+
+    from edgeomni.export.whisper.distill import DistContext, _epoch_shards
+
+    train = np.arange(23)
+    window = np.where(train % 4 == 0, 1500, 750)  # 6 clips of 30 s, 17 of 15 s
+    single = _epoch_shards(train, window, 1, 0, DistContext(), 4)
+    assert sorted(np.concatenate(single).tolist()) == train.tolist()
+    assert all(len(set(window[b])) == 1 for b in single) and len(single) == 2 + 5
+    assert [b.tolist() for b in _epoch_shards(train, window, 1, 0, DistContext(), 4)] == [b.tolist() for b in single]
+    assert [b.tolist() for b in _epoch_shards(train, window, 2, 0, DistContext(), 4)] != [b.tolist() for b in single]
+    ranks = [_epoch_shards(train, window, 1, 0, DistContext(rank, 2), 4) for rank in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 1 + 3
+    assert [window[b[0]] for b in ranks[0]] == [window[b[0]] for b in ranks[1]]
+    assert all(len(set(window[b])) == 1 for shards in ranks for b in shards)
+
+
+def test_windowed_encoder_states_are_transformers_at_30_s_and_sliced_below() -> None:
+    """The distillation encodes each clip in its runtime window; at 30 s that is exactly transformers' encoder."""
+    import torch
+
+    from edgeomni.engines.whisper_asr import window_frames
+    from edgeomni.export.whisper.ct2_to_hf import build_hf_whisper, load_ct2_whisper
+    from edgeomni.export.whisper.distill_data import encoder_states
+
+    encoder = build_hf_whisper(load_ct2_whisper()).model.encoder.eval()
+    features = torch.randn(1, 80, 3000, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        full = encoder_states(encoder, features)
+        assert torch.allclose(full, encoder(features).last_hidden_state, atol=1e-5)
+        assert encoder_states(encoder, features[:, :, :1500]).shape == (1, 750, 384)
+    assert window_frames(13 * 16_000, (15, 30)) == 1500 and window_frames(14 * 16_000 + 1, (15, 30)) == 3000
+    assert window_frames(40 * 16_000, (15, 30)) == 3000 and window_frames(5 * 16_000, (30,)) == 3000
+
+
 @pytest.fixture(scope="module")
 def tiny_student(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, dict, Path]:
     """A 2-layer student distilled at toy size (the real teacher, real espeak-ng clips, 16 real steps)."""
@@ -107,7 +150,10 @@ def test_tiny_distillation_learns_and_its_int8_export_transcribes(tiny_student: 
 
     student, report, _ = tiny_student
     assert report["student"]["decoder_layers"] == 2 and report["student"]["init_layers"] == [0, 3]
-    assert report["data"]["disjointness"]["disjoint"] and report["data"]["clips"] == 4
+    data = report["data"]
+    # At 15 s the teacher loops on one of the 4 clips (no end of text within its budget): that label is dropped.
+    assert data["disjointness"]["disjoint"] and data["clips"] + sum(data["dropped"].values()) == 4
+    assert data["clips"] >= 3 and data["clips_by_window_s"] == {"15": data["clips"]}  # the runtime's 15 s window
     curve = report["training"]["loss_curve"]
     assert curve["finite"] and curve["steps"] == 16
     assert curve["last_steps_mean"] < 0.6 * curve["first_steps_mean"], curve  # one batch, 16 steps: it must fit

@@ -26,6 +26,14 @@ from edgeomni.errors import BundleError
 ROLES = ("asr-whisper-encoder", "asr-whisper-decoder", "asr-whisper-tokenizer", "asr-whisper-mel")
 
 
+def window_frames(samples: int, windows_s: tuple[int, ...]) -> int:
+    """Mel frames of the shortest of `windows_s` (sorted) that holds `samples` of audio and 1 s more, else the
+    longest. The export's distillation calls this too, so a student learns on the windows it will run."""
+    needed = samples / SAMPLE_RATE + 1.0
+    seconds = next((w for w in windows_s if w >= needed), windows_s[-1])
+    return min(FRAMES, seconds * SAMPLE_RATE // HOP)
+
+
 @dataclass(frozen=True)
 class WhisperDecoding:
     """How the decoder is driven; read from the decoder component's `preprocess` fields."""
@@ -135,11 +143,7 @@ class WhisperAsr:
     def window_frames(self, samples: int) -> int:
         """Mel frames the encoder runs on for `samples` of audio: the shortest window that holds it and 1 s more
         (speech never touches the window's edge), or the whole 30 s for a fixed-window encoder."""
-        if not self._free_window:
-            return FRAMES
-        needed = samples / SAMPLE_RATE + 1.0
-        seconds = next((w for w in self.decoding.windows_s if w >= needed), self.decoding.windows_s[-1])
-        return min(FRAMES, seconds * SAMPLE_RATE // HOP)
+        return window_frames(samples, self.decoding.windows_s) if self._free_window else FRAMES
 
     def empty_cache(self) -> np.ndarray:
         d = self.decoding

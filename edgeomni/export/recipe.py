@@ -189,8 +189,9 @@ class Recipe:
         if unknown:
             raise ExportError(f"distill: unknown field(s) {unknown} (known: {sorted(known)})")
         values = dict(self.distill)
-        if values.get("init_layers") is not None:
-            values["init_layers"] = tuple(values["init_layers"])
+        for name in ("init_layers", "windows_s"):  # YAML lists -> the tuples the spec holds
+            if isinstance(values.get(name), list):
+                values[name] = tuple(values[name])
         if values.get("cache_dir") is not None:
             values["cache_dir"] = self.resolve(str(values["cache_dir"]))
         audio = values.get("audio")

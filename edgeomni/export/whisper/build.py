@@ -259,9 +259,8 @@ def _build(options: WhisperExportOptions, out: Path, work: Path, report: dict[st
     pairs: dict[str, _Pair] = {}
     with steps.step("export", "exporting to ONNX (fp32) and quantizing: encoder static INT8 QDQ "
                               f"({options.method}, {options.activations}), decoder dynamic INT8"):
-        # A student's decoder learnt from the teacher's 30 s encoder outputs (cached): with 15 s windows its WER
-        # went 36.9% -> 41.4% (FP32), so it keeps 30 s; the teacher's own decoder holds at 15 s.
-        student_windows = (30,) if model is not teacher else None
+        # A student runs the windows it was distilled on (its decoder learnt those encoder outputs).
+        student_windows = tuple(options.distill.windows_s) if model is not teacher else None
         pairs[""] = _export_pair(model, ct2, "", work, features, options, report, progress, check, student_windows)
         if model is not teacher:  # the student's figures only mean something next to the teacher's, same run
             pairs["teacher_"] = _export_pair(teacher, ct2, "teacher_", work, features, options, report, progress,

@@ -6,8 +6,10 @@ The labels are what the teacher hears (greedy), not the scripts: the script is o
 the teacher got badly wrong (distil-whisper's WER filter) and to report the labels' quality.
 
 The encoder is shared with the teacher and frozen, so its output for a clip never changes: it is computed
-once, stored as fp16 (1500 x 384, 1.2 MB per clip) under the cache directory keyed by a hash of the audio
-and the encoder weights, and reused by every epoch and every later run (with the pseudo-label beside it).
+once, in the window the runtime will run for that clip (15 s for most utterances, 30 s past 14 s of audio),
+stored as fp16 (750 or 1500 x 384, 0.6 or 1.2 MB per clip) under the cache directory keyed by a hash of the
+audio, the encoder weights and the window, and reused by every epoch and every later run (with the teacher's
+pseudo-label for that window beside it).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeomni.engines.whisper_features import CHUNK_SAMPLES, SAMPLE_RATE, LogMel
+from edgeomni.engines.whisper_features import CHUNK_SAMPLES, FRAMES, HOP, SAMPLE_RATE, LogMel
 from edgeomni.errors import ExportError
 from edgeomni.export.default_bundle import PinnedFile, locate
 from edgeomni.export.whisper.ct2_to_hf import EOT, NO_TIMESTAMPS, SOT
@@ -49,9 +52,26 @@ class DistillItem:
     info: dict[str, Any]
 
 
-def _audio_key(audio: np.ndarray, fingerprint: str) -> str:
+def _audio_key(audio: np.ndarray, fingerprint: str, frames: int = FRAMES) -> str:
+    # 30 s keys are the ones written before windows existed, so those cached clips stay valid.
+    tag = fingerprint if frames == FRAMES else f"{fingerprint}/frames={frames}"
     samples = np.ascontiguousarray(audio, dtype=np.float32).tobytes()
-    return hashlib.sha256(fingerprint.encode() + samples).hexdigest()[:24]
+    return hashlib.sha256(tag.encode() + samples).hexdigest()[:24]
+
+
+def encoder_states(encoder: Any, features: Any) -> Any:
+    """The Whisper encoder's output for (B, n_mels, F) features, F any even window up to 3000 frames.
+    transformers' own forward insists on 3000; this is the same computation with the positions sliced to the
+    window, as the exported encoder does (onnx_export.Encoder)."""
+    import torch
+
+    x = torch.nn.functional.gelu(encoder.conv1(features))
+    x = torch.nn.functional.gelu(encoder.conv2(x)).transpose(1, 2)
+    x = x + encoder.embed_positions.weight[: x.shape[1]]
+    for layer in encoder.layers:
+        out = layer(x, attention_mask=None, layer_head_mask=None)
+        x = out[0] if isinstance(out, tuple) else out
+    return encoder.layer_norm(x)
 
 
 def encoder_fingerprint(teacher: Any) -> str:
@@ -141,11 +161,12 @@ class EncoderCache:
 
 def teacher_pass(teacher: Any, features: np.ndarray, budgets: list[int], suppress: np.ndarray,
                  suppress_begin: np.ndarray, device: str) -> tuple[np.ndarray, list[list[int] | None]]:
-    """Encoder outputs (fp16) and batched greedy pseudo-labels (None where the teacher never ended the text)."""
+    """Encoder outputs (fp16) and batched greedy pseudo-labels (None where the teacher never ended the text),
+    for a batch of features that share one window."""
     import torch
 
     with torch.inference_mode():
-        hidden = teacher.model.encoder(torch.from_numpy(features).to(device)).last_hidden_state
+        hidden = encoder_states(teacher.model.encoder, torch.from_numpy(features).to(device))
         batch = hidden.shape[0]
         ids = torch.tensor([[SOT, NO_TIMESTAMPS]] * batch, device=device)
         mask = torch.zeros(teacher.config.vocab_size, device=device)
@@ -173,37 +194,53 @@ def teacher_pass(teacher: Any, features: np.ndarray, budgets: list[int], suppres
 def build_distill_set(teacher: Any, filters: np.ndarray, suppress: np.ndarray, suppress_begin: np.ndarray,
                       clips: list[tuple[np.ndarray, dict[str, Any]]], cache: EncoderCache, device: str,
                       detokenize: Callable[[list[int]], str], label_filter_wer: float | None,
-                      progress: Callable[[str], None]) -> tuple[list[DistillItem], dict[str, Any]]:
-    """Encode + pseudo-label every clip (cached), drop the ones the teacher failed on, return items + stats."""
-    from edgeomni.engines.whisper_asr import WhisperDecoding
+                      progress: Callable[[str], None], windows_s: tuple[int, ...] = (FRAMES * HOP // SAMPLE_RATE,)
+                      ) -> tuple[list[DistillItem], dict[str, Any]]:
+    """Encode + pseudo-label every clip (cached) in the window the runtime picks for it from `windows_s`, drop
+    the ones the teacher failed on, return items + stats."""
+    from edgeomni.engines.whisper_asr import WhisperDecoding, window_frames
 
     fingerprint = encoder_fingerprint(teacher)
-    keys = [_audio_key(audio, fingerprint) for audio, _ in clips]
-    todo = [i for i, key in enumerate(keys) if not cache.has(key)]
+    frames = [window_frames(len(audio), windows_s) for audio, _ in clips]
+    keys = [_audio_key(audio, fingerprint, n) for (audio, _), n in zip(clips, frames, strict=True)]
+    # Grouped by window, so every batch is one tensor shape.
+    todo = sorted((i for i, key in enumerate(keys) if not cache.has(key)), key=lambda i: frames[i])
     front_end, rate = LogMel(filters), WhisperDecoding.max_tokens_per_second
-    progress(f"    {len(clips) - len(todo)} of {len(clips)} clips already encoded + labelled in {cache.root}")
+    progress(f"    {len(clips) - len(todo)} of {len(clips)} clips already encoded + labelled in {cache.root}; "
+             f"windows {dict(sorted(Counter(n * HOP // SAMPLE_RATE for n in frames).items()))} (s: clips)")
     started = last = time.perf_counter()
-    for start in range(0, len(todo), BATCH):
-        chunk = todo[start : start + BATCH]
-        features = np.stack([front_end(clips[i][0]) for i in chunk])
+    batches = [todo[s : s + BATCH] for s in range(0, len(todo), BATCH)]
+    batches = [part for chunk in batches for part in _split_by(chunk, frames)]
+    done = 0
+    for chunk in batches:
+        features = np.stack([front_end(clips[i][0])[:, : frames[i]] for i in chunk])
         budgets = [max(8, int(np.ceil(len(clips[i][0]) / SAMPLE_RATE * rate))) for i in chunk]
         hidden, labels = teacher_pass(teacher, features, budgets, suppress, suppress_begin, device)
         for row, i in enumerate(chunk):
             cache.put(keys[i], hidden[row], labels[row] if labels[row] is not None else UNTERMINATED)
-        done = start + len(chunk)
+        done += len(chunk)
         if time.perf_counter() - last > 10 or done == len(todo):
             last, elapsed = time.perf_counter(), time.perf_counter() - started
             progress(f"    encoded + labelled {done}/{len(todo)} clips, {elapsed:.0f} s, "
                      f"ETA {elapsed / done * (len(todo) - done):.0f} s")
     items, quality = [], LabelQuality(label_filter_wer)
-    for key, (audio, info) in zip(keys, clips, strict=True):
+    for key, (audio, info), n in zip(keys, clips, frames, strict=True):
         label = cache.label(key)
         text = detokenize(label) if label != UNTERMINATED else ""
         if quality.keep(label, text, info.get("script")):
-            info = {**info, "seconds": round(len(audio) / SAMPLE_RATE, 2), "label": text}
+            info = {**info, "seconds": round(len(audio) / SAMPLE_RATE, 2), "window_s": n * HOP // SAMPLE_RATE,
+                    "label": text}
             items.append(DistillItem(key, [SOT, NO_TIMESTAMPS, *label, EOT], info))
     return items, {**quality.summary(), "encode_label_s": round(time.perf_counter() - started, 1),
                    "newly_encoded": len(todo), "cache": str(cache.root)}
+
+
+def _split_by(chunk: list[int], frames: list[int]) -> list[list[int]]:
+    """A batch of clip indices (sorted by window) cut where the window changes."""
+    parts: dict[int, list[int]] = {}
+    for i in chunk:
+        parts.setdefault(frames[i], []).append(i)
+    return list(parts.values())
 
 
 class LabelQuality:

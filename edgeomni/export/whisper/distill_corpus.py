@@ -9,13 +9,14 @@ sentences and every run of 5 consecutive words against the bench set's reference
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from edgeomni.errors import ExportError
 from edgeomni.wer import words
 
 # Everyday and meeting speech, written for this purpose (none of it copied from the bench set).
-TRAIN_SENTENCES = (
+MEETING_SENTENCES = (
     "The parking lot behind the station is full on weekdays.",
     "Could we move the review to Wednesday afternoon?",
     "The heating in the conference room does not work.",
@@ -136,6 +137,12 @@ TRAIN_SENTENCES = (
     "The phone line was busy for most of the afternoon.",
     "Please fill in the form with a black pen.",
 )
+
+# 480 more, on many topics (science, history, sport, cooking, travel, law, ...), also written for training: with
+# the 119 above alone the student's held-out agreement with the teacher stalled near 80%.
+GENERAL_SENTENCES_FILE = Path(__file__).parents[1] / "data" / "distill_sentences.txt"
+TRAIN_SENTENCES = MEETING_SENTENCES + tuple(
+    line.strip() for line in GENERAL_SENTENCES_FILE.read_text(encoding="utf-8").splitlines() if line.strip())
 
 
 def _ngrams(tokens: list[str], n: int) -> set[tuple[str, ...]]:

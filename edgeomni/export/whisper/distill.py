@@ -41,7 +41,7 @@ class DistillSpec:
     temperature: float = 2.0
     kd_weight: float = 0.8  # KL weight; the rest of the logit loss is CE on the pseudo-labels
     hidden_weight: float = 0.0  # MSE between student layer i and its init teacher layer (0: off)
-    clips: int = 200  # espeak-ng clips synthesised (plus the package-shipped real clips)
+    clips: int = 600  # espeak-ng clips synthesised (plus the package-shipped real clips)
     package_clips: bool = True
     audio: str = ""  # more unlabeled speech for the teacher to label: "trainer:DIR" (build-sets' distillation set)
     #                  or a folder of audio files (sub-folders are strata); every file is used, cut at 30 s

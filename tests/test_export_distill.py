@@ -118,6 +118,7 @@ def test_windowed_encoder_states_are_transformers_at_30_s_and_sliced_below() -> 
         assert encoder_states(encoder, features[:, :, :1500]).shape == (1, 750, 384)
     assert window_frames(13 * 16_000, (15, 30)) == 1500 and window_frames(14 * 16_000 + 1, (15, 30)) == 3000
     assert window_frames(40 * 16_000, (15, 30)) == 3000 and window_frames(5 * 16_000, (30,)) == 3000
+    assert window_frames(17 * 16_000, (15, 20, 30)) == 2000 == window_frames(19 * 16_000, (15, 20, 30))
 
 
 @pytest.fixture(scope="module")

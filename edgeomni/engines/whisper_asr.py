@@ -67,7 +67,7 @@ class WhisperDecoding:
                 suppress_begin=tuple(int(i) for i in params.get("suppress_begin", (220, 50256))),
                 max_target_positions=int(params.get("max_target_positions", 448)),
                 max_tokens_per_second=float(params.get("max_tokens_per_second", 6.5)),
-                windows_s=tuple(sorted(int(w) for w in params.get("windows_s", (15, 30)))))
+                windows_s=tuple(sorted(int(w) for w in params.get("windows_s", cls.windows_s))))
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"component role asr-whisper-decoder: preprocess field missing or malformed: {exc!r} "
                               f"(expected num_layers, num_heads, head_dim, ...)") from None

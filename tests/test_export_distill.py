@@ -21,7 +21,8 @@ import pytest
 from edgeomni.errors import ExportError
 from edgeomni.export.whisper.distill import DistillSpec
 
-TINY = dict(decoder_layers=2, clips=4, package_clips=False, noise_fraction=0.0, label_filter_wer=None, held_out=0.0,
+TINY = dict(decoder_layers=2, clips=4, package_clips=False, noise_fraction=0.0, long_fraction=0.0,
+            label_filter_wer=None, held_out=0.0,
             epochs=50, max_steps=16, batch_size=4, lr=1e-3)
 
 
@@ -32,6 +33,7 @@ TINY = dict(decoder_layers=2, clips=4, package_clips=False, noise_fraction=0.0, 
     ({"temperature": 0}, "distill.temperature: expected a number > 0, got 0"),
     ({"temperature": "hot"}, "distill.temperature: expected a number > 0, got 'hot'"),
     ({"kd_weight": 1.5}, r"distill.kd_weight: expected a number >= 0 and <= 1, got 1.5"),
+    ({"long_fraction": -0.1}, r"distill.long_fraction: expected a number >= 0 and <= 1, got -0.1"),
     ({"epochs": 0}, "distill.epochs: expected an integer >= 1, got 0"),
     ({"batch_size": 2.5}, "distill.batch_size: expected an integer >= 1, got 2.5"),
     ({"device": "tpu"}, "distill.device: expected auto, cpu, cuda or cuda:N, got 'tpu'"),
@@ -119,6 +121,18 @@ def test_windowed_encoder_states_are_transformers_at_30_s_and_sliced_below() -> 
     assert window_frames(13 * 16_000, (15, 30)) == 1500 and window_frames(14 * 16_000 + 1, (15, 30)) == 3000
     assert window_frames(40 * 16_000, (15, 30)) == 3000 and window_frames(5 * 16_000, (30,)) == 3000
     assert window_frames(17 * 16_000, (15, 20, 30)) == 2000 == window_frames(19 * 16_000, (15, 20, 30))
+
+
+def test_long_fraction_makes_long_clips_and_zero_keeps_the_clips_of_before() -> None:
+    from edgeomni.export.whisper.distill_corpus import TRAIN_SENTENCES
+    from edgeomni.export.whisper.distill_data import synthesize
+
+    long = synthesize(2, TRAIN_SENTENCES, seed=3, noise_fraction=0.0, long_fraction=1.0)
+    assert all(sum(t in info["script"] for t in TRAIN_SENTENCES) >= 4 and len(audio) > 10 * 16_000
+               for audio, info in long), [info["script"] for _, info in long]
+    short = [info["script"] for _, info in synthesize(3, TRAIN_SENTENCES, seed=3, noise_fraction=0.0)]
+    assert short == [info["script"] for _, info in synthesize(3, TRAIN_SENTENCES, 3, 0.0, long_fraction=0.0)]
+    assert all(sum(t in script for t in TRAIN_SENTENCES) <= 3 for script in short)
 
 
 @pytest.fixture(scope="module")

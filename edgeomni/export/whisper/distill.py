@@ -46,6 +46,9 @@ class DistillSpec:
     audio: str = ""  # more unlabeled speech for the teacher to label: "trainer:DIR" (build-sets' distillation set)
     #                  or a folder of audio files (sub-folders are strata); every file is used, cut at 30 s
     noise_fraction: float = 0.3
+    # Share of clips of 4-7 sentences (15-30 s, the 30 s window and long transcripts). Off by default: at 0.2
+    # (101 of 489 clips at 30 s instead of 11) the bench WER did not move (26.6% vs 26.8%): docs/BENCHMARKS.md.
+    long_fraction: float = 0.0
     label_filter_wer: float | None = 0.5  # drop clips whose pseudo-label is this far from the script
     held_out: float = 0.1  # fraction of clips kept out of training for the per-epoch held-out loss
     epochs: int = 6
@@ -82,7 +85,8 @@ class DistillSpec:
         # (field, kind, low, high, inclusive high, may be None): numbers from YAML may be of any type.
         ranges = [("temperature", float, 0, None, False, False), ("kd_weight", float, 0, 1, True, False),
                   ("hidden_weight", float, 0, None, False, False), ("clips", int, 0, None, False, False),
-                  ("noise_fraction", float, 0, 1, True, False), ("held_out", float, 0, 0.5, False, False),
+                  ("noise_fraction", float, 0, 1, True, False), ("long_fraction", float, 0, 1, True, False),
+                  ("held_out", float, 0, 0.5, False, False),
                   ("epochs", int, 1, None, False, False), ("max_steps", int, 1, None, False, True),
                   ("batch_size", int, 1, None, False, False), ("lr", float, 0, 1, False, False),
                   ("label_filter_wer", float, 0, None, False, True)]
@@ -201,7 +205,7 @@ def _prepare_data(teacher: Any, filters: np.ndarray, spec: DistillSpec, ctx: Dis
                                   "disjointness": check_disjoint(TRAIN_SENTENCES, bench_references())}
         progress(f"    text disjoint from the bench speech set: {report['disjointness']}")
         started = time.perf_counter()
-        clips = data.synthesize(spec.clips, TRAIN_SENTENCES, spec.seed, spec.noise_fraction)
+        clips = data.synthesize(spec.clips, TRAIN_SENTENCES, spec.seed, spec.noise_fraction, spec.long_fraction)
         clips += data.package_clips() if spec.package_clips else []
         clips += data.unlabeled_clips(spec.audio, progress) if spec.audio else []
         report["synthesis_s"] = round(time.perf_counter() - started, 1)
@@ -340,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     defaults = DistillSpec()
     for name in ("decoder_layers", "clips", "epochs", "max_steps", "batch_size", "seed"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
-    for name in ("temperature", "kd_weight", "hidden_weight", "lr", "noise_fraction", "held_out"):
+    for name in ("temperature", "kd_weight", "hidden_weight", "lr", "noise_fraction", "long_fraction", "held_out"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
     parser.add_argument("--init-layers", type=lambda s: tuple(int(x) for x in s.split(",")), default=None)
     parser.add_argument("--no-package-clips", dest="package_clips", action="store_false")

@@ -80,19 +80,23 @@ def encoder_fingerprint(teacher: Any) -> str:
     return hashlib.sha256(conv.tobytes() + final.tobytes()).hexdigest()[:16]
 
 
-def synthesize(count: int, sentences: tuple[str, ...], seed: int, noise_fraction: float) -> list[tuple[np.ndarray,
-                                                                                                       dict[str, Any]]]:
-    """`count` espeak-ng clips of 1-3 sentences with seeded voice, speed, pitch and optional white noise."""
+def synthesize(count: int, sentences: tuple[str, ...], seed: int, noise_fraction: float,
+               long_fraction: float = 0.0) -> list[tuple[np.ndarray, dict[str, Any]]]:
+    """`count` espeak-ng clips of 1-3 sentences (a `long_fraction` of them 4-7: 15-30 s, the 30 s window) with
+    seeded voice, speed, pitch and optional white noise."""
     from edgeomni.export.whisper.calibration import decode_audio
 
     exe = shutil.which("espeak-ng")
     if exe is None:
         raise ExportError("distillation needs espeak-ng: apt-get install espeak-ng (make setup installs it)")
-    rng = random.Random(seed)
+    rng, long_rng = random.Random(seed), random.Random(f"{seed}-long")  # long_fraction 0: the clips of before
     clips = []
     with tempfile.TemporaryDirectory(prefix="edgeomni-distill-") as tmp:
         for i in range(count):
-            text = " ".join(rng.sample(sentences, rng.choice((1, 1, 2, 2, 3))))
+            count_sentences = rng.choice((1, 1, 2, 2, 3))
+            if long_fraction and long_rng.random() < long_fraction:
+                count_sentences = long_rng.randint(4, 7)
+            text = " ".join(rng.sample(sentences, count_sentences))
             voice, speed, pitch = rng.choice(VOICES), rng.randint(*SPEED_RANGE), rng.randint(*PITCH_RANGE)
             wav = Path(tmp) / f"{i}.wav"
             subprocess.run([exe, "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", str(wav), text],

@@ -198,7 +198,7 @@ def teacher_pass(teacher: Any, features: np.ndarray, budgets: list[int], suppres
 def build_distill_set(teacher: Any, filters: np.ndarray, suppress: np.ndarray, suppress_begin: np.ndarray,
                       clips: list[tuple[np.ndarray, dict[str, Any]]], cache: EncoderCache, device: str,
                       detokenize: Callable[[list[int]], str], label_filter_wer: float | None,
-                      progress: Callable[[str], None], windows_s: tuple[int, ...] = (FRAMES * HOP // SAMPLE_RATE,)
+                      progress: Callable[[str], None], windows_s: tuple[int, ...]
                       ) -> tuple[list[DistillItem], dict[str, Any]]:
     """Encode + pseudo-label every clip (cached) in the window the runtime picks for it from `windows_s`, drop
     the ones the teacher failed on, return items + stats."""
@@ -207,14 +207,16 @@ def build_distill_set(teacher: Any, filters: np.ndarray, suppress: np.ndarray, s
     fingerprint = encoder_fingerprint(teacher)
     frames = [window_frames(len(audio), windows_s) for audio, _ in clips]
     keys = [_audio_key(audio, fingerprint, n) for (audio, _), n in zip(clips, frames, strict=True)]
-    # Grouped by window, so every batch is one tensor shape.
-    todo = sorted((i for i, key in enumerate(keys) if not cache.has(key)), key=lambda i: frames[i])
+    todo: dict[int, list[int]] = {}  # by window, so every batch is one tensor shape
+    for i, key in enumerate(keys):
+        if not cache.has(key):
+            todo.setdefault(frames[i], []).append(i)
+    batches = [ids[s : s + BATCH] for ids in todo.values() for s in range(0, len(ids), BATCH)]
+    pending = sum(len(ids) for ids in todo.values())
     front_end, rate = LogMel(filters), WhisperDecoding.max_tokens_per_second
-    progress(f"    {len(clips) - len(todo)} of {len(clips)} clips already encoded + labelled in {cache.root}; "
+    progress(f"    {len(clips) - pending} of {len(clips)} clips already encoded + labelled in {cache.root}; "
              f"windows {dict(sorted(Counter(n * HOP // SAMPLE_RATE for n in frames).items()))} (s: clips)")
     started = last = time.perf_counter()
-    batches = [todo[s : s + BATCH] for s in range(0, len(todo), BATCH)]
-    batches = [part for chunk in batches for part in _split_by(chunk, frames)]
     done = 0
     for chunk in batches:
         features = np.stack([front_end(clips[i][0])[:, : frames[i]] for i in chunk])
@@ -223,10 +225,10 @@ def build_distill_set(teacher: Any, filters: np.ndarray, suppress: np.ndarray, s
         for row, i in enumerate(chunk):
             cache.put(keys[i], hidden[row], labels[row] if labels[row] is not None else UNTERMINATED)
         done += len(chunk)
-        if time.perf_counter() - last > 10 or done == len(todo):
+        if time.perf_counter() - last > 10 or done == pending:
             last, elapsed = time.perf_counter(), time.perf_counter() - started
-            progress(f"    encoded + labelled {done}/{len(todo)} clips, {elapsed:.0f} s, "
-                     f"ETA {elapsed / done * (len(todo) - done):.0f} s")
+            progress(f"    encoded + labelled {done}/{pending} clips, {elapsed:.0f} s, "
+                     f"ETA {elapsed / done * (pending - done):.0f} s")
     items, quality = [], LabelQuality(label_filter_wer)
     for key, (audio, info), n in zip(keys, clips, frames, strict=True):
         label = cache.label(key)
@@ -236,15 +238,7 @@ def build_distill_set(teacher: Any, filters: np.ndarray, suppress: np.ndarray, s
                     "label": text}
             items.append(DistillItem(key, [SOT, NO_TIMESTAMPS, *label, EOT], info))
     return items, {**quality.summary(), "encode_label_s": round(time.perf_counter() - started, 1),
-                   "newly_encoded": len(todo), "cache": str(cache.root)}
-
-
-def _split_by(chunk: list[int], frames: list[int]) -> list[list[int]]:
-    """A batch of clip indices (sorted by window) cut where the window changes."""
-    parts: dict[int, list[int]] = {}
-    for i in chunk:
-        parts.setdefault(frames[i], []).append(i)
-    return list(parts.values())
+                   "newly_encoded": pending, "cache": str(cache.root)}
 
 
 class LabelQuality:

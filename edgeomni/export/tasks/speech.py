@@ -51,6 +51,7 @@ def options_for(recipe: Recipe, bundle: Path) -> Any:
         seed=recipe.calibration.seed, heldout_audio=_media(recipe, recipe.heldout.audio),
         gate_clips=recipe.heldout.count, method=recipe.quantize.method, activations=recipe.quantize.activations,
         max_wer_delta=recipe.gate.max_delta, min_size_ratio=recipe.gate.min_size_ratio,
+        exclude_sensitive=recipe.gate.exclude_sensitive, max_excluded=recipe.gate.max_excluded,
         latency_runs=recipe.latency_runs, peer=recipe.peer,
         distill=recipe.distill_spec() if "distill" in recipe.steps else None)
 

@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gate-clips", type=int, default=None, help="score only the first N speech clips")
     parser.add_argument("--max-wer-delta", type=float, default=0.01, help="allowed INT8-FP32 WER gap (0.01)")
     parser.add_argument("--min-size-ratio", type=float, default=3.0, help="FP32/INT8 size ratio required (3.0)")
+    parser.add_argument("--max-excluded", type=int, default=8,
+                        help="nodes the WER gate may keep FP32, round by round, while INT8 misses it (0: none)")
     parser.add_argument("--latency-runs", type=int, default=10)
     parser.add_argument("--speech-set", type=Path, default=None, help="bench speech set dir (default: the cache's)")
     parser.add_argument("--no-peer", action="store_true", help="skip scoring faster-whisper on the same clips")
@@ -29,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         options = WhisperExportOptions(out=args.out, calibration_clips=args.calibration_clips, method=args.method,
                                        activations=args.activations,
                                        gate_clips=args.gate_clips, max_wer_delta=args.max_wer_delta,
-                                       min_size_ratio=args.min_size_ratio,
+                                       min_size_ratio=args.min_size_ratio, max_excluded=args.max_excluded,
                                        latency_runs=args.latency_runs, peer=not args.no_peer,
                                        speech_set=args.speech_set)
         path, _ = build_whisper_bundle(options, progress=lambda line: print(line, flush=True))

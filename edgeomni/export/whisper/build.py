@@ -37,6 +37,8 @@ class WhisperExportOptions:
     gate_clips: int | None = None  # speech clips the gate scores (None: every speech clip of the set)
     max_wer_delta: float = 0.01
     min_size_ratio: float = 3.0
+    exclude_sensitive: bool = True  # keep the worst nodes FP32, round by round, while the WER gate fails
+    max_excluded: int = 8
     latency_runs: int = 10
     peer: bool = True  # also score faster-whisper (int8) on the same clips, as a reference
     speech_set: Path | None = None
@@ -61,6 +63,8 @@ class WhisperExportOptions:
             raise ExportError(f"max_wer_delta: expected a fraction in [0, 1], got {self.max_wer_delta}")
         if self.min_size_ratio <= 0:
             raise ExportError(f"min_size_ratio: expected > 0, got {self.min_size_ratio}")
+        if self.max_excluded < 0:
+            raise ExportError(f"max_excluded: expected >= 0, got {self.max_excluded}")
         if self.latency_runs < 1:
             raise ExportError(f"latency_runs: expected >= 1, got {self.latency_runs}")
 
@@ -170,7 +174,7 @@ def build_whisper_bundle(options: WhisperExportOptions, progress: Callable[[str]
                               "options": {k: str(v) if isinstance(v, Path) else v
                                           for k, v in asdict(options).items() if k != "distill"}}
     try:
-        _build(options, out, work, report, steps or Steps(progress, 10 if options.distill else 9), progress)
+        _build(options, out, work, report, steps or Steps(progress, 11 if options.distill else 10), progress)
     except GateFailed as exc:
         exc.report = report  # type: ignore[attr-defined]
         if steps is not None:  # the recipe runner writes its own report (and no bundle directory at all)
@@ -215,9 +219,24 @@ def _export_pair(model: Any, ct2: Any, prefix: str, work: Path, features: np.nda
                                     windows_s=windows_s or WhisperDecoding.windows_s)
     report.setdefault("quantization", {})[prefix.rstrip("_") or "model"] = {
         "encoder": quantize_encoder(pair.fp32[0], pair.int8[0], features, options.method, options.activations,
-                                    progress),
+                                    progress, work=work),
         "decoder": quantize_decoder(pair.fp32[1], pair.int8[1])}
     return pair
+
+
+def _wer_gate(pair: _Pair, accuracy: dict[str, Any], items: list[dict[str, Any]], clips: list[np.ndarray],
+              features: np.ndarray, assets: dict[str, Path], options: WhisperExportOptions, work: Path,
+              progress: Callable[[str], None]) -> dict[str, Any]:
+    """Keep nodes FP32 while INT8's WER is too far above FP32's (accuracy["int8"] becomes the last score)."""
+    from edgeomni.export.whisper.wer_gate import WerGate
+
+    fp32_bytes, int8_bytes = (sum(p.stat().st_size for p in files) for files in (pair.fp32, pair.int8))
+    gate = WerGate(pair, lambda e, d: _pair_asr(e, d, assets, pair.decoding, threads=2), items, clips, features,
+                   options, work, progress)
+    accuracy["int8"], record = gate.run(accuracy["fp32"]["wer"], accuracy["int8"], options.max_wer_delta,
+                                        options.max_excluded if options.exclude_sensitive else 0,
+                                        budget_bytes=fp32_bytes / options.min_size_ratio - int8_bytes)
+    return record
 
 
 def _build(options: WhisperExportOptions, out: Path, work: Path, report: dict[str, Any], steps: Any,
@@ -279,6 +298,11 @@ def _build(options: WhisperExportOptions, out: Path, work: Path, report: dict[st
                 progress(f"    {prefix}{kind}: WER {accuracy[prefix + kind]['wer']:.2%} on "
                          f"{accuracy[prefix + kind]['words']} words")
         report["accuracy"] = accuracy
+    with steps.step("gate", "WER gate: INT8 against FP32 (sensitive nodes kept FP32 while it fails)"):
+        report["gate"] = _wer_gate(pairs[""], accuracy, items, clips, features, assets, options, work, progress)
+        if report["gate"]["kept_fp32"]["encoder"] or report["gate"]["kept_fp32"]["decoder"]:
+            for half, kept in report["gate"]["kept_fp32"].items():
+                report["quantization"]["model"][half]["kept_fp32"] = [{"node": n, "sqnr_db": s} for n, s in kept]
     with steps.step("latency", "timing encoder, decoder step and a whole utterance (1 thread)"):
         report["latency"] = {}
         for prefix, pair in pairs.items():
@@ -300,13 +324,16 @@ def _build(options: WhisperExportOptions, out: Path, work: Path, report: dict[st
                                         for kind in ("fp32", "int8")}
     delta = accuracy["int8"]["wer"] - accuracy["fp32"]["wer"]
     failures = []
-    if delta > options.max_wer_delta:
+    if delta > options.max_wer_delta + 1e-9:
+        kept = report["gate"]["rounds"][-1]["kept_fp32"]
         failures.append(f"INT8 WER {accuracy['int8']['wer']:.2%} is {delta:.2%} above FP32's "
-                        f"{accuracy['fp32']['wer']:.2%} (allowed {options.max_wer_delta:.2%})")
+                        f"{accuracy['fp32']['wer']:.2%} (allowed {options.max_wer_delta:.2%}), "
+                        + (f"after keeping {kept} node(s) FP32 (max_excluded {options.max_excluded})"
+                           if options.exclude_sensitive else "gate.exclude_sensitive is off"))
     if report["size_ratio"] < options.min_size_ratio:
         failures.append(f"INT8 is only {report['size_ratio']}x smaller than FP32 (needs {options.min_size_ratio}x)")
-    report["gate"] = {"wer_delta": round(delta, 4), "max_wer_delta": options.max_wer_delta,
-                      "min_size_ratio": options.min_size_ratio, "passed": not failures, "failures": failures}
+    report["gate"].update({"wer_delta": round(delta, 4), "max_wer_delta": options.max_wer_delta,
+                           "min_size_ratio": options.min_size_ratio, "passed": not failures, "failures": failures})
     report["step_wall_s"] = getattr(steps, "wall_s", {})
     report["total_wall_s"] = round(time.perf_counter() - started, 1)
     if failures:

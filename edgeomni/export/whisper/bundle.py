@@ -26,6 +26,7 @@ def report_markdown(report: dict[str, Any]) -> str:
              "| component | FP32 MB | INT8 MB |", "|---|---:|---:|"]
     for part in ("encoder", "decoder", "total"):
         lines.append(f"| {part} | {sizes['fp32'][part] / 1e6:.1f} | {sizes['int8'][part] / 1e6:.1f} |")
+    lines += _gate_round_lines(report["gate"])
     lines += ["", f"Size ratio FP32/INT8: {report['size_ratio']}x", "",
               "| system | WER | words | compute s per audio s (2 threads) |", "|---|---:|---:|---:|"]
     student = "distillation" in report
@@ -51,6 +52,26 @@ def report_markdown(report: dict[str, Any]) -> str:
               f"{calib.get('held_out', '')}.", "",
               "Step wall times (s): " + ", ".join(f"{k} {v}" for k, v in report.get("step_wall_s", {}).items()), ""]
     return "\n".join(lines)
+
+
+def _gate_round_lines(gate: dict[str, Any]) -> list[str]:
+    """The exclusion rounds, when the first INT8 model missed the gate: which half, which nodes, what WER."""
+    if len(gate.get("rounds", [])) < 2 and "blame" not in gate:
+        return []
+    blame = gate.get("blame", {})
+    lines = ["", "The first INT8 pair missed the WER gate. WER over FP32 with only the encoder INT8: "
+             f"{blame.get('encoder', 0) * 100:+.2f} points, only the decoder INT8: "
+             f"{blame.get('decoder', 0) * 100:+.2f}. Nodes kept FP32, round by round "
+             "(SQNR of their INT8 output in dB; lowest first):", "",
+             "| round | half | nodes kept FP32 | INT8 WER | INT8 - FP32 |", "|---:|---|---|---:|---:|"]
+    sqnr = {node: value for kept in gate["kept_fp32"].values() for node, value in kept}
+    for i, r in enumerate(gate["rounds"]):
+        nodes = ", ".join(f"{n} ({sqnr.get(n, float('nan')):.1f})" for n in r.get("nodes", [])) or "-"
+        lines.append(f"| {i} | {r.get('half', '-')} | {nodes} | {r['int8_wer']:.2%} | {r['wer_delta'] * 100:+.2f} |")
+    if gate.get("stopped"):
+        lines.append(f"\nStopped: {gate['stopped']}.")
+    lines.append(f"\nThe kept nodes add {gate.get('added_bytes', 0) / 1e6:.2f} MB to the INT8 pair.")
+    return lines
 
 
 def _distillation_lines(report: dict[str, Any]) -> list[str]:

@@ -242,5 +242,10 @@ def test_whisper_asr_names_a_malformed_decoder_entry(whisper_bundle: Path, tmp_p
         WhisperAsr(verify_bundle(broken))
     manifest["components"]["asr_whisper_decoder"]["preprocess"] |= {"num_heads": 6, "windows_s": [5, 30]}
     (broken / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(BundleError, match=r"windows_s: expected whole seconds in 10\.\.30, got \[5, 30\]"):
-        WhisperAsr(verify_bundle(broken))
+    # One rule with the distillation's: a window set that stops short of 30 s would cut longer utterances.
+    for windows in ([5, 30], [15, 20], [15, 15, 30]):
+        manifest["components"]["asr_whisper_decoder"]["preprocess"]["windows_s"] = windows
+        (broken / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(BundleError, match=r"windows_s: expected increasing whole seconds in 10\.\.30 ending "
+                                              rf"with 30, got \[{', '.join(map(str, windows))}\]"):
+            WhisperAsr(verify_bundle(broken))

@@ -26,6 +26,18 @@ from edgeomni.errors import BundleError
 ROLES = ("asr-whisper-encoder", "asr-whisper-decoder", "asr-whisper-tokenizer", "asr-whisper-mel")
 
 
+WINDOWS_RULE = "increasing whole seconds in 10..30 ending with 30"
+
+
+def valid_windows(windows: object) -> bool:
+    """Encoder windows a bundle or a distillation may name (WINDOWS_RULE). The last is Whisper's own 30 s, so
+    no utterance the engine accepts (up to 30 s) is ever cut to fit a shorter window; under 10 s tiny.en
+    breaks down (docs/BENCHMARKS.md)."""
+    return (isinstance(windows, tuple | list) and bool(windows)
+            and all(type(w) is int and 10 <= w <= 30 for w in windows)
+            and list(windows) == sorted(set(windows)) and windows[-1] == 30)
+
+
 def window_frames(samples: int, windows_s: tuple[int, ...]) -> int:
     """Mel frames of the shortest of `windows_s` (sorted) that holds `samples` of audio and 1 s more, else the
     longest. The export's distillation calls this too, so a student learns on the windows it will run."""
@@ -117,8 +129,8 @@ class WhisperAsr:
         self._encoder = create_session(encoder, profile)
         # Bundles exported before the encoder's frame axis was freed take 3000 frames (30 s) and nothing else.
         self._free_window = not isinstance(self._encoder.get_inputs()[0].shape[2], int)
-        if self._free_window and not all(10 <= w <= 30 for w in decoding.windows_s):
-            raise BundleError(f"{decoder}: preprocess windows_s: expected whole seconds in 10..30, "
+        if self._free_window and not valid_windows(decoding.windows_s):
+            raise BundleError(f"{decoder}: preprocess windows_s: expected {WINDOWS_RULE}, "
                               f"got {list(decoding.windows_s)}")
         self._decoder = create_session(decoder, profile)
         self.detokenizer = ByteLevelDetokenizer(vocabulary, first_special=decoding.eos_token)

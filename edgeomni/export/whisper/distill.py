@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeomni.engines.whisper_asr import WINDOWS_RULE, valid_windows
 from edgeomni.errors import EdgeOmniError, ExportError
 
 TEACHER_DECODER_LAYERS = 4  # Whisper tiny.en
@@ -102,10 +103,8 @@ class DistillSpec:
                 span = f"{'an integer' if kind is int else 'a number'} {floor}" if high is None else \
                     f"a number {floor} and {'<=' if inclusive else '<'} {high}"
                 raise bad(name, span + (" or null" if optional else ""), value)
-        windows = self.windows_s
-        if not isinstance(windows, tuple | list) or not windows or list(windows) != sorted(set(windows)) or not all(
-                type(w) is int and 10 <= w <= 30 for w in windows) or windows[-1] != 30:
-            raise bad("windows_s", "increasing whole seconds in 10..30 ending with 30", windows)
+        if not valid_windows(self.windows_s):
+            raise bad("windows_s", WINDOWS_RULE, self.windows_s)
         if self.device not in DEVICES and not re.fullmatch(r"cuda:\d+", str(self.device)):
             raise bad("device", "auto, cpu, cuda or cuda:N", self.device)
         if not isinstance(self.audio, str):

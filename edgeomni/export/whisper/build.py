@@ -300,8 +300,8 @@ def _build(options: WhisperExportOptions, out: Path, work: Path, report: dict[st
         report["accuracy"] = accuracy
     with steps.step("gate", "WER gate: INT8 against FP32 (sensitive nodes kept FP32 while it fails)"):
         report["gate"] = _wer_gate(pairs[""], accuracy, items, clips, features, assets, options, work, progress)
-        if report["gate"]["kept_fp32"]["encoder"] or report["gate"]["kept_fp32"]["decoder"]:
-            for half, kept in report["gate"]["kept_fp32"].items():
+        for half, kept in report["gate"]["kept_fp32"].items():
+            if kept:
                 report["quantization"]["model"][half]["kept_fp32"] = [{"node": n, "sqnr_db": s} for n, s in kept]
     with steps.step("latency", "timing encoder, decoder step and a whole utterance (1 thread)"):
         report["latency"] = {}
@@ -328,7 +328,8 @@ def _build(options: WhisperExportOptions, out: Path, work: Path, report: dict[st
         kept = report["gate"]["rounds"][-1]["kept_fp32"]
         failures.append(f"INT8 WER {accuracy['int8']['wer']:.2%} is {delta:.2%} above FP32's "
                         f"{accuracy['fp32']['wer']:.2%} (allowed {options.max_wer_delta:.2%}), "
-                        + (f"after keeping {kept} node(s) FP32 (max_excluded {options.max_excluded})"
+                        + (f"after keeping {kept} node(s) FP32 (max_excluded {options.max_excluded}"
+                           + (f"; {report['gate']['stopped']}" if "stopped" in report["gate"] else "") + ")"
                            if options.exclude_sensitive else "gate.exclude_sensitive is off"))
     if report["size_ratio"] < options.min_size_ratio:
         failures.append(f"INT8 is only {report['size_ratio']}x smaller than FP32 (needs {options.min_size_ratio}x)")

@@ -34,6 +34,7 @@ TINY = dict(decoder_layers=2, clips=4, package_clips=False, noise_fraction=0.0, 
     ({"temperature": "hot"}, "distill.temperature: expected a number > 0, got 'hot'"),
     ({"kd_weight": 1.5}, r"distill.kd_weight: expected a number >= 0 and <= 1, got 1.5"),
     ({"long_fraction": -0.1}, r"distill.long_fraction: expected a number >= 0 and <= 1, got -0.1"),
+    ({"encoder_noise": 1.5}, r"distill.encoder_noise: expected a number >= 0 and <= 1, got 1.5"),
     ({"epochs": 0}, "distill.epochs: expected an integer >= 1, got 0"),
     ({"batch_size": 2.5}, "distill.batch_size: expected an integer >= 1, got 2.5"),
     ({"device": "tpu"}, "distill.device: expected auto, cpu, cuda or cuda:N, got 'tpu'"),
@@ -48,6 +49,29 @@ TINY = dict(decoder_layers=2, clips=4, package_clips=False, noise_fraction=0.0, 
 def test_distill_spec_names_the_bad_field(fields: dict, message: str) -> None:
     with pytest.raises(ExportError, match=message):
         DistillSpec(**fields).validate("distill")
+
+
+def test_encoder_noise_reaches_the_student_s_view_only() -> None:
+    """The teacher as its own student: KL 0 on the clean encoder output; with `encoder_noise` the student side
+    reads a noisy copy (KL > 0) while the teacher's targets stay those of the clean one."""
+    import numpy as np
+    import torch
+
+    from edgeomni.export.whisper.ct2_to_hf import build_hf_whisper, load_ct2_whisper
+    from edgeomni.export.whisper.distill_train import kd_losses, make_batch
+
+    teacher = build_hf_whisper(load_ct2_whisper()).eval()
+    hidden = np.random.default_rng(0).normal(0, 1, (2, 750, 384)).astype(np.float16)
+    batch = make_batch(hidden, [[50257, 50362, 464, 2068, 50256], [50257, 50362, 40, 50256]], "cpu")
+    spec = DistillSpec()
+    with torch.no_grad():
+        clean = kd_losses(teacher, teacher, batch, spec, (0, 1, 2, 3))
+        torch.manual_seed(0)
+        noisy = kd_losses(teacher, teacher, batch, spec, (0, 1, 2, 3), encoder_noise=0.05)
+        torch.manual_seed(0)
+        again = kd_losses(teacher, teacher, batch, spec, (0, 1, 2, 3), encoder_noise=0.05)
+    assert float(clean["kl"]) == pytest.approx(0.0, abs=1e-6)
+    assert float(noisy["kl"]) > 1e-4 and float(noisy["loss"]) == float(again["loss"])  # seeded
 
 
 def test_distill_command_names_a_bad_option(tmp_path: Path) -> None:

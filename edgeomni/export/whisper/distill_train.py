@@ -47,8 +47,11 @@ def make_batch(hidden_fp16: np.ndarray, sequences: list[list[int]], device: str)
                  torch.from_numpy(valid).to(device), int(valid.sum()))
 
 
-def kd_losses(student: Any, teacher: Any, batch: Batch, spec: Any, init_layers: tuple[int, ...]) -> dict[str, Any]:
-    """The three loss terms and their weighted sum, for one batch (gradients flow into the student only)."""
+def kd_losses(student: Any, teacher: Any, batch: Batch, spec: Any, init_layers: tuple[int, ...],
+              encoder_noise: float = 0.0) -> dict[str, Any]:
+    """The three loss terms and their weighted sum, for one batch (gradients flow into the student only).
+    `encoder_noise`: the student reads the encoder output with Gaussian noise of that fraction of each clip's RMS;
+    the teacher reads it clean."""
     import torch
     import torch.nn.functional as F
 
@@ -56,7 +59,11 @@ def kd_losses(student: Any, teacher: Any, batch: Batch, spec: Any, init_layers: 
     with torch.no_grad():
         t_out = teacher(encoder_outputs=(batch.hidden,), decoder_input_ids=batch.inputs, use_cache=False,
                         output_hidden_states=want_hidden)
-    s_out = student(encoder_outputs=(batch.hidden,), decoder_input_ids=batch.inputs, use_cache=False,
+        seen = batch.hidden
+        if encoder_noise > 0:
+            rms = batch.hidden.pow(2).mean(dim=(1, 2), keepdim=True).sqrt()
+            seen = batch.hidden + torch.randn_like(batch.hidden) * rms * encoder_noise
+    s_out = student(encoder_outputs=(seen,), decoder_input_ids=batch.inputs, use_cache=False,
                     output_hidden_states=want_hidden)
     s_logits, t_logits = s_out.logits[batch.valid].float(), t_out.logits[batch.valid].float()
     temp = spec.temperature
@@ -98,7 +105,8 @@ class Trainer:
 
         self.model.train()
         with self._autocast():
-            losses = kd_losses(self.model, self.teacher, batch, self.spec, self.init_layers)
+            losses = kd_losses(self.model, self.teacher, batch, self.spec, self.init_layers,
+                               self.spec.encoder_noise)
         self.optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         torch.nn.utils.clip_grad_norm_([p for p in self.student.parameters() if p.requires_grad], 1.0)

@@ -29,11 +29,11 @@ def _matmul_model(path: Path, weight: np.ndarray, shared: bool = False) -> None:
 
 
 def test_dynamic_int8_error_model_matches_onnxruntime(tmp_path: Path) -> None:
-    """The noise dynamic_int8_sqnr predicts for one row (one decoder step) is what ORT's MatMulInteger gives."""
+    """The noise dynamic_int8_noise predicts for one row (one decoder step) is what ORT's MatMulInteger gives."""
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from edgeomni.export.whisper.wer_gate import dynamic_int8_sqnr, weight_matmuls
+    from edgeomni.export.whisper.wer_gate import dynamic_int8_noise, weight_matmuls
 
     rng = np.random.default_rng(0)
     weight = rng.normal(0, 0.05, (384, 256)).astype(np.float32)
@@ -46,7 +46,7 @@ def test_dynamic_int8_error_model_matches_onnxruntime(tmp_path: Path) -> None:
     for row in (rng.normal(0, 1, (1, 384)), np.abs(rng.normal(0, 3, (1, 384))) + 0.5):  # two- and one-sided
         x = row.astype(np.float32)
         exact, quantized = fp32.run(None, {"x": x})[0], int8.run(None, {"x": x})[0]
-        signal, noise = dynamic_int8_sqnr(x, weight)
+        signal, noise = dynamic_int8_noise(x, weight)
         assert signal == pytest.approx(float((exact.astype(np.float64) ** 2).sum()), rel=1e-5)
         assert noise == pytest.approx(float(((exact - quantized).astype(np.float64) ** 2).sum()), rel=1e-3)
         assert noise > 0

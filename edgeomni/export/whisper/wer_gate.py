@@ -48,7 +48,7 @@ def weight_matmuls(model: Any) -> list[WeightMatMul]:
     return found
 
 
-def dynamic_int8_sqnr(x: np.ndarray, weight: np.ndarray) -> tuple[float, float]:
+def dynamic_int8_noise(x: np.ndarray, weight: np.ndarray) -> tuple[float, float]:
     """(signal energy, noise energy) of x @ weight under ONNX Runtime's dynamic INT8: activations uint8 with
     their own range per row (one token per decoder step), weights int8 symmetric per tensor."""
     rows = x.reshape(-1, x.shape[-1]).astype(np.float64)
@@ -83,7 +83,7 @@ def decoder_sensitivity(fp32_decoder: Path, feeds: list[dict[str, np.ndarray]]) 
     for feed in feeds:
         tensors = dict(zip(names, session.run(None, feed), strict=True))
         for m in matmuls:
-            signal, noise = dynamic_int8_sqnr(tensors[m.activation], weights[m.weight])
+            signal, noise = dynamic_int8_noise(tensors[m.activation], weights[m.weight])
             energy[m.node][0] += signal
             energy[m.node][1] += noise
     scored = [(m, round(float(10 * np.log10(max(s, 1e-30) / max(n, 1e-30))), 2)) for m in matmuls

@@ -8,6 +8,7 @@ thread pool (onnxruntime releases the GIL), so the loop never blocks on a model.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -32,6 +33,8 @@ from edgeomni.sinks import SinkSet
 from edgeomni.sources import Source
 from edgeomni.telemetry import percentiles
 from edgeomni.vision.analyzer import VisionEngines
+
+_SETTLE_STEP_S = 0.02  # a settled marker goes out when the settled media time has moved this far
 
 # A Moonshine bundle's tokenizer and a Whisper bundle's: context carries over a switch only within one kind.
 TOKENIZER_ROLES = ("asr-tokenizer", "asr-whisper-tokenizer")
@@ -120,6 +123,7 @@ class Pipeline:
         self._visual: VisualTagger | None = None
         self._bundle_tags = {"speech": engines.tag, "visual": engines.tag}  # which bundle each head runs now
         self._switch_events: set[asyncio.Task[None]] = set()
+        self._settled_sent = -math.inf  # the last settled time told to the sinks
 
     def stop(self) -> None:
         """Ask the pipeline to end as if the source had ended: in-flight speech still gets its final."""
@@ -128,12 +132,13 @@ class Pipeline:
     async def run(self) -> dict[str, Any]:
         speech: SpeechCaptioner | None = None
         visual: VisualTagger | None = None
+        realtime = self.source.paced or self.source.live
         if self.engines.asr is not None and self.source.has_audio:
             speech = SpeechCaptioner(self.stream, self.engines.new_vad(), self.engines.asr, self.config.speech,
                                      self.executor, self._emit, self.clock)
         if self.engines.vision.any and self.source.has_video:
             visual = VisualTagger(self.stream, self.engines.vision, self.config.visual, self._emit, self.clock,
-                                  realtime=self.source.paced or self.source.live)
+                                  realtime=realtime)
         self._speech, self._visual = speech, visual
         self._bundle_tags = {"speech": self.engines.tag, "visual": self.engines.tag}
         started_cpu, started_at = time.process_time(), time.monotonic()
@@ -155,6 +160,7 @@ class Pipeline:
                     media_end = max(media_end, frame.pts)
                     if visual is not None:
                         await visual.push(frame)
+                await self._settle(realtime)
                 if self._stop.is_set():
                     break
         except EdgeOmniError as exc:
@@ -174,6 +180,7 @@ class Pipeline:
             await speech.finish(last_arrival)
         if visual is not None:
             await visual.finish()
+        await self.sinks.settle(self.stream, math.inf, realtime)  # every caption is out
         wall = time.monotonic() - started_at  # (was `started`, which the loop reuses as a flag: wall read ~uptime)
         counters: dict[str, Any] = {}
         compute = 0.0
@@ -194,6 +201,19 @@ class Pipeline:
         }
         await self.sinks.publish(end)
         return end
+
+    async def _settle(self, realtime: bool) -> None:
+        """Tell sinks that draw onto frames how far the captions are complete. An unpaced source (a file read
+        as fast as possible) also waits here while such a sink holds its fill of frames: nothing is dropped."""
+        while True:
+            heads = [head.settled_until() for head in (self._speech, self._visual) if head is not None]
+            settled = min(heads, default=math.inf)
+            if settled - self._settled_sent >= _SETTLE_STEP_S:  # (inf - inf is nan: sent once)
+                self._settled_sent = settled
+                await self.sinks.settle(self.stream, settled, realtime)
+            if realtime or not self.sinks.backlogged:
+                return
+            await asyncio.sleep(0.02)  # the heads are still working on what the sink holds
 
     async def _start(self) -> None:
         self.clock.origin = self.source.started_monotonic or time.monotonic()

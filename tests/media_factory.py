@@ -58,10 +58,20 @@ def make_tone_file(
 
 def make_speech_wav(path: Path, text: str, voice: str = "en", speed: int = 160) -> Path:
     """Synthesize ``text`` with espeak-ng (22.05 kHz mono wav) - speech whose transcript is known exactly."""
+    return _espeak(path, [text], speed, voice)
+
+
+def make_speech_turns(path: Path, sentences: list[str], pause_ms: int = 1200, speed: int = 150) -> Path:
+    """Several sentences with ``pause_ms`` of silence between them (SSML breaks): one utterance each."""
+    ssml = "<speak>" + f'<break time="{pause_ms}ms"/>'.join(sentences) + "</speak>"
+    return _espeak(path, ["-m", ssml], speed)
+
+
+def _espeak(path: Path, args: list[str], speed: int, voice: str = "en") -> Path:
     exe = shutil.which("espeak-ng") or shutil.which("espeak")
     if exe is None:
         raise RuntimeError("espeak-ng is not installed (apt-get install espeak-ng)")
-    subprocess.run([exe, "-v", voice, "-s", str(speed), "-w", str(path), text], check=True, capture_output=True)
+    subprocess.run([exe, "-v", voice, "-s", str(speed), "-w", str(path), *args], check=True, capture_output=True)
     return Path(path)
 
 

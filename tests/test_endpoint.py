@@ -167,3 +167,20 @@ def test_a_soft_onset_after_a_pause_is_speech_not_more_silence() -> None:
     frames = [(0.3, 0.95)] * 20 + [(0.0, 0.05)] * 7 + [(0.01, 0.55)] + [(0.3, 0.95)] * 10 + [(0.0, 0.0)] * 10
     [utt] = feed_levels(Endpointer(config), frames)
     assert abs(utt.end - 38 * FRAME_S) < 1e-6
+
+
+def test_open_from_is_where_an_utterance_not_yet_closed_can_start() -> None:
+    """What the video sink waits for: no final can start before open_from (the pre-roll, or the speech)."""
+    config = SpeechConfig(min_silence_ms=320, pad_ms=96, min_speech_ms=100)
+    endpointer = Endpointer(config)
+    assert endpointer.open_from() is None  # nothing heard yet
+    probs = [0.0] * 20 + [0.9] * 30 + [0.0] * 30
+    seen = []
+    for i, p in enumerate(probs):
+        utterance = endpointer.push(FixedFrame(np.full(FRAME, p, np.float32), i * FRAME_S, 100.0 + i), p)
+        seen.append((i, endpointer.open_from(), utterance))
+    assert abs(seen[10][1] - 8 * FRAME_S) < 1e-6  # in silence: the pre-roll a new utterance would start with
+    assert abs(seen[30][1] - 17 * FRAME_S) < 1e-6  # speaking: the utterance's own start
+    closed = next(i for i, _, utterance in seen if utterance is not None)
+    assert abs(seen[closed][2].start - 17 * FRAME_S) < 1e-6
+    assert seen[closed][1] > seen[closed][2].end - 3 * FRAME_S  # after the close: only the fresh pre-roll

@@ -88,3 +88,12 @@ def test_visual_config_names_bad_fields(field: str, value: float, expected: str)
     config = VisualConfig(**{field: value})
     with pytest.raises(ConfigError, match=f"visual.{field}: expected .*{expected}"):
         config.validate()
+
+
+def test_open_from_is_the_first_frame_held_for_the_next_block() -> None:
+    blocker = VideoBlocker(4, stride=2)
+    assert blocker.open_from() is None
+    pushed = [blocker.push(f) for f in frames([0.0, 0.1, 0.2, 0.3, 0.4])]
+    assert pushed[3] is not None and pushed[3].start == 0.0
+    assert blocker.open_from() == 0.2  # the overlap kept for the next block, which will start there
+    assert [b.start for b in [blocker.push(f) for f in frames([0.5])] if b] == [0.2]

@@ -3,18 +3,21 @@ and the sound written beside them, checked by captioning the output again."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
-from media_factory import make_scene_clip, make_speech_wav, render_photo, render_slide
+from media_factory import make_scene_clip, make_speech_turns, make_speech_wav, render_photo, render_slide
 from video_cli import run_cli, visual
 
 from edgeomni.bundle import verify_bundle
 from edgeomni.engines.ocr import TextReader
+from edgeomni.frames import VideoFrame
 from edgeomni.sinks.overlay import GlyphFont, draw_lines
-from edgeomni.sinks.video import CaptionBoard
+from edgeomni.sinks.video import BurnedVideoSink, CaptionBoard
 from edgeomni.wer import wer
 
 
@@ -50,15 +53,47 @@ def test_caption_board_shows_what_covers_each_moment() -> None:
     assert board.at(9.0) == ("", "on screen: cat")
 
 
+@pytest.mark.parametrize("realtime", [False, True])
+def test_frames_wait_for_the_settled_marker_unless_the_source_is_real_time(default_bundle: Path, tmp_path: Path,
+                                                                          realtime: bool) -> None:
+    """The sink itself, driven as the pipeline drives it: 3 s of frames all read at once, a final that comes
+    long after the sink's wall-clock hold. Unpaced, the frames wait for the marker and carry the final; real
+    time, they leave after delay_s without it (a recording must not fall behind its camera)."""
+    bundle = verify_bundle(default_bundle)
+    out = tmp_path / "out.mp4"
+
+    async def drive() -> None:
+        sink = BurnedVideoSink(str(out), bundle.role_file("overlay-glyphs"), delay_s=0.2)
+        now = time.monotonic()
+        for i in range(45):
+            sink.push_frame("main", VideoFrame(render_slide("Agenda"), pts=i / 15, arrival=now))
+        await sink.send({"type": "settled", "stream": "main", "media": 0.0, "realtime": realtime})
+        await asyncio.sleep(1.0)  # five times the hold
+        await sink.send({"type": "final", "stream": "main", "start": 0.5, "end": 2.9, "text": "Welcome everyone."})
+        await sink.send({"type": "settled", "stream": "main", "media": 3.0, "realtime": realtime})
+        await sink.close()
+        assert sink.frames_written == 45 and sink.error is None
+
+    asyncio.run(drive())
+    reader = TextReader(bundle)
+    frames = _frames(out)
+    assert len(frames) == 45
+    for t, image in frames:
+        bottom = " ".join(line.text for line in reader(image[-70:]))
+        if realtime:
+            assert "Welcome" not in bottom, (t, bottom)  # drawn 0.2 s after arrival, before the final was out
+        elif 0.6 <= t <= 2.8:
+            assert wer("Welcome everyone.", bottom) <= 0.5, (t, bottom)
+
+
 @pytest.mark.slow
 def test_burned_in_output_reads_back_as_the_captions(default_bundle: Path, tmp_path: Path) -> None:
     speech = make_speech_wav(tmp_path / "speech.wav", "Thank you for listening.", speed=140)
     clip = make_scene_clip(tmp_path / "in.mp4", [render_slide("Quarterly results"), render_photo("chelsea")],
                            seconds_each=2.5, speech=speech, speech_at=0.5)
     out = tmp_path / "captioned.mp4"
-    # Paced as a camera would be: the sink holds each frame 1 s (wall) after it arrives for its captions, a hold
-    # that an unpaced file source (--no-realtime) spends at once for every frame, which on a loaded machine can
-    # end before the first note is out (the file would still be written, just without that note).
+    # Paced as a camera would be: each frame waits for its captions at most 1 s (wall) after it arrives (the
+    # unpaced case, which waits for them however long it takes, is the test below).
     code, events, err = run_cli(default_bundle, clip, "--sink", f"video:{out}")
     assert code == 0, err
     with av.open(str(clip)) as source:
@@ -93,6 +128,45 @@ def test_burned_in_output_reads_back_as_the_captions(default_bundle: Path, tmp_p
     finals = [e for e in again if e["type"] == "final"]
     assert wer(final["text"], " ".join(e["text"] for e in finals)) <= 0.2, finals
     assert abs(finals[0]["start"] - final["start"]) < 0.15  # the speech starts where it started in the source
+
+
+@pytest.mark.slow
+def test_unpaced_file_gets_every_caption_on_the_frames_it_covers(default_bundle: Path, tmp_path: Path) -> None:
+    """--no-realtime reads the file as fast as it decodes, far ahead of the heads: each frame is held until the
+    pipeline says every caption starting before it is out, so the very first frame carries the slide's note
+    and every frame of each utterance its own final, however loaded the machine (no wall-clock guess)."""
+    turns = ["The meeting starts now.", "Sales went up this quarter.", "Costs stayed the same.",
+             "We hired two engineers.", "Questions are welcome."]
+    speech = make_speech_turns(tmp_path / "speech.wav", turns)
+    slides = [render_slide("Quarterly results"), render_photo("chelsea")]
+    clip = make_scene_clip(tmp_path / "in.mp4", slides * 4, seconds_each=2.5, speech=speech, speech_at=0.5)
+    reader = TextReader(verify_bundle(default_bundle))
+    # Speech only: nothing paces the reading (no vision to wait for), so the finals come out seconds of wall
+    # time after their frames were read, one decode after another.
+    out = tmp_path / "speech.mp4"
+    code, events, err = run_cli(default_bundle, clip, "--no-realtime", "--no-visual", "--sink", f"video:{out}")
+    assert code == 0, err
+    finals = [e for e in events if e["type"] == "final"]
+    assert len(finals) >= 4 and wer(" ".join(turns), " ".join(e["text"] for e in finals)) <= 0.5, finals
+    frames = _frames(out)
+    for final in finals:
+        for moment in (final["start"] + 0.1, (final["start"] + final["end"]) / 2, final["end"]):
+            image = min(frames, key=lambda f: abs(f[0] - moment))[1]
+            bottom = " ".join(line.text for line in reader(image[-70:]))
+            assert wer(final["text"], bottom) <= 0.25, (moment, final["text"], bottom)
+    # With the screen notes: the first frame already carries the first slide's note.
+    out = tmp_path / "notes.mp4"
+    code, events, err = run_cli(default_bundle, clip, "--no-realtime", "--no-speech", "--sink", f"video:{out}")
+    assert code == 0, err
+    note = visual(events)[0]
+    assert note["start"] == pytest.approx(0.0, abs=0.05), note
+    first = " ".join(line.text for line in reader(_frames(out)[0][1][:60]))
+    assert "[screen]" in first and "Quarterly results" in first, (note, first)
+
+
+def _frames(path: Path) -> list[tuple[float, np.ndarray]]:
+    with av.open(str(path)) as result:
+        return [(float(f.time), f.to_ndarray(format="rgb24")) for f in result.decode(video=0)]
 
 
 def test_video_sink_bad_targets_are_named(default_bundle: Path, tmp_path: Path) -> None:

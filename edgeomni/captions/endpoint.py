@@ -85,6 +85,12 @@ class Endpointer:
             return None
         return _join(self._frames[: self._last_speech + 1 + self.pad_frames], self._speech_end())
 
+    def open_from(self) -> float | None:
+        """The earliest media time an utterance not yet closed may start at: the utterance in progress, or the
+        pre-roll a new one would begin with. None when no audio is held."""
+        held = self._frames or self._preroll
+        return held[0].pts if held else None
+
     def push(self, frame: FixedFrame, prob: float) -> Utterance | None:
         level = _level_db(frame.samples)
         rising, self._previous_prob = prob > self._previous_prob + _ONSET_RISE, prob

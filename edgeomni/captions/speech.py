@@ -89,6 +89,8 @@ class SpeechCaptioner:
         self._since_partial = 0
         self._last_push = time.monotonic()
         self._pending_engines: _PendingEngines | None = None  # OTA: applied by the worker between utterances
+        self._heard_until = 0.0  # media end of the audio the endpointer has seen
+        self._decoding_from: float | None = None  # start of the final the worker is decoding now
         self._worker = asyncio.create_task(self._work(), name=f"asr:{stream}")
         self.stats = {"audio_seconds": 0.0, "asr_seconds": 0.0, "merged_updates": 0, "interval_widened": 0,
                       "no_speech_rejected": 0, "empty_transcripts": 0, "stalls": 0, "speculations": 0,
@@ -99,6 +101,16 @@ class SpeechCaptioner:
         self._last_push = time.monotonic()
         for fixed in self._framer.push(frame):
             await self._step(fixed)
+
+    def settled_until(self) -> float:
+        """Media time before which every caption of this stream is out: no final or partial still to come
+        starts earlier (what a sink that draws captions onto frames waits for when the file is read unpaced)."""
+        candidates = [self._heard_until, *(u.start for u in self._finals)]
+        if (open_from := self._endpointer.open_from()) is not None:
+            candidates.append(open_from)
+        if self._decoding_from is not None:
+            candidates.append(self._decoding_from)
+        return min(candidates)
 
     async def finish(self, arrival: float) -> None:
         """End of stream: flush the tail, transcribe what is left, and wait until every final is out."""
@@ -123,6 +135,7 @@ class SpeechCaptioner:
 
     # -- event-loop side --------------------------------------------------------------------------
     async def _step(self, fixed: FixedFrame) -> None:
+        self._heard_until = fixed.pts + len(fixed.samples) / AUDIO_RATE
         utterance = self._endpointer.push(fixed, self._vad(fixed.samples))
         if utterance is not None:
             await self._queue_final(utterance)
@@ -175,7 +188,11 @@ class SpeechCaptioner:
             if self._finals:
                 utterance = self._finals.popleft()
                 self._room.set()
-                await self._final(loop, utterance)
+                self._decoding_from = utterance.start
+                try:
+                    await self._final(loop, utterance)
+                finally:
+                    self._decoding_from = None
             elif self._speculate is not None:
                 guess, self._speculate = self._speculate, None
                 await self._decode_speculatively(loop, guess)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import threading
 import time
@@ -64,6 +65,8 @@ class VisualTagger:
         self._blocker = VideoBlocker(config.block_frames, config.sample_fps, config.block_stride)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"vision-{stream}", initializer=_lower_priority)
         self._waiting: VideoBlock | None = None
+        self._analysing_from: float | None = None  # start of the block the worker is analysing now
+        self._seen_until = -math.inf  # media time of the newest frame pushed
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -81,7 +84,17 @@ class VisualTagger:
         self.vision_seconds = 0.0
         self.last_error: str | None = None
 
+    def settled_until(self) -> float:
+        """Media time before which every screen note of this stream is out (a note carries its block's start)."""
+        candidates = [math.nextafter(self._seen_until, math.inf)]  # a note still to come starts after it
+        for start in (self._blocker.open_from(), self._analysing_from,
+                      self._waiting.start if self._waiting is not None else None):
+            if start is not None:
+                candidates.append(start)
+        return min(candidates)
+
     async def push(self, frame: VideoFrame) -> None:
+        self._seen_until = max(self._seen_until, frame.pts)
         block = self._blocker.push(frame)
         if block is not None:
             if not self.realtime:
@@ -151,24 +164,31 @@ class VisualTagger:
                 self._wakeup.clear()
                 continue
             block, self._waiting = self._waiting, None
-            if self._pending is not None:
-                (self._analyzer.engines, applied), self._pending = self._pending, None
-                if applied is not None:
-                    applied()
-            started = time.perf_counter()
+            self._analysing_from = block.start
             try:
-                findings = await loop.run_in_executor(self._executor, self._analyzer, block)
-            except Exception as exc:  # one undecodable block must not end the stream's vision
-                self.failed_blocks += 1
-                span = f"{block.start:.2f}-{block.end:.2f} s"
-                self.last_error = f"block {block.index} ({span}): {type(exc).__name__}: {exc}"
-                continue
+                await self._analyse(loop, block)
             finally:
-                self.vision_seconds += time.perf_counter() - started
-            if findings is not None:
-                await self._maybe_emit(findings)
-                if self.realtime:  # as-fast-as-possible input has no real-time budget to adapt to
-                    self._adapt((time.monotonic() - block.last_arrival) * 1000.0)
+                self._analysing_from = None
+
+    async def _analyse(self, loop: asyncio.AbstractEventLoop, block: VideoBlock) -> None:
+        if self._pending is not None:
+            (self._analyzer.engines, applied), self._pending = self._pending, None
+            if applied is not None:
+                applied()
+        started = time.perf_counter()
+        try:
+            findings = await loop.run_in_executor(self._executor, self._analyzer, block)
+        except Exception as exc:  # one undecodable block must not end the stream's vision
+            self.failed_blocks += 1
+            span = f"{block.start:.2f}-{block.end:.2f} s"
+            self.last_error = f"block {block.index} ({span}): {type(exc).__name__}: {exc}"
+            return
+        finally:
+            self.vision_seconds += time.perf_counter() - started
+        if findings is not None:
+            await self._maybe_emit(findings)
+            if self.realtime:  # as-fast-as-possible input has no real-time budget to adapt to
+                self._adapt((time.monotonic() - block.last_arrival) * 1000.0)
 
     def _adapt(self, latency_ms: float) -> None:
         """Declared degradation: slower sampling when an event misses the budget, restored once it keeps up."""

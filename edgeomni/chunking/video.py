@@ -77,6 +77,10 @@ class VideoBlocker:
             return None
         return self._close(partial=False)
 
+    def open_from(self) -> float | None:
+        """Media time of the first frame held for the next block (None when none is held)."""
+        return self._frames[0].pts if self._frames else None
+
     def flush(self) -> VideoBlock | None:
         """A stream that stops mid-block still gets its partial block processed."""
         return self._close(partial=True) if self._new_since_block else None

@@ -58,6 +58,18 @@ class SinkSet:
             if push is not None:
                 push(stream, frame)
 
+    async def settle(self, stream: str, media: float, realtime: bool) -> None:
+        """Tell the sinks that draw captions onto frames that no caption of `stream` starting before `media`
+        is still to come; queued behind the captions already published, so it never overtakes them."""
+        marker = {"type": "settled", "stream": stream, "media": media, "realtime": realtime}
+        for sink, queue in zip(self.sinks, self._queues, strict=True):
+            if sink.wants_settled:
+                await queue.put(marker)
+
+    @property
+    def backlogged(self) -> bool:
+        return any(sink.backlogged for sink in self.sinks)
+
     async def publish(self, event: Event) -> None:
         for sink, queue in zip(self.sinks, self._queues, strict=True):
             if event.get("type") == "partial" and queue.full():

@@ -2,8 +2,11 @@
 
 Frames reach this sink straight from the pipeline (``push_frame``, video and audio), captions through
 ``send`` like any sink. A caption is emitted a little after the speech it reflects, so each frame is held
-``delay_s`` of wall time before it is drawn: by then the captions covering its media time have usually
-arrived, and frame and text leave in step (the design's parallel text + image outputs). Drawing and
+until every caption covering its media time is out: the pipeline sends a "settled" marker (behind the
+captions, in order) saying up to which media time that holds. A real-time source's frame waits at most
+``delay_s`` of wall time for it (a camera's recording must not fall ever further behind); a file read as
+fast as possible (``--no-realtime``) waits for the marker alone, so its captions land on the right frames
+however loaded the machine is. Frame and text leave in step (the design's parallel text + image outputs). Drawing and
 encoding run in a writer thread; the event loop only enqueues. Frames keep their own timestamps
 (VFR-safe), at the analysis resolution (visual.frame_width). The audio the runtime heard (16 kHz mono) is
 written beside them as AAC, so the captioned file plays with its sound. The file's streams are fixed when it
@@ -15,6 +18,7 @@ not decoded): until then frames wait in the writer.
 from __future__ import annotations
 
 import asyncio
+import math
 import queue
 import threading
 import time
@@ -32,6 +36,10 @@ from edgeomni.sinks.overlay import GlyphFont, draw_lines
 
 _HOLD_FINAL_S = 2.0  # a final stays on screen this long after its speech ended
 _QUEUE_FRAMES = 600  # ~20 s at 30 fps: the writer only falls this far behind on a badly overloaded machine
+# Frames held for their captions: more than the longest utterance (12 s) and its endpoint at 30 fps. Past it a
+# frame is drawn with what is known (a partial), and an unpaced source waits (backlogged) a little later.
+_HOLD_FRAMES = 450
+_BACKLOG_FRAMES = 500
 _AUDIO_WAIT_S = 2.0  # media seconds of video after which a source that sent no audio is written without it
 
 
@@ -93,7 +101,12 @@ class BurnedVideoSink(Sink):
         self.frames_dropped = 0
         self.error: str | None = None
         self._stream: str | None = None
-        self._queue: queue.Queue[VideoFrame | AudioFrame | None] = queue.Queue(maxsize=_QUEUE_FRAMES * 2)
+        self._settled = threading.Condition()
+        self._settled_until = -math.inf  # every caption starting before this media time has arrived
+        self._realtime = True  # until the pipeline says otherwise: frames wait delay_s of wall time at most
+        self._closing = False
+        self._queued_video = 0
+        self._queue: queue.Queue[VideoFrame | AudioFrame | None] = queue.Queue(maxsize=_QUEUE_FRAMES * 4)  # with audio
         self._thread = threading.Thread(target=self._write_loop, name=f"sink:{self.name}", daemon=True)
         self._thread.start()
 
@@ -107,14 +120,31 @@ class BurnedVideoSink(Sink):
             self._queue.put_nowait(frame)
         except queue.Full:
             self.frames_dropped += 1
+            return
+        if isinstance(frame, VideoFrame):
+            with self._settled:
+                self._queued_video += 1
+
+    @property
+    def backlogged(self) -> bool:
+        return self._queued_video >= _BACKLOG_FRAMES
 
     async def send(self, event: Event) -> None:
-        if event.get("type") in ("partial", "final", "visual") and event.get("stream", self._stream) == self._stream:
+        kind, ours = event.get("type"), event.get("stream", self._stream) == self._stream
+        if kind in ("partial", "final", "visual") and ours:
             self.board.update(event)
+        elif kind == "settled" and ours:
+            with self._settled:
+                self._settled_until = max(self._settled_until, float(event["media"]))
+                self._realtime = bool(event["realtime"])
+                self._settled.notify_all()
         if self.error is not None:
             raise SinkError(f"video sink {self.path}: {self.error}")
 
     async def close(self) -> None:
+        with self._settled:
+            self._closing = True  # nothing more will arrive: draw what is held
+            self._settled.notify_all()
         self._queue.put(None)
         await asyncio.to_thread(self._thread.join)
 
@@ -123,6 +153,9 @@ class BurnedVideoSink(Sink):
         waiting: list[VideoFrame | AudioFrame] = []  # until the file's streams are known
         try:
             while (frame := self._queue.get()) is not None:
+                if isinstance(frame, VideoFrame):
+                    with self._settled:
+                        self._queued_video -= 1
                 if output is not None:
                     self._write(output, frame)
                     continue
@@ -160,11 +193,20 @@ class BurnedVideoSink(Sink):
         if isinstance(frame, AudioFrame):
             output.write_audio(frame)
             return
-        wait = frame.arrival + self.delay_s - time.monotonic()
-        if wait > 0 and self._queue.qsize() < _QUEUE_FRAMES // 2:
-            time.sleep(wait)  # let the captions for this moment arrive first
+        self._hold(frame)
         output.write_video(frame.pts, burn_in(even_size(frame.image), *self.board.at(frame.pts), output.font))
         self.frames_written += 1
+
+    def _hold(self, frame: VideoFrame) -> None:
+        """Wait until the captions covering this frame are out (see the module's docstring)."""
+        deadline = frame.arrival + self.delay_s
+        with self._settled:
+            while not self._closing and self._queued_video < _HOLD_FRAMES and frame.pts >= self._settled_until:
+                left = deadline - time.monotonic() if self._realtime else 0.1
+                if left <= 0:
+                    return
+                self._settled.wait(left)
+
 
 def burn_in(image: np.ndarray, caption: str, note: str, font: GlyphFont) -> np.ndarray:
     """A copy of the frame with the screen note at the top and the caption (two lines at most) at the bottom."""

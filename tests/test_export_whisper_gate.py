@@ -119,6 +119,10 @@ def test_failing_wer_gate_keeps_the_worst_nodes_fp32_round_by_round(teacher_pair
     assert record["rounds"][-1]["int8_wer"] == last["wer"] and last["words"] == fp32["words"]
     blamed = max(("decoder", "encoder"), key=lambda half: record["blame"][half])
     assert record["rounds"][1]["half"] == blamed, record
+    # After a round that misses, the half it changed is scored alone again; the next round takes the costlier half.
+    after = {**record["blame"], blamed: record["rounds"][1]["alone"]}
+    assert record["rounds"][2]["half"] == max(("decoder", "encoder"), key=lambda half: after[half]), record
+    assert "alone" not in record["rounds"][2]  # the last round: nothing follows it
     kept = {half: [node for node, _ in nodes] for half, nodes in record["kept_fp32"].items()}
     assert sum(len(nodes) for nodes in kept.values()) == 3
     for half, path in zip(("encoder", "decoder"), pair.int8, strict=True):
@@ -173,8 +177,9 @@ def test_recipe_gate_fields_reach_the_whisper_export_and_its_report(tmp_path: Pa
               "kept_fp32": {"encoder": [], "decoder": [("/fc2_1/MatMul", 27.5), ("/v_proj/MatMul", 28.1)]},
               "rounds": [{"kept_fp32": 0, "int8_wer": 0.25, "wer_delta": 0.018},
                          {"kept_fp32": 2, "half": "decoder", "nodes": ["/fc2_1/MatMul", "/v_proj/MatMul"],
-                          "int8_wer": 0.238, "wer_delta": 0.006}]}
+                          "int8_wer": 0.238, "wer_delta": 0.006, "alone": 0.004}]}
     text = "\n".join(_gate_round_lines(rounds))
     assert "only the encoder INT8: +0.20 points, only the decoder INT8: +1.50" in text
-    assert "| 1 | decoder | /fc2_1/MatMul (27.5), /v_proj/MatMul (28.1) | 23.80% | +0.60 |" in text
+    assert "| 1 | decoder | /fc2_1/MatMul (27.5), /v_proj/MatMul (28.1) | 23.80% | +0.60 | +0.40 |" in text
+    assert "| 0 | - | - | 25.00% | +1.80 | - |" in text
     assert "add 1.77 MB" in text

@@ -63,11 +63,14 @@ def _gate_round_lines(gate: dict[str, Any]) -> list[str]:
              f"{blame.get('encoder', 0) * 100:+.2f} points, only the decoder INT8: "
              f"{blame.get('decoder', 0) * 100:+.2f}. Nodes kept FP32, round by round "
              "(SQNR of their INT8 output in dB; lowest first):", "",
-             "| round | half | nodes kept FP32 | INT8 WER | INT8 - FP32 |", "|---:|---|---|---:|---:|"]
+             "| round | half | nodes kept FP32 | INT8 WER | INT8 - FP32 | that half alone - FP32, after |",
+             "|---:|---|---|---:|---:|---:|"]
     sqnr = {node: value for kept in gate["kept_fp32"].values() for node, value in kept}
     for i, r in enumerate(gate["rounds"]):
         nodes = ", ".join(f"{n} ({sqnr.get(n, float('nan')):.1f})" for n in r.get("nodes", [])) or "-"
-        lines.append(f"| {i} | {r.get('half', '-')} | {nodes} | {r['int8_wer']:.2%} | {r['wer_delta'] * 100:+.2f} |")
+        alone = f"{r['alone'] * 100:+.2f}" if "alone" in r else "-"  # measured when another round followed
+        lines.append(f"| {i} | {r.get('half', '-')} | {nodes} | {r['int8_wer']:.2%} | {r['wer_delta'] * 100:+.2f} "
+                     f"| {alone} |")
     if gate.get("stopped"):
         lines.append(f"\nStopped: {gate['stopped']}.")
     lines.append(f"\nThe kept nodes add {gate.get('added_bytes', 0) / 1e6:.2f} MB to the INT8 pair.")

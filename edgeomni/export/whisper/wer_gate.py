@@ -3,7 +3,8 @@ when it is not, the nodes to keep in FP32, a few per round, until it is (the rec
 up to `gate.max_excluded` nodes).
 
 Which half to work on is measured, not guessed: the held-out speech is scored once more with only the encoder
-INT8 and once with only the decoder INT8, and the rounds exclude from the half that costs more WER.
+INT8 and once with only the decoder INT8, and each round excludes from the half that costs more WER; after a
+round the half it changed is scored alone again, so the work moves to the other half once that one costs more.
 - Decoder (dynamic INT8): each weight MatMul is ranked by the signal-to-noise ratio that its own quantization
   leaves in its output, with FP32 inputs from teacher-forced passes over the calibration clips (the FP32
   model's own transcripts), activations quantized per token the way the runtime's one-token steps see them.
@@ -139,8 +140,8 @@ class WerGate:
         record["blame"] = blame = self.blame(fp32_wer)
         self.progress(f"    WER over FP32 with only the encoder INT8: {blame['encoder']:+.2%}, "
                       f"only the decoder INT8: {blame['decoder']:+.2%}")
-        halves = sorted(("decoder", "encoder"), key=lambda half: -blame[half])
         while int8["wer"] - fp32_wer > max_wer_delta + 1e-9 and self.count < max_kept:
+            halves = sorted(("decoder", "encoder"), key=lambda half: -blame[half])  # the costlier half now
             limit = min(2, max_kept - self.count)
             half, picked = next(((h, p) for h in halves if (p := self.candidates(h, budget_bytes, limit))),
                                 ("", []))
@@ -156,6 +157,11 @@ class WerGate:
             rounds.append({"kept_fp32": self.count, "half": half, "nodes": [n for n, *_ in picked],
                            "int8_wer": int8["wer"], "wer_delta": round(int8["wer"] - fp32_wer, 4)})
             self.progress(f"    INT8 WER {int8['wer']:.2%} (FP32 {fp32_wer:.2%})")
+            if int8["wer"] - fp32_wer > max_wer_delta + 1e-9 and self.count < max_kept:
+                # Only this half changed: its cost alone is measured again, so the next round may move over.
+                blame = {**blame, half: self.half_blame(half, fp32_wer)}
+                rounds[-1]["alone"] = blame[half]
+                self.progress(f"    WER over FP32 with only the {half} INT8 now: {blame[half]:+.2%}")
         record["added_bytes"] = self.added_bytes
         return int8, record
 
@@ -165,9 +171,13 @@ class WerGate:
 
     def blame(self, fp32_wer: float) -> dict[str, float]:
         """WER over FP32 with only the encoder INT8, and with only the decoder INT8."""
+        return {half: self.half_blame(half, fp32_wer) for half in ("encoder", "decoder")}
+
+    def half_blame(self, half: str, fp32_wer: float) -> float:
+        """WER over FP32 with only `half` INT8 (as it is now, with the nodes it keeps FP32)."""
         (enc32, dec32), (enc8, dec8) = self.pair.fp32, self.pair.int8
-        return {"encoder": round(self.wer(enc8, dec32, "encoder INT8 only")["wer"] - fp32_wer, 4),
-                "decoder": round(self.wer(enc32, dec8, "decoder INT8 only")["wer"] - fp32_wer, 4)}
+        encoder, decoder = (enc8, dec32) if half == "encoder" else (enc32, dec8)
+        return round(self.wer(encoder, decoder, f"{half} INT8 only")["wer"] - fp32_wer, 4)
 
     def candidates(self, half: str, budget_bytes: float, limit: int) -> list[tuple[str, float, int]]:
         """Up to `limit` (node, SQNR dB, bytes it adds) of `half` not yet kept, worst first, within the budget."""

@@ -135,7 +135,7 @@ class Pipeline:
         realtime = self.source.paced or self.source.live
         if self.engines.asr is not None and self.source.has_audio:
             speech = SpeechCaptioner(self.stream, self.engines.new_vad(), self.engines.asr, self.config.speech,
-                                     self.executor, self._emit, self.clock)
+                                     self.executor, self._emit, self.clock, realtime=realtime)
         if self.engines.vision.any and self.source.has_video:
             visual = VisualTagger(self.stream, self.engines.vision, self.config.visual, self._emit, self.clock,
                                   realtime=realtime)

@@ -4,7 +4,9 @@ and the sound written beside them, checked by captioning the output again."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import av
@@ -14,10 +16,14 @@ from media_factory import make_scene_clip, make_speech_turns, make_speech_wav, r
 from video_cli import run_cli, visual
 
 from edgeomni.bundle import verify_bundle
+from edgeomni.config import RunConfig
 from edgeomni.engines.ocr import TextReader
 from edgeomni.frames import VideoFrame
+from edgeomni.pipeline import Engines, Pipeline
+from edgeomni.sinks import Sink, SinkSet
 from edgeomni.sinks.overlay import GlyphFont, draw_lines
 from edgeomni.sinks.video import BurnedVideoSink, CaptionBoard
+from edgeomni.sources import open_source
 from edgeomni.wer import wer
 
 
@@ -64,14 +70,15 @@ def test_frames_wait_for_the_settled_marker_unless_the_source_is_real_time(defau
 
     async def drive() -> None:
         sink = BurnedVideoSink(str(out), bundle.role_file("overlay-glyphs"), delay_s=0.2)
+        sinks = SinkSet([sink])
         now = time.monotonic()
         for i in range(45):
-            sink.push_frame("main", VideoFrame(render_slide("Agenda"), pts=i / 15, arrival=now))
-        await sink.send({"type": "settled", "stream": "main", "media": 0.0, "realtime": realtime})
+            sinks.push_frame("main", VideoFrame(render_slide("Agenda"), pts=i / 15, arrival=now))
+        await sinks.settle("main", 0.0, realtime)
         await asyncio.sleep(1.0)  # five times the hold
-        await sink.send({"type": "final", "stream": "main", "start": 0.5, "end": 2.9, "text": "Welcome everyone."})
-        await sink.send({"type": "settled", "stream": "main", "media": 3.0, "realtime": realtime})
-        await sink.close()
+        await sinks.publish({"type": "final", "stream": "main", "start": 0.5, "end": 2.9, "text": "Welcome everyone."})
+        await sinks.settle("main", 3.0, realtime)
+        await sinks.close()
         assert sink.frames_written == 45 and sink.error is None
 
     asyncio.run(drive())
@@ -84,6 +91,49 @@ def test_frames_wait_for_the_settled_marker_unless_the_source_is_real_time(defau
             assert "Welcome" not in bottom, (t, bottom)  # drawn 0.2 s after arrival, before the final was out
         elif 0.6 <= t <= 2.8:
             assert wer("Welcome everyone.", bottom) <= 0.5, (t, bottom)
+
+
+class _SettledLog(Sink):
+    name = "settled-log"
+    wants_settled = True
+
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+
+    async def send(self, event: dict) -> None:
+        self.events.append(event)
+
+
+@pytest.mark.slow
+def test_no_caption_starts_before_a_settled_marker_that_went_out_ahead_of_it(default_bundle: Path,
+                                                                             tmp_path: Path) -> None:
+    """The promise the sink relies on, checked on the real pipeline and models reading a file unpaced: a
+    settled marker at t means no caption starting before t is still to come (speech and screen notes)."""
+    turns = ["The meeting starts now.", "Sales went up this quarter.", "Costs stayed the same."]
+    speech = make_speech_turns(tmp_path / "speech.wav", turns)
+    clip = make_scene_clip(tmp_path / "in.mp4", [render_slide("Agenda"), render_photo("chelsea")] * 3,
+                           seconds_each=2.0, speech=speech, speech_at=0.5)
+    engines = Engines.load(verify_bundle(default_bundle), RunConfig())
+    log = _SettledLog()
+
+    async def go() -> None:
+        with ThreadPoolExecutor(2) as executor:
+            sinks = SinkSet([log])
+            await Pipeline(open_source(str(clip), realtime=False), engines, sinks, RunConfig(), executor).run()
+            await sinks.close()
+
+    asyncio.run(go())
+    settled, markers, captions = -math.inf, 0, 0
+    for event in log.events:
+        if event["type"] == "settled":
+            assert event["realtime"] is False and event["media"] >= settled, event
+            settled, markers = event["media"], markers + 1
+        elif event["type"] in ("partial", "final", "visual"):
+            assert event["start"] >= settled - 0.0005, (event, settled)  # events carry milliseconds
+            captions += 1
+    assert settled == math.inf and markers >= 5, markers
+    kinds = {e["type"] for e in log.events}
+    assert {"final", "visual"} <= kinds and captions >= 4, kinds
 
 
 @pytest.mark.slow

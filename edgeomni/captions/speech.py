@@ -70,8 +70,10 @@ class SpeechCaptioner:
     """
 
     def __init__(self, stream: str, vad: SileroVad, asr: MoonshineAsr, config: SpeechConfig,
-                 executor: Executor, emit: Emit, clock: MediaClock) -> None:
-        self.stream, self.config = stream, config
+                 executor: Executor, emit: Emit, clock: MediaClock, realtime: bool = True) -> None:
+        """realtime=False (a file read as fast as possible): a pause in the audio is our own work (vision, a
+        sink's back-pressure), not the speaker cut off, so it never finalises the utterance as a stall."""
+        self.stream, self.config, self.realtime = stream, config, realtime
         self._vad, self._asr, self._executor, self._emit, self._clock = vad, asr, executor, emit, clock
         self._framer = AudioFramer(vad.frame_samples)
         self._endpointer = Endpointer(config, vad.frame_samples, asr.min_pad_ms)
@@ -205,7 +207,7 @@ class SpeechCaptioner:
                 # Wake up exactly when the stream would count as stalled, not one whole period after going idle.
                 until_stall = self.config.stall_ms / 1000 - (time.monotonic() - self._last_push)
                 try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=max(0.02, until_stall))
+                    await asyncio.wait_for(self._wake.wait(), timeout=max(0.02, until_stall) if self.realtime else None)
                     self._wake.clear()
                 except TimeoutError:
                     self._check_stall()

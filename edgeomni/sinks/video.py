@@ -84,6 +84,8 @@ class CaptionBoard:
 
 
 class BurnedVideoSink(Sink):
+    wants_settled = True
+
     def __init__(self, path: str, glyphs: Path, delay_s: float = 1.0) -> None:
         self.name = f"video:{path}"
         target = Path(path).expanduser()

@@ -18,6 +18,7 @@ from video_cli import run_cli, visual
 from edgeomni.bundle import verify_bundle
 from edgeomni.config import RunConfig
 from edgeomni.engines.ocr import TextReader
+from edgeomni.errors import SinkError
 from edgeomni.frames import VideoFrame
 from edgeomni.pipeline import Engines, Pipeline
 from edgeomni.sinks import Sink, SinkSet
@@ -91,6 +92,25 @@ def test_frames_wait_for_the_settled_marker_unless_the_source_is_real_time(defau
             assert "Welcome" not in bottom, (t, bottom)  # drawn 0.2 s after arrival, before the final was out
         elif 0.6 <= t <= 2.8:
             assert wer("Welcome everyone.", bottom) <= 0.5, (t, bottom)
+
+
+def test_a_failed_writer_never_holds_up_an_unpaced_source(default_bundle: Path, tmp_path: Path) -> None:
+    """The file cannot be opened (its folder went away): the error reaches send(), and push_frame never leaves
+    the pipeline waiting on a backlog that a dead writer would never clear."""
+    folder = tmp_path / "gone"
+    folder.mkdir()
+    sink = BurnedVideoSink(str(folder / "out.mp4"), verify_bundle(default_bundle).role_file("overlay-glyphs"))
+    folder.rmdir()
+    image = np.zeros((64, 64, 3), np.uint8)
+    for i in range(700):
+        sink.push_frame("main", VideoFrame(image, pts=i / 15, arrival=0.0))
+    deadline = time.monotonic() + 30
+    while sink.error is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sink.error is not None and not sink.backlogged
+    with pytest.raises(SinkError, match=r"out\.mp4"):
+        asyncio.run(sink.send({"type": "final", "stream": "main", "start": 0.0, "end": 1.0, "text": "x"}))
+    asyncio.run(sink.close())
 
 
 class _SettledLog(Sink):

@@ -129,7 +129,8 @@ class BurnedVideoSink(Sink):
 
     @property
     def backlogged(self) -> bool:
-        return self._queued_video >= _BACKLOG_FRAMES
+        # A failed writer only drains its queue: nothing is held for it, and nobody must wait on it.
+        return self.error is None and self._queued_video >= _BACKLOG_FRAMES
 
     async def send(self, event: Event) -> None:
         kind, ours = event.get("type"), event.get("stream", self._stream) == self._stream

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from media_factory import make_speech_wav
+from media_factory import make_speech_turns, make_speech_wav
 
 from edgeomni.bundle import verify_bundle
 from edgeomni.config import RunConfig
@@ -166,3 +166,41 @@ def test_final_is_decoded_during_the_endpoint_silence_and_a_resumed_speaker_void
     assert len(finals) == 1 and wer(f"{first} {second}", finals[0]) <= 0.25, finals
     assert end["counters"]["speculations_discarded"] >= 1  # the guess at the pause was not used
     assert end["counters"]["speculative_finals"] == 1, end["counters"]  # the real end was decoded while the silence ran
+
+
+def _busy() -> None:
+    while True:
+        sum(i * i for i in range(10_000))
+
+
+@pytest.mark.slow
+def test_a_file_read_unpaced_gets_the_same_captions_on_an_idle_and_a_loaded_machine(
+        engines: Engines, tmp_path: Path) -> None:
+    """--no-realtime is for captioning files: the output must depend on the file, not on what else the machine
+    runs. Partials are decoded one by one (never merged), no final is guessed early, no pause counts as a
+    stall, so the same partials and finals come out with two busy processes on the 2 cores as without."""
+    import multiprocessing
+
+    wav = make_speech_turns(tmp_path / "talk.wav", ["The meeting starts now.", "Sales went up this quarter.",
+                                                   "Costs stayed the same.", "We hired two engineers."])
+
+    def captions() -> tuple[list[tuple], dict]:
+        sink = Collect("unpaced")
+        [end] = run_pipelines(engines, [open_source(str(wav), realtime=False)], [sink])
+        return [(e["type"], e["text"], e["start"], e["end"], e.get("committed")) for e in sink.events
+                if e["type"] in ("partial", "final")], end["counters"]
+
+    idle, idle_counters = captions()
+    busy = [multiprocessing.Process(target=_busy, daemon=True) for _ in range(2)]
+    for process in busy:
+        process.start()
+    try:
+        loaded, loaded_counters = captions()
+    finally:
+        for process in busy:
+            process.terminate()
+    assert sum(kind == "final" for kind, *_ in idle) == 4 and sum(kind == "partial" for kind, *_ in idle) >= 4
+    assert loaded == idle
+    for counters in (idle_counters, loaded_counters):
+        assert counters["merged_updates"] == counters["speculations"] == counters["stalls"] == 0, counters
+        assert counters["interval_widened"] == 0, counters

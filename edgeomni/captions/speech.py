@@ -71,8 +71,11 @@ class SpeechCaptioner:
 
     def __init__(self, stream: str, vad: SileroVad, asr: MoonshineAsr, config: SpeechConfig,
                  executor: Executor, emit: Emit, clock: MediaClock, realtime: bool = True) -> None:
-        """realtime=False (a file read as fast as possible): a pause in the audio is our own work (vision, a
-        sink's back-pressure), not the speaker cut off, so it never finalises the utterance as a stall."""
+        """realtime=False (a file read as fast as possible): the captions depend on the audio alone, never on
+        how fast this machine is: each partial is decoded before more audio is taken (none is merged or
+        skipped, the update interval never widens, so the words it commits are the same on every run), no
+        final is guessed early, and a pause in the audio is our own work (vision, a sink's back-pressure),
+        not the speaker cut off, so it never finalises the utterance as a stall."""
         self.stream, self.config, self.realtime = stream, config, realtime
         self._vad, self._asr, self._executor, self._emit, self._clock = vad, asr, executor, emit, clock
         self._framer = AudioFramer(vad.frame_samples)
@@ -86,6 +89,7 @@ class SpeechCaptioner:
         self._guessed_end = -1.0
         self._final_decode_s = 0.1  # running estimate: how early to speculate so the decode is done in time
         self._wake, self._room = asyncio.Event(), asyncio.Event()
+        self._partial_taken = asyncio.Event()  # unpaced: set once the worker is done with the posted partial
         self._closing = False
         self._interval = int(config.partial_interval_ms * AUDIO_RATE / 1000)
         self._since_partial = 0
@@ -153,7 +157,13 @@ class SpeechCaptioner:
                 if self._partial is not None:
                     self.stats["merged_updates"] += 1  # the worker is behind: the newer snapshot replaces it
                 self._partial = self._endpointer.snapshot()
+                self._partial_taken.clear()
                 self._wake.set()
+                if not self.realtime:
+                    taken = asyncio.ensure_future(self._partial_taken.wait())
+                    # (a worker that died must not leave the stream waiting for ever)
+                    await asyncio.wait([taken, self._worker], return_when=asyncio.FIRST_COMPLETED)
+                    taken.cancel()
 
     def _maybe_speculate(self, frame_s: float) -> None:
         """The speaker paused, so no new words can arrive: partials stop, and once the silence left before the
@@ -162,8 +172,8 @@ class SpeechCaptioner:
         the bench's speech set, 64 ms of trailing pad transcribe as well as 160 ms). If the silence holds, the
         final is emitted the moment the endpoint is reached instead of one decode later."""
         pending = self._endpointer.pending()
-        if pending is None or pending.speech_end == self._guessed_end:
-            return
+        if not self.realtime or pending is None or pending.speech_end == self._guessed_end:
+            return  # (unpaced: the guess would depend on this machine's speed, and nobody waits for it)
         if self._endpointer.silent_frames < min(_MIN_GUESS_PAD_FRAMES, self._endpointer.pad_frames):
             return
         if self._endpointer.frames_to_endpoint * frame_s > self._final_decode_s * 1.25 + frame_s:
@@ -200,7 +210,10 @@ class SpeechCaptioner:
                 await self._decode_speculatively(loop, guess)
             elif self._partial is not None:
                 snapshot, self._partial = self._partial, None
-                await self._update(loop, snapshot)
+                try:
+                    await self._update(loop, snapshot)
+                finally:
+                    self._partial_taken.set()
             elif self._closing:
                 return
             else:
@@ -236,7 +249,8 @@ class SpeechCaptioner:
         event = CaptionEvent.stamped("partial", self.stream, _capitalise(text), snapshot.start, snapshot.end,
                                      snapshot.last_arrival, self._clock, committed=_capitalise(committed_text),
                                      tentative=text[len(committed_text):].strip())
-        self._adapt_interval(event.latency_ms)
+        if self.realtime:
+            self._adapt_interval(event.latency_ms)
         await self._emit(event)
 
     async def _final(self, loop: asyncio.AbstractEventLoop, utterance: Utterance) -> None:

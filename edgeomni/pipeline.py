@@ -205,6 +205,8 @@ class Pipeline:
     async def _settle(self, realtime: bool) -> None:
         """Tell sinks that draw onto frames how far the captions are complete. An unpaced source (a file read
         as fast as possible) also waits here while such a sink holds its fill of frames: nothing is dropped."""
+        if not self.sinks.wants_settled:
+            return  # nobody draws onto frames: no per-frame work
         while True:
             heads = [head.settled_until() for head in (self._speech, self._visual) if head is not None]
             settled = min(heads, default=math.inf)

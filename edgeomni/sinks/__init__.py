@@ -67,6 +67,10 @@ class SinkSet:
                 await queue.put(marker)
 
     @property
+    def wants_settled(self) -> bool:
+        return any(sink.wants_settled for sink in self.sinks)
+
+    @property
     def backlogged(self) -> bool:
         return any(sink.backlogged for sink in self.sinks)
 

@@ -6,8 +6,8 @@ until every caption covering its media time is out: the pipeline sends a "settle
 captions, in order) saying up to which media time that holds. A real-time source's frame waits at most
 ``delay_s`` of wall time for it (a camera's recording must not fall ever further behind); a file read as
 fast as possible (``--no-realtime``) waits for the marker alone, so its captions land on the right frames
-however loaded the machine is. Frame and text leave in step (the design's parallel text + image outputs). Drawing and
-encoding run in a writer thread; the event loop only enqueues. Frames keep their own timestamps
+however loaded the machine is. Frame and text leave in step (the design's parallel text + image outputs).
+Drawing and encoding run in a writer thread; the event loop only enqueues. Frames keep their own timestamps
 (VFR-safe), at the analysis resolution (visual.frame_width). The audio the runtime heard (16 kHz mono) is
 written beside them as AAC, so the captioned file plays with its sound. The file's streams are fixed when it
 is opened, so it opens at the first video frame once audio has been seen too, or after

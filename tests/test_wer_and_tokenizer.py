@@ -56,7 +56,7 @@ def test_asr_loop_guard_cuts_immediate_repeats() -> None:
 def test_a_final_that_replays_the_whole_previous_utterance_is_an_echo_of_the_context() -> None:
     """Seen with Whisper tiny.en (bench clip tts08): the context "Good morning everyone. Let us get started." came
     back inside the next sentence's own tokens; the captioner then decodes that utterance without context."""
-    from edgeomni.captions.speech import echoes_context
+    from edgeomni.captions.context import echoes_context
 
     context = [400, 11, 12, 13, 14, 15]  # first token: its spelling differs mid-sentence (" Good" vs "Good")
     assert echoes_context([7, 8, 401, 11, 12, 13, 14, 15, 9], context)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeomni.captions.agreement import LocalAgreement
+from edgeomni.captions.context import Context, ContextDecoder
 from edgeomni.captions.endpoint import Endpointer, Utterance
 from edgeomni.captions.events import CaptionEvent, MediaClock
 from edgeomni.chunking import AudioFramer, FixedFrame
@@ -28,19 +29,10 @@ from edgeomni.frames import AUDIO_RATE, AudioFrame
 
 Emit = Callable[[CaptionEvent], Awaitable[None]]
 
-_CONTEXT_GAP = np.zeros(int(0.3 * AUDIO_RATE), dtype=np.float32)
 _MAX_QUEUED_FINALS = 8
 _MAX_INTERVAL_MS = 2000
 _MIN_GUESS_PAD_FRAMES = 2  # a speculative final is decoded with at least this much trailing pad (64 ms)
 _MAX_WORDS_PER_SECOND = 6.0  # faster than any sustained human speech; commits beyond it are the model guessing
-
-
-@dataclass(slots=True)
-class _Context:
-    """The previous utterance, replayed before the next one so a short utterance is not decoded blind."""
-
-    audio: np.ndarray
-    tokens: list[int]
 
 
 @dataclass(slots=True)
@@ -50,11 +42,11 @@ class _Speculation:
     start: float
     speech_end: float
     committed: list[int]
-    context: _Context | None
+    context: Context | None
     transcript: Transcript
     own: list[int]
 
-    def fits(self, utterance: Utterance, committed: list[int], context: _Context | None) -> bool:
+    def fits(self, utterance: Utterance, committed: list[int], context: Context | None) -> bool:
         return (utterance.start == self.start and utterance.speech_end == self.speech_end
                 and committed == self.committed and context is self.context)
 
@@ -81,7 +73,6 @@ class SpeechCaptioner:
         self._framer = AudioFramer(vad.frame_samples)
         self._endpointer = Endpointer(config, vad.frame_samples, asr.min_pad_ms)
         self._agreement = LocalAgreement(asr.detokenizer.starts_word)
-        self._context: _Context | None = None
         self._finals: deque[Utterance] = deque()
         self._partial: Utterance | None = None
         self._speculate: Utterance | None = None  # a final to decode early, while the endpoint silence runs
@@ -98,9 +89,11 @@ class SpeechCaptioner:
         self._heard_until = 0.0  # media end of the audio the endpointer has seen
         self._decoding_from: float | None = None  # start of the final the worker is decoding now
         self._worker = asyncio.create_task(self._work(), name=f"asr:{stream}")
-        self.stats = {"audio_seconds": 0.0, "asr_seconds": 0.0, "merged_updates": 0, "interval_widened": 0,
-                      "no_speech_rejected": 0, "empty_transcripts": 0, "stalls": 0, "speculations": 0,
-                      "speculative_finals": 0, "speculations_discarded": 0, "context_echoes": 0}
+        self.stats: dict[str, float | int] = {
+            "audio_seconds": 0.0, "asr_seconds": 0.0, "merged_updates": 0, "interval_widened": 0,
+            "no_speech_rejected": 0, "empty_transcripts": 0, "stalls": 0, "speculations": 0,
+            "speculative_finals": 0, "speculations_discarded": 0, "context_echoes": 0}
+        self._decoder = ContextDecoder(asr, config, self.stats)
 
     async def push(self, frame: AudioFrame) -> None:
         self.stats["audio_seconds"] += frame.duration
@@ -236,7 +229,7 @@ class SpeechCaptioner:
 
     async def _update(self, loop: asyncio.AbstractEventLoop, snapshot: Utterance) -> None:
         committed = list(self._agreement.committed)
-        transcript, own = await loop.run_in_executor(self._executor, self._decode, snapshot.audio, committed)
+        transcript, own = await loop.run_in_executor(self._executor, self._decoder.decode, snapshot.audio, committed)
         if self._finals:
             return  # the utterance ended while we decoded: its final supersedes this partial
         if transcript.mean_logprob < self.config.min_confidence and not committed:
@@ -260,7 +253,7 @@ class SpeechCaptioner:
             # A forced split lands mid-speech: committed words may already reach past the cut. The head's
             # final is exactly what was committed; the head then serves as context for the rest, so the
             # still-tentative words are decoded there, once, and nothing is repeated or lost.
-            self._remember(utterance.audio, committed, always=True)
+            self._decoder.remember(utterance.audio, committed, always=True)
             await self._emit_final(utterance, self._asr.detokenizer.decode(committed).strip(), None)
             return
         speculation = self._speculation
@@ -268,7 +261,7 @@ class SpeechCaptioner:
             self._speculation = None  # a guess at this utterance (or an older one): used now or never
         else:
             speculation = None
-        if speculation is not None and speculation.fits(utterance, committed, self._context):
+        if speculation is not None and speculation.fits(utterance, committed, self._decoder.context):
             transcript, own = speculation.transcript, speculation.own
             self.stats["speculative_finals"] += 1
         else:
@@ -282,7 +275,7 @@ class SpeechCaptioner:
         if transcript.mean_logprob < self.config.min_confidence and not committed:
             self.stats["no_speech_rejected"] += 1  # confident-less text on non-speech: say nothing
             return
-        self._remember(utterance.audio, own, always=utterance.split)
+        self._decoder.remember(utterance.audio, own, always=utterance.split)
         await self._emit_final(utterance, text, round(transcript.mean_logprob, 3))
 
     async def _decode_speculatively(self, loop: asyncio.AbstractEventLoop, guess: Utterance) -> None:
@@ -292,12 +285,13 @@ class SpeechCaptioner:
         previous = self._speculation
         if previous is not None and (previous.start, previous.speech_end) != (guess.start, guess.speech_end):
             self.stats["speculations_discarded"] += 1  # speech resumed after that guess
-        self._speculation = _Speculation(guess.start, guess.speech_end, committed, self._context, transcript, own)
+        self._speculation = _Speculation(guess.start, guess.speech_end, committed, self._decoder.context,
+                                         transcript, own)
 
     async def _decode_final(self, loop: asyncio.AbstractEventLoop, audio: np.ndarray,
                             committed: list[int]) -> tuple[Transcript, list[int]]:
         started = time.monotonic()
-        result = await loop.run_in_executor(self._executor, self._decode, audio, committed)
+        result = await loop.run_in_executor(self._executor, self._decoder.decode, audio, committed)
         self._final_decode_s = 0.8 * self._final_decode_s + 0.2 * (time.monotonic() - started)
         return result
 
@@ -308,25 +302,6 @@ class SpeechCaptioner:
             committed=shown, tentative="", confidence=confidence, split=utterance.split,
         ))
 
-    def _decode(self, audio: np.ndarray, committed: list[int]) -> tuple[Transcript, list[int]]:
-        """Runs in the executor. Returns the transcript and this utterance's own tokens (context removed)."""
-        context = self._context
-        if context is None:
-            return self._transcribe(audio, committed, 0)
-        joined = np.concatenate([context.audio, _CONTEXT_GAP, audio])
-        transcript, own = self._transcribe(joined, context.tokens + committed, len(context.tokens))
-        if echoes_context(own, context.tokens):
-            # Whisper sometimes "hears" the replayed context again over the new audio and writes it out twice
-            # ("Good morning everyone. Let us get started." inside the next sentence): decode without it.
-            self.stats["context_echoes"] += 1
-            transcript, own = self._transcribe(audio, committed, 0)
-        return transcript, own
-
-    def _transcribe(self, audio: np.ndarray, prefix: list[int], own_from: int) -> tuple[Transcript, list[int]]:
-        transcript = self._asr.transcribe(audio, prefix=prefix, own_from=own_from)
-        self.stats["asr_seconds"] += transcript.encode_s + transcript.decode_s
-        return transcript, transcript.tokens[own_from:]
-
     def _committable_words(self, hypothesis: list[int], seconds: float) -> int:
         """How many leading words of `hypothesis` may be committed: the newest ones are decoded from audio that
         stops mid-word, and two updates often agree on the same wrong guess ("The knock at a" for "The doctor
@@ -336,13 +311,6 @@ class SpeechCaptioner:
         rate = n_words / max(seconds, 1e-3)
         held_back = max(2, math.ceil(rate * self.config.commit_lag_s))
         return max(0, min(n_words - held_back, int(seconds * _MAX_WORDS_PER_SECOND)))
-
-    def _remember(self, audio: np.ndarray, tokens: list[int], always: bool = False) -> None:
-        """Keep this utterance as context for the next one: short ones always help; after a forced split
-        (`always`) the next part continues the same sentence and cannot be decoded without it."""
-        seconds = len(audio) / AUDIO_RATE
-        fits = 0 < seconds <= (self.config.max_utterance_s if always else self.config.context_s)
-        self._context = _Context(audio, tokens) if fits and tokens else None
 
     def _adapt_interval(self, latency_ms: float) -> None:
         base = int(self.config.partial_interval_ms * AUDIO_RATE / 1000)
@@ -373,8 +341,9 @@ class SpeechCaptioner:
         self._asr, self._vad = pending.asr, pending.vad
         self._endpointer.repad(pending.asr.min_pad_ms)
         self._agreement = LocalAgreement(pending.asr.detokenizer.starts_word)
+        self._decoder.asr = pending.asr
         if not pending.keep_context:
-            self._context = None
+            self._decoder.context = None
         if pending.applied is not None:
             pending.applied()
 
@@ -387,16 +356,8 @@ class _PendingEngines:
     applied: Callable[[], None] | None
 
 
-def echoes_context(own: list[int], context: list[int], min_tokens: int = 4) -> bool:
-    """Whether an utterance's own tokens contain the whole previous utterance (its first token aside: its
-    spelling changes mid-sentence). A speaker who says it again is still transcribed without the context."""
-    probe = context[1:]
-    n = len(probe)
-    return n >= min_tokens and any(own[i : i + n] == probe for i in range(len(own) - n + 1))
-
-
 def _capitalise(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-__all__ = ["Emit", "SpeechCaptioner", "echoes_context"]
+__all__ = ["Emit", "SpeechCaptioner"]

@@ -2,9 +2,12 @@
 
 Builds a dataset the way ingest does (one fsynced Parquet file per MQTT batch; captions with a latency, as
 devices send them) over several devices and past days, then times `fleet_report` and `read_dataset` on it
-(median of 5), compacts it, and times them again.
+(median of 5), compacts it, and times them again. `--history N` first stores N records of an older day
+in batches of 5000 and compacts them (untimed): the id index a trainer carries after months of ingest,
+which every later batch and compaction works against.
 
     .venv/bin/python scripts/trainer_compaction_bench.py [--batches 1500] [--per-batch 200] [--devices 4]
+                                                         [--history 0]
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ def main() -> int:
     parser.add_argument("--per-batch", type=int, default=200)
     parser.add_argument("--devices", type=int, default=4)
     parser.add_argument("--days", type=int, default=3)
+    parser.add_argument("--history", type=int, default=0, help="records already stored and compacted")
     args = parser.parse_args()
 
     from edgeomni.trainer.dataset import Dataset, read_dataset
@@ -30,6 +34,12 @@ def main() -> int:
 
     root = Path(tempfile.mkdtemp(prefix="compaction-bench-"))
     dataset = Dataset(root)
+    for b in range(0, args.history, 5000):
+        dataset.append("dev-0", [{"id": f"old-{b + i:09d}", "kind": "caption", "fleet": "bench", "device": "dev-0",
+                                  "ts": time.time() - 30 * 86400, "data": {"type": "final", "text": "old"}}
+                                 for i in range(min(5000, args.history - b))])
+    if args.history:
+        dataset.compact()
     started = time.perf_counter()
     for b in range(args.batches):
         device = f"dev-{b % args.devices}"
@@ -40,7 +50,7 @@ def main() -> int:
                                           "end": i + 1.5, "latency_ms": 80.0 + i % 40}}
                                 for i in range(args.per_batch)])
     built = time.perf_counter() - started
-    records = args.batches * args.per_batch
+    records = args.batches * args.per_batch + args.history
 
     def timed(what: str) -> tuple[float, float]:
         runs = []
@@ -62,8 +72,9 @@ def main() -> int:
     after = {what: timed(what) for what in ("report", "read")}
     dataset.close()
     assert len(read_dataset(root)) == records
-    print(f"{records:,} records in {args.batches} batches ({args.devices} devices x {args.days} days), built in "
-          f"{built:.1f} s; compaction: {done} in {compact_s:.1f} s\n")
+    print(f"{records:,} records: {args.history:,} compacted history + {args.batches} batches of {args.per_batch} "
+          f"({args.devices} devices x {args.days} days), batches stored in {built:.1f} s "
+          f"({args.batches / built:.0f} batches/s); compaction: {done} in {compact_s:.1f} s\n")
     print("| reader | before: median / max s | after: median / max s | speed-up |")
     print("|---|---|---|---|")
     for what, label in (("report", "`trainer report` (fleet_report)"), ("read", "read_dataset (all columns)")):

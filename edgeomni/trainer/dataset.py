@@ -131,18 +131,22 @@ class Dataset:
         name = str(target.relative_to(self.files_dir))
         # Only the index update waits for the MQTT thread's writes: merging a past day's files does not.
         with self._writing:
-            self._retire(name, table.num_rows, names, tmp, target)
+            self._retire(name, table.column("id").to_pylist(), names, tmp, target)
 
-    def _retire(self, name: str, records: int, names: list[str], tmp: Path, target: Path) -> None:
+    def _retire(self, name: str, ids: list[str], names: list[str], tmp: Path, target: Path) -> None:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             self._db.execute("INSERT INTO files (name, records, committed) VALUES (?, ?, ?)",
-                             (name, records, time.time()))
+                             (name, len(ids), time.time()))
+            # By id (the primary key), not by file: a `file IN (...)` match reads every id ever stored, and an
+            # index on file would store every file name once more per id.
+            moved = self._db.executemany("UPDATE ids SET file = ? WHERE id = ?", ((name, i) for i in ids)).rowcount
+            if moved != len(ids):
+                raise sqlite3.IntegrityError(f"{len(ids)} records in {', '.join(names[:3])}...: {moved} of their "
+                                             "ids are in the index")
             for start in range(0, len(names), 500):  # under SQLite's limit on bound parameters
                 chunk = names[start:start + 500]
-                marks = ",".join("?" * len(chunk))
-                self._db.execute(f"UPDATE ids SET file = ? WHERE file IN ({marks})", [name, *chunk])
-                self._db.execute(f"DELETE FROM files WHERE name IN ({marks})", chunk)
+                self._db.execute(f"DELETE FROM files WHERE name IN ({','.join('?' * len(chunk))})", chunk)
             self._db.executemany("INSERT OR IGNORE INTO retired (name) VALUES (?)", [(n,) for n in names])
             self._db.execute("COMMIT")
         except sqlite3.Error:

@@ -77,7 +77,8 @@ class Engines:
     def backends(self) -> dict[str, dict[str, Any]]:
         """Per role with a choice of backend (TensorRT engine/EP, CUDA, CPU): what runs and why others were
         skipped (issue 6); reported in the `start` record."""
-        choices = [self.labeller.backend] if self.labeller is not None else []
+        engines = [self.labeller, self.asr, *((self.reader.detector, self.reader.recognizer) if self.reader else ())]
+        choices = [choice for engine in engines if (choice := getattr(engine, "backend", None)) is not None]
         return {c.role: {**c.to_dict(), "summary": c.summary} for c in choices}
 
     def new_vad(self) -> SileroVad:

@@ -111,9 +111,20 @@ def _check_bundle(out: Path) -> dict:
 
 @pytest.mark.slow
 def test_recipe_end_to_end_keeps_int8_only_where_the_text_holds(tmp_path: Path) -> None:
-    result = export("--out", str(tmp_path / "ok"), *QUICK)
+    result = export("--out", str(tmp_path / "ok"), *QUICK, "--set", "targets=[onnxruntime-cpu, tensorrt]")
     assert result.returncode == 0, result.stdout + result.stderr
     report = _check_bundle(tmp_path / "ok")
+    from edgeomni.export.tensorrt import available
+
+    engines = report["tensorrt"]  # one per component, with profiles covering every shape preprocess can make
+    assert engines["detector"]["profiles"][0]["min"] == [1, 3, 32, 32]
+    assert engines["detector"]["profiles"][0]["max"] == [1, 3, 960, 960]
+    assert engines["recognizer"]["profiles"][0]["max"] == [1, 3, 48, 1536]
+    assert engines["detector"]["int8"] and engines["detector"]["from"].startswith("static INT8 QDQ")
+    if available() is None:  # the target fails with its reason; the ONNX bundle is still written and read
+        status = report["targets"]["tensorrt"]
+        assert status.count("not built") == 2 and "not installed" in status
+        assert report["targets"]["onnxruntime-cpu"].startswith("built")
     assert report["fp32_pipeline"]["exact"] >= 0.75
     cal = report["calibration"]
     assert cal["count"] == 4 and cal["seed"] == 1234 and set(cal["inputs"]) == {"detector", "recognizer"}

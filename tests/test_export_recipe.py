@@ -178,6 +178,27 @@ def test_tensorrt_profiles_cover_a_dynamic_batch_and_keep_fixed_dims() -> None:
         profile_for("input", ["batch", 3, 224, 224], [1, 1, 224, 224], max_batch=8)
 
 
+def test_tensorrt_profiles_of_varying_inputs_span_what_the_runtime_can_feed() -> None:
+    from edgeomni.engines.ocr import TextDetector, TextRecognizer
+    from edgeomni.export.tensorrt import profile_for_range
+
+    # OCR crops: width varies per line; the profile must take every width preprocess can produce, not just the
+    # calibration crops', and is tuned for their median.
+    crops = [(1, 3, 48, w) for w in (96, 240, 320, 480, 1100)]
+    rec = profile_for_range("x", ["n", 3, 48, "w"], crops, TextRecognizer.input_bounds({"height": 48}))
+    assert rec == Profile("x", (1, 3, 48, 48), (1, 3, 48, 320), (1, 3, 48, 1536))
+    det = profile_for_range("x", [1, 3, "h", "w"], [(1, 3, 544, 960), (1, 3, 736, 960)],
+                            TextDetector.input_bounds({"long_side": 960}))
+    assert (det.min, det.max) == ((1, 3, 32, 32), (1, 3, 960, 960)) and det.opt in ((1, 3, 544, 960), (1, 3, 736, 960))
+    window = profile_for_range("input_features", [1, 80, "frames"], [(1, 80, 1500)] * 3 + [(1, 80, 3000)],
+                               {2: (1500, 3000)})
+    assert window == Profile("input_features", (1, 80, 1500), (1, 80, 1500), (1, 80, 3000))
+    with pytest.raises(ExportError, match=r"dimension 2 is 48 in the model, 32\.\.48 in the examples"):
+        profile_for_range("x", [1, 3, 48, "w"], [(1, 3, 32, 100), (1, 3, 48, 90)], {})
+    with pytest.raises(ExportError, match="no example inputs"):
+        profile_for_range("x", [1, 3, 48, "w"], [], {})
+
+
 def test_tensorrt_settings_are_checked() -> None:
     with pytest.raises(ExportError, match="workspace_mb"):
         TensorRtSettings(workspace_mb=1).validate()

@@ -184,6 +184,19 @@ def test_forcing_a_backend_that_cannot_run_is_an_error_not_a_cpu_run(tmp_bundle_
         open_engine(bundle, ROLE, EngineProfile(backend=backend))
 
 
+def test_roles_that_ship_no_engine_run_on_onnx_under_a_forced_tensorrt_backend(default_bundle: Path) -> None:
+    # The default bundle has no OCR engines: forcing TensorRT must not stop on-screen text (the labeller, whose
+    # engine is the point of forcing, still fails loudly: the test below); with "auto" the reason is reported.
+    from edgeomni.engines.ocr import TextDetector
+
+    bundle = verify_bundle(default_bundle)
+    forced = TextDetector(bundle, EngineProfile(backend="tensorrt"))
+    assert forced.backend is not None and forced.backend.backend != "tensorrt"
+    auto = TextDetector(bundle)
+    assert auto.backend is not None
+    assert auto.backend.skipped[0] == "tensorrt engine skipped: no ocr-detector-tensorrt engine in bundle 'default'"
+
+
 def test_forced_tensorrt_stops_the_run_before_it_starts(default_bundle: Path) -> None:
     from edgeomni.pipeline import Engines
 

@@ -53,11 +53,16 @@ class BackendChoice:
         return f"{self.role} on {STEP_NAMES[self.backend]}{engine_reason}"
 
 
-def open_engine(bundle: VerifiedBundle, role: str, profile: EngineProfile | None = None) -> tuple[Any, BackendChoice]:
-    """A session-like object (`run`, `get_inputs`, `get_outputs`) for `role`, from the first backend that runs."""
+def open_engine(bundle: VerifiedBundle, role: str, profile: EngineProfile | None = None,
+                engine_optional: bool = False) -> tuple[Any, BackendChoice]:
+    """A session-like object (`run`, `get_inputs`, `get_outputs`) for `role`, from the first backend that runs.
+    `engine_optional`: bundles of this role often ship no TensorRT engine (OCR, the Whisper encoder); without
+    one, a forced `tensorrt` backend leaves the role to the ONNX providers, as for models with no choice."""
     profile = profile or EngineProfile()
-    steps = AUTO_ORDER if profile.backend == "auto" else (profile.backend,)
     engine_in_bundle = bundle.manifest.has_role(f"{role}-tensorrt")
+    steps = AUTO_ORDER if profile.backend == "auto" else (profile.backend,)
+    if profile.backend == "tensorrt" and engine_optional and not engine_in_bundle:
+        steps = AUTO_ORDER[1:]
     skipped: list[str] = []
     for step in steps:
         try:

@@ -18,8 +18,11 @@ from typing import Any
 import numpy as np
 
 from edgeomni.bundle import VerifiedBundle
+from edgeomni.engines.backend import BackendChoice, open_engine
 from edgeomni.engines.image_preprocess import resize_float
 from edgeomni.engines.session import EngineProfile, create_session
+
+_MAX_WIDTH_IN_HEIGHTS = 32  # a recognizer input is at most this many line heights wide (longer lines are squeezed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,24 +55,33 @@ def _normalise(pixels: np.ndarray) -> np.ndarray:
 class TextDetector:
     """DB text detector: frame -> boxes of horizontal text lines."""
 
+    backend: BackendChoice | None = None  # what the bundle's detector runs on (TensorRT engine ... CPU)
+
     def __init__(self, bundle: VerifiedBundle, profile: EngineProfile | None = None, role: str = "ocr-detector"):
-        component = bundle.manifest.by_role(role)
-        self._setup(bundle.path / component.file, component.preprocess, profile)
+        session, self.backend = open_engine(bundle, role, profile, engine_optional=True)
+        self._setup(session, bundle.manifest.by_role(role).preprocess)
 
     @classmethod
     def from_model(cls, model: Path, params: dict[str, Any], profile: EngineProfile | None = None) -> TextDetector:
         """A detector on a loose ONNX file (the export recipe compares FP32 and INT8 files before any bundle exists)."""
         detector = cls.__new__(cls)
-        detector._setup(model, params, profile)
+        detector._setup(create_session(model, profile), params)
         return detector
 
-    def _setup(self, model: Path, params: dict[str, Any], profile: EngineProfile | None) -> None:
+    def _setup(self, session: Any, params: dict[str, Any]) -> None:
         self.long_side = int(params.get("long_side", 960))
         self.threshold = float(params.get("threshold", 0.3))
         self.box_threshold = float(params.get("box_threshold", 0.5))
         self.unclip_ratio = float(params.get("unclip_ratio", 1.6))
-        self._session = create_session(model, profile)
+        self._session = session
         self._input = self._session.get_inputs()[0].name
+
+    @staticmethod
+    def input_bounds(params: dict[str, Any]) -> dict[int, tuple[int, int]]:
+        """Every input shape `preprocess` can produce (what a TensorRT profile must cover): one frame, each side
+        a multiple of 32 from 32 up to the long side."""
+        longest = max(32, round(int(params.get("long_side", 960)) / 32) * 32)
+        return {0: (1, 1), 2: (32, longest), 3: (32, longest)}
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         """Frame -> the network's input tensor (also what INT8 calibration feeds, so both see the same data)."""
@@ -116,21 +128,23 @@ class TextDetector:
 class TextRecognizer:
     """CRNN-style recognizer: a cropped text line -> (text, mean character confidence)."""
 
+    backend: BackendChoice | None = None
+
     def __init__(self, bundle: VerifiedBundle, profile: EngineProfile | None = None, role: str = "ocr-recognizer"):
-        component = bundle.manifest.by_role(role)
-        self._setup(bundle.path / component.file, component.preprocess, bundle.role_file("ocr-dictionary"), profile)
+        session, self.backend = open_engine(bundle, role, profile, engine_optional=True)
+        self._setup(session, bundle.manifest.by_role(role).preprocess, bundle.role_file("ocr-dictionary"))
 
     @classmethod
     def from_model(cls, model: Path, params: dict[str, Any], dictionary: Path,
                    profile: EngineProfile | None = None) -> TextRecognizer:
         """A recognizer on a loose ONNX file + dictionary (see TextDetector.from_model)."""
         recognizer = cls.__new__(cls)
-        recognizer._setup(model, params, dictionary, profile)
+        recognizer._setup(create_session(model, profile), params, dictionary)
         return recognizer
 
-    def _setup(self, model: Path, params: dict[str, Any], dictionary: Path, profile: EngineProfile | None) -> None:
+    def _setup(self, session: Any, params: dict[str, Any], dictionary: Path) -> None:
         self.height = int(params.get("height", 48))
-        self._session = create_session(model, profile)
+        self._session = session
         self._input = self._session.get_inputs()[0].name
         # Index 0 is the CTC blank; the model's last class is the space appended to the dictionary.
         self.characters = ["", *dictionary.read_text(encoding="utf-8").splitlines(), " "]
@@ -138,8 +152,14 @@ class TextRecognizer:
     def preprocess(self, crop: np.ndarray) -> np.ndarray:
         """Cropped line -> input tensor: height fixed, width following the crop's aspect (capped)."""
         h, w = crop.shape[:2]
-        width = max(self.height, min(8 * self.height * 4, round(w * self.height / max(1, h))))
+        width = max(self.height, min(_MAX_WIDTH_IN_HEIGHTS * self.height, round(w * self.height / max(1, h))))
         return _normalise(resize_float(crop, self.height, width))
+
+    @staticmethod
+    def input_bounds(params: dict[str, Any]) -> dict[int, tuple[int, int]]:
+        """Every input shape `preprocess` can produce: one line, its width from one to 32 heights."""
+        height = int(params.get("height", 48))
+        return {0: (1, 1), 3: (height, _MAX_WIDTH_IN_HEIGHTS * height)}
 
     def __call__(self, crop: np.ndarray) -> tuple[str, float]:
         probs = self._session.run(None, {self._input: self.preprocess(crop)})[0][0]

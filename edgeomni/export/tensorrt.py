@@ -13,6 +13,7 @@ export goes on (the runner reports the target as not built).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,57 @@ def profile_for(input_name: str, shape: list[int | str | None], example: list[in
     high = tuple(d if d is not None else (max_batch if i == 0 else e) for i, (d, e) in enumerate(zip(fixed, example,
                                                                                                    strict=True)))
     return Profile(input_name, low, low, high)
+
+
+def profile_for_range(input_name: str, shape: list[int | str | None], examples: list[tuple[int, ...]],
+                      bounds: dict[int, tuple[int, int]]) -> Profile:
+    """Min/opt/max for an input whose sizes vary per call (an OCR crop's width, a Whisper window): each dynamic
+    dimension spans `bounds[axis]` (everything the runtime's pre-processing can produce, so no live input falls
+    outside the engine) and is tuned for the median of the `examples` (calibration inputs of that pre-processing).
+    Fixed dimensions must match every example."""
+    if not examples:
+        raise ExportError(f"input {input_name!r}: no example inputs to size a TensorRT profile from")
+    fixed = [d if isinstance(d, int) and d > 0 else None for d in shape]
+    per_axis: list[tuple[int, int, int]] = []
+    for axis, dim in enumerate(fixed):
+        seen = sorted(int(e[axis]) for e in examples if len(e) == len(fixed))
+        if len(seen) != len(examples):
+            raise ExportError(f"input {input_name!r}: model rank {len(fixed)}, an example has another")
+        if dim is not None:
+            if seen[0] != dim or seen[-1] != dim:
+                raise ExportError(f"input {input_name!r}: dimension {axis} is {dim} in the model, "
+                                  f"{seen[0]}..{seen[-1]} in the examples")
+            per_axis.append((dim, dim, dim))
+            continue
+        lo, hi = bounds.get(axis, (seen[0], seen[-1]))
+        if not 1 <= lo <= hi:
+            raise ExportError(f"input {input_name!r}: bounds of dimension {axis}: expected 1 <= min <= max, "
+                              f"got {lo}..{hi}")
+        per_axis.append((lo, min(hi, max(lo, seen[len(seen) // 2])), hi))
+    low, opt, high = (tuple(column) for column in zip(*per_axis, strict=True))
+    return Profile(input_name, low, opt, high)
+
+
+def model_input_dims(onnx_path: Path) -> dict[str, list[int | str | None]]:
+    """Each graph input's dimensions: ints where fixed, the symbol (or None) where dynamic."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    return {i.name: [d.dim_value or d.dim_param or None for d in i.type.tensor_type.shape.dim] for i in graph.input}
+
+
+def build_target(onnx_path: Path, out: Path, settings: TensorRtSettings,
+                 say: Callable[[str], None]) -> tuple[Path | None, dict[str, Any]]:
+    """Build one engine where TensorRT is installed; elsewhere (or when the build fails) return no engine and
+    the reason, so the report says it and the rest of the export goes on."""
+    try:
+        record = build_engine(onnx_path, out, settings)
+    except ExportError as exc:
+        say(f"    {Path(onnx_path).name}: not built: {exc}")
+        return None, {"status": f"not built: {exc}", "profiles": [asdict(p) for p in settings.profiles],
+                      "fp16": settings.fp16, "int8": settings.int8}
+    say(f"    {out.name}: TensorRT {record['tensorrt']} on {record['gpu']}")
+    return out, {"status": f"built: TensorRT {record['tensorrt']} on {record['gpu']}", **record}
 
 
 def available() -> str | None:

@@ -114,8 +114,13 @@ def run(recipe: Recipe, work: Path, bundle: Path, report: Report) -> None:
             "cer_vs_fp32": round(shipped.cer(reference.texts), 5),
             "cer_vs_truth": round(shipped.cer(truth), 5) if known else None}
         say(f"    text unchanged on {shipped.unchanged(reference):.0%} of the held-out slides")
+    report.data["targets"] = {t: "built (the shipped ONNX pair)" for t in recipe.targets if t != "tensorrt"}
+    engines: dict[str, Path] = {}
+    if "tensorrt" in recipe.targets:
+        with report.step("TensorRT engines of the shipped detector and recognizer"):
+            engines = _tensorrt_engines(recipe, report.data, fp32, inputs["calibration"], work, say)
     with report.step("writing the bundle"):
-        _write_bundle(recipe, bundle, work, dictionary, report.data)
+        _write_bundle(recipe, bundle, work, dictionary, report.data, engines)
         say(f"    bundle at {bundle}")
 
 
@@ -227,6 +232,48 @@ class ComponentGate:
         return self.pipeline.read(pair["detector"], pair["recognizer"], self.heldout)
 
 
+def _tensorrt_engines(recipe: Recipe, report: dict[str, Any], fp32: dict[str, Path],
+                      calibration: dict[str, list[np.ndarray]], work: Path, say: Any) -> dict[str, Path]:
+    """One engine per component, from what that component ships: a static INT8 component is quantized again with
+    symmetric int8 activations (TensorRT takes no zero points; same ranges, same FP32 nodes) and built with
+    explicit quantization; an FP32 or dynamic-INT8 one (MatMulInteger has no TensorRT form) from its FP32 ONNX in
+    FP16. Profiles cover every shape the runtime's pre-processing can produce, tuned for the calibration median."""
+    from edgeomni.engines.ocr import TextDetector, TextRecognizer
+    from edgeomni.export.ocr_quant import quantize_component
+    from edgeomni.export.tensorrt import (
+        TensorRtSettings,
+        available,
+        build_target,
+        model_input_dims,
+        profile_for_range,
+    )
+    from edgeomni.export.vision_models import OCR_DETECTOR_PREPROCESS, OCR_RECOGNIZER_PREPROCESS
+
+    bounds = {"detector": TextDetector.input_bounds(OCR_DETECTOR_PREPROCESS),
+              "recognizer": TextRecognizer.input_bounds(OCR_RECOGNIZER_PREPROCESS)}
+    engines, records = {}, {}
+    for name in COMPONENT_NAMES:
+        entry = report["components"][name]
+        static_int8 = entry["chosen_precision"] == "int8" and entry["quantization"].get("format", "").startswith("QDQ")
+        source = fp32[name]
+        if static_int8 and available() is not None and recipe.quantize.activations != "int8-symmetric":
+            source = work / f"{FILES[name]}.int8_symmetric.onnx"
+            excluded = [n["node"] for n in entry["gate"]["excluded_nodes"]]
+            quantize_component(fp32[name], source, calibration[name], _input_name(fp32[name]),
+                               dataclasses.replace(recipe.quantize, activations="int8-symmetric"), excluded,
+                               work / f"{name}.ranges.json", say)
+        input_name, dims = next(iter(model_input_dims(source).items()))
+        profile = profile_for_range(input_name, dims, [t.shape for t in calibration[name]], bounds[name])
+        settings = TensorRtSettings(int8=static_int8, profiles=[profile])
+        engine, records[name] = build_target(source, work / f"{FILES[name]}.engine", settings, say)
+        records[name]["from"] = f"{'static INT8 QDQ' if static_int8 else 'FP32 ONNX, FP16 engine'} ({source.name})"
+        if engine is not None:
+            engines[name] = engine
+    report["tensorrt"] = records
+    report["targets"]["tensorrt"] = "; ".join(f"{name} {r['status']}" for name, r in records.items())
+    return engines
+
+
 def char_error_rate(got: list[str], want: list[str]) -> float:
     """Total character edits (Levenshtein) over total reference characters."""
     edits = sum(_levenshtein(g, w) for g, w in zip(got, want, strict=True))
@@ -286,7 +333,8 @@ def _at_least_opset(source: Path, out: Path, opset: int = MIN_OPSET) -> Path:
     return out
 
 
-def _write_bundle(recipe: Recipe, bundle: Path, work: Path, dictionary: Path, report: dict[str, Any]) -> None:
+def _write_bundle(recipe: Recipe, bundle: Path, work: Path, dictionary: Path, report: dict[str, Any],
+                  engines: dict[str, Path]) -> None:
     from edgeomni.bundle.describe import describe_file
     from edgeomni.export.model_source import source_provenance
     from edgeomni.export.runner import publish_bundle
@@ -307,6 +355,13 @@ def _write_bundle(recipe: Recipe, bundle: Path, work: Path, dictionary: Path, re
                                         precision=entry["chosen_precision"], license="Apache-2.0",
                                         provenance=provenance, preprocess=preprocess[name],
                                         report={k: v for k, v in entry.items() if k != "file"}))
+        if name in engines:  # tied to one TensorRT version and GPU: recorded in its report
+            shutil.copyfile(engines[name], staging / "ocr" / engines[name].name)
+            components.append(describe_file(staging, f"ocr/{engines[name].name}", name=f"ocr_{name}_tensorrt",
+                                            role=f"{ROLES[name]}-tensorrt",
+                                            precision="int8" if report["tensorrt"][name]["int8"] else "fp16",
+                                            license="Apache-2.0", provenance=provenance,
+                                            preprocess=preprocess[name], report=report["tensorrt"][name]))
     shutil.copyfile(dictionary, staging / "ocr" / dictionary.name)
     components.append(describe_file(staging, f"ocr/{dictionary.name}", name="ocr_dictionary", role="ocr-dictionary",
                                     precision="n/a", license="Apache-2.0",

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Issue 6 on a machine with an NVIDIA GPU: build the MobileNetV2 TensorRT engine with the export stage, run
-# the GPU tests, and print labeller latency (median/p95) for ORT CPU vs ORT CUDA EP vs ORT TensorRT EP vs the
+# Issue 6 on a machine with an NVIDIA GPU: build the MobileNetV2, PP-OCR and Whisper-encoder TensorRT engines
+# with the export stage, caption the sample with the Whisper bundle, run the GPU tests, and print labeller latency (median/p95) for ORT CPU vs ORT CUDA EP vs ORT TensorRT EP vs the
 # serialized TensorRT engine, each opened through the runtime's engine layer.
 #
 #   scripts/gpu_tensorrt_check.sh [OUT_DIR]          (default: bench-out/tensorrt)
 #   ORT_GPU=1 scripts/gpu_tensorrt_check.sh          also swap onnxruntime for onnxruntime-gpu (CUDA/TensorRT EPs)
 #
 # Needs `make setup` first (.venv with the export extra). Nothing here runs without a GPU: it stops with the
-# reason. Results: OUT_DIR/export (bundle + report.md), OUT_DIR/latency.json, OUT_DIR/latency.md.
+# reason. Results: OUT_DIR/{export,ocr,whisper} (bundle + report.md), OUT_DIR/latency.json, OUT_DIR/latency.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-bench-out/tensorrt}
@@ -35,6 +35,20 @@ echo "==> export export/mobilenet_v2.yaml (targets include tensorrt) -> $OUT/exp
 rm -rf "$OUT/export"
 .venv/bin/edgeomni export export/mobilenet_v2.yaml --out "$OUT/export"
 grep -i tensorrt "$OUT/export/report.md" || true
+
+echo "==> export export/ppocr_v4.yaml with the tensorrt target -> $OUT/ocr (an engine per component)"
+rm -rf "$OUT/ocr"
+.venv/bin/edgeomni export export/ppocr_v4.yaml --out "$OUT/ocr" --set 'targets=[onnxruntime-cpu, tensorrt]'
+grep -i tensorrt "$OUT/ocr/report.md" || true
+
+echo "==> export export/whisper_tiny_en.yaml with the tensorrt target -> $OUT/whisper (the encoder's engine)"
+rm -rf "$OUT/whisper"
+.venv/bin/edgeomni export export/whisper_tiny_en.yaml --out "$OUT/whisper" --set 'targets=[onnxruntime-cpu, tensorrt]'
+grep -i tensorrt "$OUT/whisper/report.md" || true
+echo "==> the sample clip captioned with the Whisper bundle: which backend each role ran on"
+.venv/bin/edgeomni run --source sample --no-realtime --bundle "$OUT/whisper/bundle" --sink "jsonl:$OUT/whisper_run.jsonl" \
+  >/dev/null
+head -1 "$OUT/whisper_run.jsonl" | "$PY" -c "import json, sys; print(json.dumps(json.load(sys.stdin)['backend'], indent=1))"
 
 echo "==> GPU tests (engine built from the INT8 ONNX, top-1 vs ORT CPU, profile refusal, labeller on the engine)"
 .venv/bin/pytest -q tests/test_tensorrt_runtime.py -rs

@@ -47,7 +47,8 @@ def test_shipped_speech_recipes_are_valid() -> None:
     ({"steps": ["distill", "export", "quantize", "gate"], "distill": {"decoder_layers": 7}},
      r"distill\.decoder_layers: expected 1\.\.3, got 7"),
     ({"distill": {"decoder_layers": 2}}, r"distill: expected no settings unless steps has distill"),
-    ({"targets": ["tensorrt"]}, r"targets\[0\]: expected onnxruntime-cpu or onnxruntime-cuda for this task"),
+    ({"targets": ["tflite"]}, r"targets\[0\]: expected one of \['onnxruntime-cpu', 'onnxruntime-cuda', 'tensorrt'\], "
+                              r"got 'tflite'"),
 ])
 def test_bad_speech_recipes_name_the_field(tmp_path: Path, changes: dict, message: str) -> None:
     with pytest.raises(ExportError, match=message):

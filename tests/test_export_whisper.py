@@ -58,7 +58,8 @@ def whisper_bundle() -> Path:
     for stale in out.parent.glob("whisper-test-*"):  # builds of earlier code versions: 40 MB each
         if stale != out:
             shutil.rmtree(stale, ignore_errors=True)
-    recipe = Recipe.load(RECIPE, ["calibration.count=6", "heldout.count=6", "latency_runs=2", "peer=false"])
+    recipe = Recipe.load(RECIPE, ["calibration.count=6", "heldout.count=6", "latency_runs=2", "peer=false",
+                                  "targets=[onnxruntime-cpu, tensorrt]"])
     return run_recipe(recipe, out, progress=lambda line: print(line, flush=True))
 
 
@@ -158,6 +159,30 @@ def test_int8_bundle_passes_its_gate_and_is_3x_smaller(whisper_bundle: Path) -> 
     assert "Gate: **passed**" in (whisper_bundle / "report.md").read_text()
 
 
+def test_tensorrt_target_covers_the_encoder_windows_and_the_runtime_falls_back(whisper_bundle: Path) -> None:
+    import json
+
+    from edgeomni.bundle import verify_bundle
+    from edgeomni.engines.whisper_asr import WhisperAsr
+    from edgeomni.export.tensorrt import available
+
+    recipe_report = json.loads((whisper_bundle / "report.json").read_text())
+    engine = recipe_report["whisper"]["tensorrt"]
+    # Both encoder windows (15 s and 30 s) fit the one profile, tuned for the short clips' 15 s window.
+    assert engine["profiles"] == [{"input": "input_features", "min": [1, 80, 1500], "opt": [1, 80, 1500],
+                                   "max": [1, 80, 3000]}]
+    assert "decoder stays on onnxruntime" in recipe_report["targets"]["tensorrt"]
+    bundle = verify_bundle(whisper_bundle)
+    asr = WhisperAsr(bundle)
+    assert asr.backend is not None and asr.backend.role == "asr-whisper-encoder"
+    if available() is None:  # no engine here: the target says why, and the encoder runs on onnxruntime
+        assert recipe_report["targets"]["tensorrt"].startswith("encoder not built: ")
+        assert "not installed" in recipe_report["targets"]["tensorrt"]
+        assert not bundle.manifest.has_role("asr-whisper-encoder-tensorrt")
+        assert asr.backend.skipped[0] == ("tensorrt engine skipped: no asr-whisper-encoder-tensorrt engine in "
+                                          f"bundle {bundle.manifest.name!r}")
+
+
 def test_whisper_asr_transcribes_and_rejects_over_30_s(whisper_bundle: Path, tmp_path: Path) -> None:
     from edgeomni.bundle import verify_bundle
     from edgeomni.engines.whisper_asr import WhisperAsr
@@ -187,6 +212,7 @@ def test_edgeomni_run_captions_with_the_whisper_bundle(whisper_bundle: Path, tmp
     code, events, err = run_cli(whisper_bundle, "--source", str(wav), "--no-realtime")
     assert code == 0, err
     assert events[0]["bundle"].startswith("whisper-tiny-en@"), events[0]
+    assert "asr-whisper-encoder" in events[0]["backend"], events[0]  # what the encoder runs on, and why
     text = finals(events)
     assert wer(" ".join(RUN_SENTENCES), text) <= 0.2, text
     assert events[-1]["error"] is None

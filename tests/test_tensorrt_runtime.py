@@ -197,6 +197,22 @@ def test_roles_that_ship_no_engine_run_on_onnx_under_a_forced_tensorrt_backend(d
     assert auto.backend.skipped[0] == "tensorrt engine skipped: no ocr-detector-tensorrt engine in bundle 'default'"
 
 
+def test_the_run_header_names_every_role_with_a_backend_once(default_bundle: Path) -> None:
+    import asyncio
+
+    from edgeomni.engines.backend import STEP_NAMES
+    from edgeomni.pipeline import Engines
+    from edgeomni.sinks.terminal import TerminalSink
+
+    engines = Engines.load(verify_bundle(default_bundle), RunConfig.from_dict({"speech": {"enabled": False}}))
+    assert list(engines.backends) == [ROLE, "ocr-detector", "ocr-recognizer"]
+    out = io.StringIO()
+    asyncio.run(TerminalSink(out).send({"type": "start", "source": "x.mp4", "backend": engines.backends}))
+    where = {choice["backend"] for choice in engines.backends.values()}
+    if len(where) == 1:  # (the default bundle ships no engine, so nothing was skipped for a reason worth showing)
+        assert f"  engines: {ROLE}, ocr-detector, ocr-recognizer on {STEP_NAMES[where.pop()]}\n" in out.getvalue()
+
+
 def test_forced_tensorrt_stops_the_run_before_it_starts(default_bundle: Path) -> None:
     from edgeomni.pipeline import Engines
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from edgeomni.bundle import VerifiedBundle
 from edgeomni.engines.asr import Transcript, _drop_loop, take_greedy, utterance_seconds
+from edgeomni.engines.backend import BackendChoice, open_engine
 from edgeomni.engines.session import EngineProfile, create_session
 from edgeomni.engines.whisper_features import CHUNK_SAMPLES, FRAMES, HOP, SAMPLE_RATE, LogMel
 from edgeomni.engines.whisper_tokenizer import ByteLevelDetokenizer
@@ -104,11 +105,14 @@ class WhisperAsr:
     min_pad_ms = 500
     sample_rate = SAMPLE_RATE
     batcher = None
+    backend: BackendChoice | None = None  # what the bundle's encoder runs on (TensorRT engine ... CPU)
 
     def __init__(self, bundle: VerifiedBundle, profile: EngineProfile | None = None, max_batch: int = 1) -> None:
         manifest = bundle.manifest
-        encoder, decoder = manifest.by_role(ROLES[0]), manifest.by_role(ROLES[1])
-        self._setup(bundle.path / encoder.file, bundle.path / decoder.file, bundle.role_file(ROLES[2]),
+        decoder = manifest.by_role(ROLES[1])
+        # The encoder may ship as a TensorRT engine too (export target `tensorrt`); the decoder is ONNX only.
+        encoder, self.backend = open_engine(bundle, ROLES[0], profile, engine_optional=True)
+        self._setup(encoder, bundle.path / decoder.file, bundle.role_file(ROLES[2]),
                     bundle.role_file(ROLES[3]), WhisperDecoding.from_preprocess(decoder.preprocess), profile)
 
     @classmethod
@@ -116,17 +120,17 @@ class WhisperAsr:
                     profile: EngineProfile | None = None) -> WhisperAsr:
         """Build from loose files (the export stage evaluates candidate graphs before a bundle exists)."""
         asr = cls.__new__(cls)
-        asr._setup(encoder, decoder, vocabulary, mel, decoding, profile)
+        asr._setup(create_session(encoder, profile), decoder, vocabulary, mel, decoding, profile)
         return asr
 
-    def _setup(self, encoder: Path, decoder: Path, vocabulary: Path, mel: Path, decoding: WhisperDecoding,
+    def _setup(self, encoder: Any, decoder: Path, vocabulary: Path, mel: Path, decoding: WhisperDecoding,
                profile: EngineProfile | None) -> None:
         self.decoding = decoding
         with np.load(mel) as arrays:
             if "filters" not in arrays:
                 raise BundleError(f"{mel}: expected an array named 'filters' (the mel filterbank), got {arrays.files}")
             self.features = LogMel(arrays["filters"])
-        self._encoder = create_session(encoder, profile)
+        self._encoder = encoder
         # Bundles exported before the encoder's frame axis was freed take 3000 frames (30 s) and nothing else.
         self._free_window = not isinstance(self._encoder.get_inputs()[0].shape[2], int)
         if self._free_window and not valid_windows(decoding.windows_s):

@@ -170,8 +170,6 @@ class Recipe:
         _check(bool(self.targets), "targets", f"a non-empty list of {TARGETS}", self.targets)
         for i, target in enumerate(self.targets):
             _one_of(target, TARGETS, f"targets[{i}]")
-            _check(target != "tensorrt" or self.task != "speech-recognition", f"targets[{i}]",
-                   "onnxruntime-cpu or onnxruntime-cuda for this task", target)
         _check(1 <= self.latency_runs <= 10_000, "latency_runs", "1..10000", self.latency_runs)
         _check(not self.distill or "distill" in self.steps, "distill", "no settings unless steps has distill",
                self.distill)

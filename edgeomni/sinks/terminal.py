@@ -22,7 +22,7 @@ class TerminalSink(Sink):
         if kind == "start":
             self._line(f"▶ {event.get('source')} — {event.get('describe', '')}".rstrip(" —"))
             if event.get("backend"):  # issue 6: where the engines run (TensorRT engine / EP, CUDA, CPU)
-                self._line("  engines: " + ", ".join(b["summary"] for b in event["backend"].values()))
+                self._line("  engines: " + _engines_line(event["backend"]))
         elif kind == "partial":
             if self._live:
                 self._out.write("\r\x1b[K" + _partial_line(event, shutil.get_terminal_size().columns))
@@ -57,6 +57,14 @@ def _partial_line(event: Event, width: int) -> str:
     split = len(committed)
     head, tail = text[start:split] if start < split else "", text[max(start, split) :]
     return f"  {'…' if start else ''}{head}\x1b[2m{tail}\x1b[0m"
+
+
+def _engines_line(backends: dict[str, dict[str, str]]) -> str:
+    """`image-labeller, ocr-detector on onnxruntime CPU (...)`: roles that run the same way share one entry."""
+    grouped: dict[str, list[str]] = {}
+    for role, choice in backends.items():
+        grouped.setdefault(choice["summary"].removeprefix(f"{role} on "), []).append(role)
+    return ", ".join(f"{', '.join(roles)} on {where}" for where, roles in grouped.items())
 
 
 def _clock(seconds: float) -> str:

@@ -53,7 +53,7 @@ def options_for(recipe: Recipe, bundle: Path) -> Any:
         max_wer_delta=recipe.gate.max_delta, min_size_ratio=recipe.gate.min_size_ratio,
         exclude_sensitive=recipe.gate.exclude_sensitive, max_excluded=recipe.gate.max_excluded,
         latency_runs=recipe.latency_runs, peer=recipe.peer,
-        distill=recipe.distill_spec() if "distill" in recipe.steps else None)
+        distill=recipe.distill_spec() if "distill" in recipe.steps else None, tensorrt="tensorrt" in recipe.targets)
 
 
 def _media(recipe: Recipe, source: str) -> str:
@@ -78,7 +78,10 @@ def run(recipe: Recipe, work: Path, bundle: Path, report: Report) -> None:
         raise
     _merge(report, whisper)
     report.data["targets"] = {t: "built (the INT8 ONNX pair; ONNX Runtime picks CUDA where it is offered)"
-                              for t in recipe.targets}
+                              for t in recipe.targets if t != "tensorrt"}
+    if "tensorrt" in recipe.targets:
+        engine = whisper["tensorrt"]
+        report.data["targets"]["tensorrt"] = f"encoder {engine['status']}; {engine['decoder']}"
 
 
 def _merge(report: Report, whisper: dict[str, Any]) -> None:

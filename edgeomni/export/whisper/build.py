@@ -49,6 +49,7 @@ class WhisperExportOptions:
     name: str = BUNDLE_NAME
     version: str = BUNDLE_VERSION
     distill: Any = None  # a DistillSpec: first train a smaller decoder (the recipe's `steps: [distill, ...]`)
+    tensorrt: bool = False  # also build a TensorRT engine of the encoder (the recipe's `targets: [tensorrt]`)
 
     def __post_init__(self) -> None:
         if self.calibration_clips < 1:
@@ -174,7 +175,8 @@ def build_whisper_bundle(options: WhisperExportOptions, progress: Callable[[str]
                               "options": {k: str(v) if isinstance(v, Path) else v
                                           for k, v in asdict(options).items() if k != "distill"}}
     try:
-        _build(options, out, work, report, steps or Steps(progress, 11 if options.distill else 10), progress)
+        total = 10 + bool(options.distill) + options.tensorrt
+        _build(options, out, work, report, steps or Steps(progress, total), progress)
     except GateFailed as exc:
         exc.report = report  # type: ignore[attr-defined]
         if steps is not None:  # the recipe runner writes its own report (and no bundle directory at all)
@@ -341,5 +343,14 @@ def _build(options: WhisperExportOptions, out: Path, work: Path, report: dict[st
         from edgeomni.export.runner import GateFailed
 
         raise GateFailed("Whisper INT8 gate not met: " + "; ".join(failures))
+    engine = None
+    if options.tensorrt:
+        from edgeomni.export.whisper.tensorrt import encoder_engine
+
+        with steps.step("tensorrt", "TensorRT engine of the encoder (static INT8 QDQ)"):
+            kept = [node for node, *_ in report["gate"]["kept_fp32"].get("encoder", [])]
+            engine, report["tensorrt"] = encoder_engine(pairs[""].fp32[0], files["int8"][0], features, clips,
+                                                        pairs[""].decoding.windows_s, options.method,
+                                                        options.activations, kept, work, progress)
     with steps.step("bundle", "writing the bundle and its report"):
-        write_bundle(out, work, files["int8"], assets, pairs[""].decoding, report, progress)
+        write_bundle(out, work, files["int8"], assets, pairs[""].decoding, report, progress, engine)

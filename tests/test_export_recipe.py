@@ -36,6 +36,27 @@ def export(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=900)
 
 
+@pytest.mark.parametrize("recipe", sorted((ROOT / "export").glob("*.yaml")), ids=lambda p: p.stem)
+def test_check_prints_every_shipped_recipe_as_it_would_run_and_does_nothing(recipe: Path, tmp_path: Path) -> None:
+    result = export(str(recipe), "--check", "--set", "latency_runs=7", "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    shown = yaml.safe_load(result.stdout)  # the printout is the recipe itself, every field, overrides applied
+    assert shown["latency_runs"] == 7 and shown["name"] == yaml.safe_load(recipe.read_text())["name"]
+    assert set(shown) >= {"source", "calibration", "heldout", "quantize", "gate", "targets"}
+    assert "# local inputs:\n#   source." in result.stdout  # the weights (or checkpoint folder), resolved
+    assert not (tmp_path / "out").exists()
+
+
+def test_check_names_a_missing_local_input(tmp_path: Path) -> None:
+    result = export(str(MOBILENET), "--check", "--set", f"calibration.images={tmp_path / 'no-such-folder'}")
+    assert result.returncode == 2
+    assert f"calibration.images: {tmp_path / 'no-such-folder'} is not a directory" in result.stderr
+    raw = base()
+    raw["source"]["path"] = "missing.pth"
+    result = export(str(write(tmp_path, raw)), "--check")
+    assert result.returncode == 2 and "source.path: " in result.stderr and "nothing is downloaded" in result.stderr
+
+
 def test_shipped_recipe_is_valid() -> None:
     recipe = Recipe.load(MOBILENET)
     assert recipe.name == "mobilenet-v2" and recipe.quantize.activations == "uint8-asymmetric"

@@ -14,6 +14,8 @@ def add_export_parser(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--out", type=Path, default=None, help="output directory (default: export-out/NAME)")
     export.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a recipe field, e.g. --set quantize.method=entropy (repeatable)")
+    export.add_argument("--check", action="store_true",
+                        help="validate the recipe and its local files, print it as it would run, and stop")
     export.set_defaults(func=_cmd_export)
 
 
@@ -22,6 +24,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from edgeomni.export.runner import GateFailed, run_recipe
 
     recipe = Recipe.load(args.recipe, args.overrides)
+    if args.check:
+        from edgeomni.export.check import describe
+
+        print(describe(recipe, args.recipe))
+        return 0
     out = args.out or Path("export-out") / recipe.name
     try:
         bundle = run_recipe(recipe, out)

@@ -144,6 +144,43 @@ def test_recipe_end_to_end_keeps_int8_only_where_the_text_holds(tmp_path: Path) 
 
 
 @pytest.mark.slow
+def test_where_tensorrt_exists_each_engine_gets_the_model_it_can_take(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GPU-side half of the target, run here for real up to TensorRT itself: the static INT8 detector is
+    quantized again with symmetric int8 activations (TensorRT takes no zero points), an FP32 component goes as
+    its FP32 ONNX in FP16, and a failed build leaves the ONNX bundle whole. TensorRT cannot be installed on
+    this machine, so the builder is replaced by one that records what it was handed and fails as a build can."""
+    from edgeomni.export import tensorrt
+    from edgeomni.export.runner import run_recipe
+
+    handed: dict[str, tuple[Path, object, list[np.ndarray]]] = {}
+
+    def no_gpu_build(onnx_path: Path, out: Path, settings: object) -> dict:
+        graph = onnx.load(str(onnx_path), load_external_data=False).graph  # (the work folder goes at the end)
+        zero_points = [onnx.numpy_helper.to_array(i) for i in graph.initializer if i.name.endswith("_zero_point")]
+        handed[Path(out).stem] = (Path(onnx_path), settings, zero_points)
+        raise ExportError("target tensorrt: the engine build failed for this test (no GPU)")
+
+    monkeypatch.setattr(tensorrt, "available", lambda: "10.16.1.11")
+    monkeypatch.setattr(tensorrt, "build_engine", no_gpu_build)
+    overrides = [o for o in QUICK if o != "--set"] + ["targets=[onnxruntime-cpu, tensorrt]"]
+    bundle = run_recipe(Recipe.load(RECIPE, overrides), tmp_path / "out", progress=lambda line: None)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["components"]["detector"]["chosen_precision"] == "int8"
+    for stem, name in (("ppocrv4_det", "detector"), ("ppocrv4_rec", "recognizer")):
+        source, settings, zero_points = handed[stem]
+        shipped = report["components"][name]
+        if shipped["chosen_precision"] == "int8" and shipped["quantization"]["format"] == "QDQ":
+            assert source.name == f"{stem}.int8_symmetric.onnx" and settings.int8
+            # every zero point 0, none uint8 (int32 ones are the biases')
+            assert zero_points and all(z.dtype in (np.int8, np.int32) and not z.any() for z in zero_points)
+        else:  # FP32, or dynamic INT8 (MatMulInteger: no TensorRT form): the FP32 graph as an FP16 engine
+            assert ".int8" not in source.name and not settings.int8 and settings.fp16
+    assert "engine build failed" in report["targets"]["tensorrt"]
+    assert not any(p.suffix == ".engine" for p in bundle.rglob("*")) and (bundle / "manifest.json").is_file()
+
+
+@pytest.mark.slow
 def test_a_component_that_cannot_hold_the_gate_stays_fp32(tmp_path: Path) -> None:
     # Activations clipped at their 90th percentile really do wreck the text; with no exclusions allowed, each
     # component must fall back to FP32 and the export still succeed (the FP32 pipeline is fine).

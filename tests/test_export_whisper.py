@@ -275,3 +275,47 @@ def test_whisper_asr_names_a_malformed_decoder_entry(whisper_bundle: Path, tmp_p
         with pytest.raises(BundleError, match=r"windows_s: expected increasing whole seconds in 10\.\.30 ending "
                                               rf"with 30, got \[{', '.join(map(str, windows))}\]"):
             WhisperAsr(verify_bundle(broken))
+
+
+def test_where_tensorrt_exists_the_encoder_engine_gets_a_symmetric_qdq_encoder(
+        ct2_and_hf: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GPU-side half of the Whisper target, run here for real up to TensorRT itself: the encoder is quantized
+    again with symmetric int8 activations (same nodes kept FP32) and handed over with a profile spanning both
+    windows. TensorRT cannot be installed here, so the builder records what it gets and fails as a build can."""
+    import onnx
+
+    from edgeomni.export import tensorrt
+    from edgeomni.export.whisper.calibration import calibration_features
+    from edgeomni.export.whisper.ct2_to_hf import mel_filters
+    from edgeomni.export.whisper.onnx_export import export_whisper_onnx
+    from edgeomni.export.whisper.tensorrt import encoder_engine
+
+    handed: dict[str, object] = {}
+
+    def no_gpu_build(onnx_path: Path, out: Path, settings: object) -> dict:
+        graph = onnx.load(str(onnx_path), load_external_data=False).graph
+        produced_by = {out: n.op_type for n in graph.node for out in n.output}
+        handed.update(source=Path(onnx_path), settings=settings,
+                      dequantized={n.name: [produced_by.get(i) == "DequantizeLinear" for i in n.input]
+                                   for n in graph.node if n.op_type == "MatMul"},
+                      zero_points=[onnx.numpy_helper.to_array(i) for i in graph.initializer
+                                   if i.name.endswith("_zero_point")])
+        raise ExportError("target tensorrt: the engine build failed for this test (no GPU)")
+
+    monkeypatch.setattr(tensorrt, "available", lambda: "10.16.1.11")
+    monkeypatch.setattr(tensorrt, "build_engine", no_gpu_build)
+    _, hf = ct2_and_hf
+    encoder, decoder = tmp_path / "encoder_fp32.onnx", tmp_path / "decoder_fp32.onnx"
+    export_whisper_onnx(hf, encoder, decoder, progress=lambda line: None)
+    clips = [_decode(make_speech_wav(tmp_path / f"{i}.wav", s, speed=150)) for i, s in enumerate(RUN_SENTENCES)]
+    features = calibration_features(clips, mel_filters())
+    engine, record = encoder_engine(encoder, tmp_path / "unused_int8.onnx", features, clips, (15, 30), "percentile",
+                                    "uint8-asymmetric", ["/k_proj_4/MatMul"], tmp_path, lambda line: None)
+    assert engine is None and record["status"].startswith("not built: ") and "decoder stays" in record["decoder"]
+    assert handed["source"].name == "encoder_int8_symmetric.onnx" and handed["settings"].int8
+    assert handed["settings"].profiles[0].min[2] == 1500 and handed["settings"].profiles[0].max[2] == 3000
+    zero_points = handed["zero_points"]  # every zero point 0, none uint8 (int32 ones are the biases')
+    assert zero_points and all(z.dtype in (np.int8, np.int32) and not z.any() for z in zero_points)
+    # The node the gate kept FP32 keeps float weights; the same projection in the layer before has INT8 ones.
+    dequantized = handed["dequantized"]  # MatMul -> [input from a DequantizeLinear?, weight from one?]
+    assert dequantized["/k_proj_4/MatMul"][1] is False and dequantized["/k_proj_3/MatMul"][1] is True

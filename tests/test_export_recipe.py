@@ -280,3 +280,33 @@ def test_hugging_face_checkpoint_exports_through_optimum(tmp_path: Path) -> None
     component = report["components"]["mobilenet-v2"]
     assert component["gate"]["passed"] and component["gate"]["value"] >= 0.9
     assert (tmp_path / "out" / "bundle" / "manifest.json").is_file()
+
+
+def test_where_tensorrt_exists_the_labeller_engine_gets_a_symmetric_qdq_model(
+        default_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The classifier's GPU-side step, run here for real: with TensorRT present, the CPU bundle's uint8 QDQ model is
+    quantized again with symmetric int8 activations and the same nodes kept FP32, for the engine to be built from."""
+    import onnx
+
+    from edgeomni.bundle import verify_bundle
+    from edgeomni.export import tensorrt
+    from edgeomni.export.calibration import build_calibration_sets
+    from edgeomni.export.tasks.classifier import _symmetric_qdq
+
+    monkeypatch.setattr(tensorrt, "available", lambda: "10.16.1.11")
+    bundle = verify_bundle(default_bundle)
+    fp32 = bundle.path / bundle.manifest.by_role("image-labeller-fp32").file
+    int8 = bundle.path / bundle.manifest.by_role("image-labeller").file
+    calibration = build_calibration_sets(calibration_count=4, heldout_count=1).calibration
+    kept = "/features/features.18/features.18.0/Conv"
+    graph = onnx.load(str(fp32), load_external_data=False).graph
+    assert kept in {n.name for n in graph.node}, [n.name for n in graph.node][-5:]
+    symmetric = _symmetric_qdq(Recipe.load(MOBILENET), fp32, int8, calibration, [(kept, 1.0)], tmp_path, print)
+    assert symmetric == tmp_path / "mobilenet-v2_int8_symmetric.onnx"
+    graph = onnx.load(str(symmetric), load_external_data=False).graph
+    zero_points = [onnx.numpy_helper.to_array(i) for i in graph.initializer if i.name.endswith("_zero_point")]
+    assert zero_points and all(z.dtype in (np.int8, np.int32) and not z.any() for z in zero_points)
+    produced_by = {out: n.op_type for n in graph.node for out in n.output}
+    conv = {n.name: n for n in graph.node if n.op_type == "Conv"}
+    assert produced_by.get(conv[kept].input[1]) != "DequantizeLinear"  # kept FP32: float weights
+    assert sum(produced_by.get(c.input[1]) == "DequantizeLinear" for c in conv.values()) >= 50

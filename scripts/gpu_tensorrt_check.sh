@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Issue 6 on a machine with an NVIDIA GPU: build the MobileNetV2, PP-OCR and Whisper-encoder TensorRT engines
-# with the export stage, caption the sample with the Whisper bundle, run the GPU tests, and print labeller latency (median/p95) for ORT CPU vs ORT CUDA EP vs ORT TensorRT EP vs the
-# serialized TensorRT engine, each opened through the runtime's engine layer.
+# with the export stage, caption the sample with the Whisper bundle, run the GPU tests, and print each model's
+# latency (median/p95) for ORT CPU vs ORT CUDA EP vs ORT TensorRT EP vs the serialized TensorRT engine, each
+# opened through the runtime's engine layer.
 #
 #   scripts/gpu_tensorrt_check.sh [OUT_DIR]          (default: bench-out/tensorrt)
 #   ORT_GPU=1 scripts/gpu_tensorrt_check.sh          also swap onnxruntime for onnxruntime-gpu (CUDA/TensorRT EPs)
 #
 # Needs `make setup` first (.venv with the export extra). Nothing here runs without a GPU: it stops with the
-# reason. Results: OUT_DIR/{export,ocr,whisper} (bundle + report.md), OUT_DIR/latency.json, OUT_DIR/latency.md.
+# reason. Results: OUT_DIR/{export,ocr,whisper} (bundle + report.md), OUT_DIR/latency-ROLE.json, OUT_DIR/latency.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-bench-out/tensorrt}
@@ -53,6 +54,11 @@ head -1 "$OUT/whisper_run.jsonl" | "$PY" -c "import json, sys; print(json.dumps(
 echo "==> GPU tests (engine built from the INT8 ONNX, top-1 vs ORT CPU, profile refusal, labeller on the engine)"
 .venv/bin/pytest -q tests/test_tensorrt_runtime.py -rs
 
-echo "==> labeller latency per backend"
-"$PY" -m edgeomni.bench.tensorrt_latency --bundle "$OUT/export/bundle" --runs 500 --json "$OUT/latency.json" \
-  | tee "$OUT/latency.md"
+echo "==> latency per backend: labeller, OCR detector and recognizer, Whisper encoder"
+: > "$OUT/latency.md"
+for pair in export:image-labeller ocr:ocr-detector ocr:ocr-recognizer whisper:asr-whisper-encoder; do
+  bundle=${pair%%:*} role=${pair#*:}
+  echo "### $role ($OUT/$bundle/bundle)" | tee -a "$OUT/latency.md"
+  "$PY" -m edgeomni.bench.tensorrt_latency --bundle "$OUT/$bundle/bundle" --role "$role" --runs 500 \
+    --json "$OUT/latency-$role.json" | tee -a "$OUT/latency.md"
+done

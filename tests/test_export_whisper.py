@@ -181,6 +181,10 @@ def test_tensorrt_target_covers_the_encoder_windows_and_the_runtime_falls_back(w
         assert not bundle.manifest.has_role("asr-whisper-encoder-tensorrt")
         assert asr.backend.skipped[0] == ("tensorrt engine skipped: no asr-whisper-encoder-tensorrt engine in "
                                           f"bundle {bundle.manifest.name!r}")
+    from edgeomni.bench.tensorrt_latency import measure  # what the GPU check script times per backend
+
+    rows = {row["backend"]: row for row in measure(whisper_bundle, "asr-whisper-encoder", runs=2, threads=2)}
+    assert rows["cpu"]["status"] == "ok" and rows["cpu"]["vs_cpu"] == "cosine >= 1.00000 on 6"
 
 
 def test_whisper_asr_transcribes_and_rejects_over_30_s(whisper_bundle: Path, tmp_path: Path) -> None:

@@ -301,9 +301,16 @@ def test_backend_benchmark_reports_reasons_instead_of_figures(default_bundle: Pa
     from edgeomni.bench.tensorrt_latency import markdown, measure
 
     rows = {row["backend"]: row for row in measure(default_bundle, ROLE, runs=3, threads=1)}
-    assert rows["cpu"]["status"] == "ok" and rows["cpu"]["top1_agreement_with_cpu"] == "6/6"
+    assert rows["cpu"]["status"] == "ok" and rows["cpu"]["vs_cpu"] == "top-1 6/6"
     assert rows["cpu"]["ms"]["n"] == 3 and rows["cpu"]["ms"]["p50"] > 0
     if not _tensorrt_runs_here():
         assert rows["tensorrt"]["status"] == "n/a"
         assert "no image-labeller-tensorrt engine in bundle 'default'" in rows["tensorrt"]["reason"]
     assert "| cpu |" in markdown(list(rows.values()))
+    # The OCR models too, on slides (detector) and their text lines (recognizer) from the runtime's pre-processing
+    for role in ("ocr-detector", "ocr-recognizer"):
+        rows = {row["backend"]: row for row in measure(default_bundle, role, runs=2, threads=1)}
+        assert rows["cpu"]["status"] == "ok" and rows["cpu"]["vs_cpu"].startswith("cosine >= 1.00000 on ")
+        assert rows["cpu"]["inputs"] >= 6
+        if not _tensorrt_runs_here():
+            assert f"no {role}-tensorrt engine in bundle 'default'" in rows["tensorrt"]["reason"]

@@ -4,6 +4,7 @@ a component that cannot hold the gate kept FP32, and the bundle read by the runt
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -214,3 +215,33 @@ def test_bad_components_are_named(tmp_path: Path) -> None:
     missing = Recipe.load(RECIPE, [f"source.components.recognizer={tmp_path / 'nope.onnx'}"])
     with pytest.raises(ExportError, match=r"source\.components\.recognizer: .*nope\.onnx does not exist"):
         run_recipe(missing, tmp_path / "missing", progress=lambda line: None)
+
+
+def test_a_recipe_already_symmetric_hands_its_shipped_int8_models_to_tensorrt(
+        default_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgeomni.bundle import verify_bundle
+    from edgeomni.export import tensorrt
+    from edgeomni.export.tasks.ocr import _tensorrt_engines
+
+    handed: dict[str, tuple[Path, bool]] = {}
+
+    def no_gpu_build(onnx_path: Path, out: Path, settings: tensorrt.TensorRtSettings) -> dict:
+        handed[Path(out).stem] = (Path(onnx_path), settings.int8)
+        raise ExportError("target tensorrt: the engine build failed for this test (no GPU)")
+
+    monkeypatch.setattr(tensorrt, "available", lambda: "10.16.1.11")
+    monkeypatch.setattr(tensorrt, "build_engine", no_gpu_build)
+    bundle = verify_bundle(default_bundle)
+    files = {name: bundle.path / bundle.manifest.by_role(f"ocr-{name}").file for name in ("detector", "recognizer")}
+    report = {"targets": {}, "components": {
+        "detector": {"chosen_precision": "int8", "quantization": {"format": "QDQ"}, "file": str(tmp_path / "d.onnx"),
+                     "gate": {"excluded_nodes": []}},
+        "recognizer": {"chosen_precision": "fp32", "quantization": {"format": "QDQ"}, "file": str(files["recognizer"]),
+                       "gate": {"excluded_nodes": []}}}}
+    shutil.copyfile(files["detector"], tmp_path / "d.onnx")  # stands in for the gated, already symmetric INT8 file
+    recipe = Recipe.load(RECIPE, ["quantize.activations=int8-symmetric", "targets=[tensorrt]"])
+    calibration = {"detector": [np.zeros((1, 3, 64, 96), np.float32)], "recognizer": [np.zeros((1, 3, 48, 200))]}
+    assert _tensorrt_engines(recipe, report, files, calibration, tmp_path, lambda line: None) == {}
+    assert handed["ppocrv4_det"] == (tmp_path / "d.onnx", True)  # the shipped INT8 file itself, not re-quantized
+    assert handed["ppocrv4_rec"] == (files["recognizer"], False)  # FP32 component: its FP32 graph, FP16 engine
+    assert report["tensorrt"]["detector"]["profiles"][0]["opt"] == (1, 3, 64, 96)

@@ -109,7 +109,7 @@ def run(recipe: Recipe, work: Path, bundle: Path, report: Report) -> None:
     if "tensorrt" in recipe.targets:
         with report.step("TensorRT engine from the QDQ ONNX (explicit quantization)"):
             engine = _tensorrt(recipe, _symmetric_qdq(recipe, source, int8, calibration.tensors, excluded, work, say),
-                               work / f"{recipe.name}.engine", report.data)
+                               source, work / f"{recipe.name}.engine", report.data, say)
     with report.step("writing the bundle"):
         _write_bundle(recipe, bundle, fp32, int8, report.data, engine)
         say(f"    bundle at {bundle}")
@@ -197,24 +197,23 @@ def _symmetric_qdq(recipe: Recipe, fp32: Path, int8: Path, calibration: Any, exc
     return symmetric
 
 
-def _tensorrt(recipe: Recipe, int8: Path, out: Path, report: dict[str, Any]) -> Path | None:
-    """Build the engine where TensorRT is installed; elsewhere say why in the report and go on."""
-    import onnx
+def _tensorrt(recipe: Recipe, model: Path, fp32: Path, out: Path, report: dict[str, Any],
+              say: Callable[[str], None]) -> Path | None:
+    """Build the engine where TensorRT is installed; elsewhere say why in the report and go on. A static QDQ model
+    is built with explicit quantization; a dynamic-INT8 one has no TensorRT form, so its FP32 twin goes as FP16."""
+    from edgeomni.export.tensorrt import TensorRtSettings, build_target, model_input_dims, profile_for
 
-    from edgeomni.export.tensorrt import TensorRtSettings, build_engine, profile_for
-
-    graph = onnx.load(str(int8), load_external_data=False).graph
-    dims = [d.dim_value or d.dim_param or None for d in graph.input[0].type.tensor_type.shape.dim]
-    settings = TensorRtSettings(profiles=[profile_for(graph.input[0].name, dims, recipe.source.input_shape, 8)])
-    try:
-        record = build_engine(int8, out, settings)
-    except ExportError as exc:
-        report["targets"]["tensorrt"] = f"not built: {exc}"
-        report["tensorrt_profiles"] = [vars(p) for p in settings.profiles]
+    static = recipe.quantize.mode == "static"
+    source = model if static else fp32
+    input_name, dims = next(iter(model_input_dims(source).items()))
+    settings = TensorRtSettings(int8=static, profiles=[profile_for(input_name, dims, recipe.source.input_shape, 8)])
+    engine, record = build_target(source, out, settings, say)
+    report["targets"]["tensorrt"] = record["status"]
+    if engine is None:
+        report["tensorrt_profiles"] = record["profiles"]
         return None
-    report["targets"]["tensorrt"] = f"built: TensorRT {record['tensorrt']} on {record['gpu']}"
     report["tensorrt"] = record
-    return out
+    return engine
 
 
 def _write_bundle(recipe: Recipe, bundle: Path, fp32: Path, int8: Path, report: dict[str, Any],
@@ -243,8 +242,9 @@ def _write_bundle(recipe: Recipe, bundle: Path, fp32: Path, int8: Path, report: 
     if engine is not None:  # tied to one TensorRT version and GPU: recorded in its report
         shutil.copyfile(engine, staging / "models" / engine.name)
         components.append(describe_file(staging, f"models/{engine.name}", name=f"{recipe.name}_tensorrt",
-                                        role=f"{role}-tensorrt", precision="int8", license="see source",
-                                        provenance=provenance, preprocess=preprocess, report=report["tensorrt"]))
+                                        role=f"{role}-tensorrt", precision="int8" if report["tensorrt"]["int8"] else
+                                        "fp16", license="see source", provenance=provenance, preprocess=preprocess,
+                                        report=report["tensorrt"]))
     if recipe.labels:
         labels = resolve_path(recipe, recipe.labels, "labels")
         shutil.copyfile(labels, staging / "models" / "labels.txt")

@@ -255,7 +255,7 @@ def _tensorrt_engines(recipe: Recipe, report: dict[str, Any], fp32: dict[str, Pa
     for name in COMPONENT_NAMES:
         entry = report["components"][name]
         static_int8 = entry["chosen_precision"] == "int8" and entry["quantization"].get("format", "").startswith("QDQ")
-        source = fp32[name]
+        source = Path(entry["file"]) if static_int8 else fp32[name]  # (already symmetric if the recipe said so)
         if static_int8 and available() is not None and recipe.quantize.activations != "int8-symmetric":
             source = work / f"{FILES[name]}.int8_symmetric.onnx"
             excluded = [n["node"] for n in entry["gate"]["excluded_nodes"]]

@@ -50,7 +50,10 @@ def test_server_moves_a_speaking_participant_at_a_pause_and_new_ones_start_on_th
         with ArchiveServer(www) as archives:
             archive, digest = pack_bundle(release, www)
             announce(broker.url_for("trainer"), FLEET, announcement_for(release, archive, archives.base_url, digest))
-            server.wait_for(lambda: server.server.engines.tag == new, 60, "the announced bundle to be in use")
+            # New sessions get the bundle once its engines load; `installed` is reported once the running streams
+            # have their VADs too (a few ms later), so wait for both before reading /health.
+            server.wait_for(lambda: server.server.engines.tag == new and (server.server.last_ota or {}).get("status")
+                            == "installed", 60, "the announced bundle to be in use and reported installed")
         health = http("GET", f"{server.url}/health")[1]
         assert health["bundle_tag"] == new and health["ota"]["status"] == "installed", health
         assert (tmp_path / "installed" / new / "manifest.json").is_file()

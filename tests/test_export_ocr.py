@@ -156,7 +156,7 @@ def test_where_tensorrt_exists_each_engine_gets_the_model_it_can_take(tmp_path: 
 
     handed: dict[str, tuple[Path, object, list[np.ndarray]]] = {}
 
-    def no_gpu_build(onnx_path: Path, out: Path, settings: object) -> dict:
+    def no_gpu_build(onnx_path: Path, out: Path, settings: object, progress: object = None) -> dict:
         graph = onnx.load(str(onnx_path), load_external_data=False).graph  # (the work folder goes at the end)
         zero_points = [onnx.numpy_helper.to_array(i) for i in graph.initializer if i.name.endswith("_zero_point")]
         handed[Path(out).stem] = (Path(onnx_path), settings, zero_points)
@@ -225,7 +225,7 @@ def test_a_recipe_already_symmetric_hands_its_shipped_int8_models_to_tensorrt(
 
     handed: dict[str, tuple[Path, bool]] = {}
 
-    def no_gpu_build(onnx_path: Path, out: Path, settings: tensorrt.TensorRtSettings) -> dict:
+    def no_gpu_build(onnx_path: Path, out: Path, settings: tensorrt.TensorRtSettings, progress: object = None) -> dict:
         handed[Path(out).stem] = (Path(onnx_path), settings.int8)
         raise ExportError("target tensorrt: the engine build failed for this test (no GPU)")
 

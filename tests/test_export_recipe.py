@@ -220,6 +220,29 @@ def test_tensorrt_profiles_of_varying_inputs_span_what_the_runtime_can_feed() ->
         profile_for_range("x", [1, 3, 48, "w"], [], {})
 
 
+def test_tensorrt_build_progress_reports_phases_and_throttles_steps() -> None:
+    import types
+
+    from edgeomni.export.tensorrt import BuildProgress, _monitor
+
+    now = [0.0]
+    lines: list[str] = []
+    progress = BuildProgress(lines.append, "det.onnx", every_s=5.0, clock=lambda: now[0])
+    # What TensorRT's builder calls, through the same glue it gets (a stand-in base class: no TensorRT here)
+    monitor = _monitor(types.SimpleNamespace(IProgressMonitor=type("Base", (), {"__init__": lambda self: None})),
+                       progress)
+    monitor.phase_start("Building engine", None, 3)
+    monitor.phase_start("Tactic timing", "Building engine", 100)
+    for step in range(100):
+        now[0] += 0.5  # 50 s of tactic timing: one line per 5 s, not 100
+        assert monitor.step_complete("Tactic timing", step) is True
+    monitor.phase_finish("Tactic timing")
+    monitor.phase_finish("Building engine")
+    assert lines[0] == "    det.onnx: Building engine (3 steps)"
+    assert lines[1] == "    det.onnx: Building engine > Tactic timing 10/100, 5 s"
+    assert len(lines) == 1 + 10 + 1 and lines[-1] == "    det.onnx: Building engine done in 50.0 s"
+
+
 def test_tensorrt_settings_are_checked() -> None:
     with pytest.raises(ExportError, match="workspace_mb"):
         TensorRtSettings(workspace_mb=1).validate()

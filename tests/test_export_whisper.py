@@ -296,7 +296,7 @@ def test_where_tensorrt_exists_the_encoder_engine_gets_a_symmetric_qdq_encoder(
 
     handed: dict[str, object] = {}
 
-    def no_gpu_build(onnx_path: Path, out: Path, settings: object) -> dict:
+    def no_gpu_build(onnx_path: Path, out: Path, settings: object, progress: object = None) -> dict:
         graph = onnx.load(str(onnx_path), load_external_data=False).graph
         produced_by = {out: n.op_type for n in graph.node for out in n.output}
         handed.update(source=Path(onnx_path), settings=settings,

@@ -13,6 +13,7 @@ export goes on (the runner reports the target as not built).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -111,7 +112,7 @@ def build_target(onnx_path: Path, out: Path, settings: TensorRtSettings,
     """Build one engine where TensorRT is installed; elsewhere (or when the build fails) return no engine and
     the reason, so the report says it and the rest of the export goes on."""
     try:
-        record = build_engine(onnx_path, out, settings)
+        record = build_engine(onnx_path, out, settings, say)
     except ExportError as exc:
         say(f"    {Path(onnx_path).name}: not built: {exc}")
         return None, {"status": f"not built: {exc}", "profiles": [asdict(p) for p in settings.profiles],
@@ -129,8 +130,60 @@ def available() -> str | None:
     return str(tensorrt.__version__)
 
 
-def build_engine(onnx_path: Path, out: Path, settings: TensorRtSettings) -> dict[str, Any]:
-    """Build and serialize an engine; returns what to record with it (versions, GPU, profiles, flags)."""
+class BuildProgress:
+    """TensorRT's build phases as progress lines: each top-level phase's start and end, and at most one line per
+    `every_s` seconds from the steps in between (an engine build can run for minutes). Plain Python, so it is
+    tested without TensorRT; `_monitor` hands it to TensorRT as an IProgressMonitor."""
+
+    def __init__(self, say: Callable[[str], None], name: str, every_s: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.say, self.name, self.every_s, self.clock = say, name, every_s, clock
+        self._phases: dict[str, tuple[int, float, str | None]] = {}  # phase -> (steps, started, parent)
+        self._last_line = clock()
+
+    def phase_start(self, phase: str, parent: str | None, steps: int) -> None:
+        self._phases[phase] = (steps, self.clock(), parent)
+        if parent is None:
+            self.say(f"    {self.name}: {phase} ({steps} steps)")
+
+    def step_complete(self, phase: str, step: int) -> bool:
+        now = self.clock()
+        if now - self._last_line >= self.every_s:
+            self._last_line = now
+            steps, started, parent = self._phases.get(phase, (0, now, None))
+            where = phase if parent is None else f"{parent} > {phase}"
+            self.say(f"    {self.name}: {where} {step + 1}/{steps}, {now - started:.0f} s")
+        return True  # (False would cancel the build)
+
+    def phase_finish(self, phase: str) -> None:
+        _steps, started, parent = self._phases.pop(phase, (0, self.clock(), None))
+        if parent is None:
+            self.say(f"    {self.name}: {phase} done in {self.clock() - started:.1f} s")
+
+
+def _monitor(trt: Any, progress: BuildProgress) -> Any:
+    """`progress` as a trt.IProgressMonitor (TensorRT calls it from the build, with these argument names)."""
+
+    class Monitor(trt.IProgressMonitor):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)  # TensorRT's bindings want the base initialised explicitly
+
+        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+            progress.phase_start(phase_name, parent_phase, num_steps)
+
+        def step_complete(self, phase_name: str, step: int) -> bool:
+            return progress.step_complete(phase_name, step)
+
+        def phase_finish(self, phase_name: str) -> None:
+            progress.phase_finish(phase_name)
+
+    return Monitor()
+
+
+def build_engine(onnx_path: Path, out: Path, settings: TensorRtSettings,
+                 progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Build and serialize an engine; returns what to record with it (versions, GPU, profiles, flags).
+    `progress` gets the build's phases (TensorRT 10's progress monitor)."""
     settings.validate()
     try:
         import tensorrt as trt
@@ -158,6 +211,8 @@ def build_engine(onnx_path: Path, out: Path, settings: TensorRtSettings) -> dict
     for p in settings.profiles:
         profile.set_shape(p.input, p.min, p.opt, p.max)
     config.add_optimization_profile(profile)
+    if progress is not None and hasattr(trt, "IProgressMonitor"):  # TensorRT >= 10
+        config.progress_monitor = _monitor(trt, BuildProgress(progress, Path(onnx_path).name))
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ExportError(f"target tensorrt: the engine build failed for {Path(onnx_path).name} (see TensorRT log)")

@@ -319,7 +319,7 @@ def test_compaction_merges_past_partitions_and_keeps_every_record_once(tmp_path:
         pointed = {row[0] for row in db.execute("SELECT DISTINCT file FROM ids")}
         listed = {row[0] for row in db.execute("SELECT name FROM files")}
         # The index is touched by key only: a scan reads every id the trainer ever stored, per partition (at
-        # 3M stored ids, compacting 1500 files took 11.3 s that way, 3.4 s by key: BENCHMARKS).
+        # 3M stored ids, compacting 1500 files took 11.3 s that way, 1.8 s by key: BENCHMARKS).
         on_ids = {s for s in statements if re.match(r"\s*(UPDATE|DELETE FROM|SELECT .* FROM) ids\b", s)}
         plans = {s: " ".join(str(row[-1]) for row in db.execute(f"EXPLAIN QUERY PLAN {s}")) for s in on_ids}
     assert on_ids and not [s for s, plan in plans.items() if "SCAN" in plan], plans

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeomni.bundle import verify_bundle
+from edgeomni.bundle import VerifiedBundle, verify_bundle
 from edgeomni.engines.backend import open_engine
 from edgeomni.engines.image_preprocess import preprocess_rgb
 from edgeomni.engines.session import EngineProfile
@@ -34,9 +34,8 @@ ROLES = ("image-labeller", "ocr-detector", "ocr-recognizer", "asr-whisper-encode
 WARMUP = 10
 
 
-def _batches(bundle_dir: Path, role: str) -> list[np.ndarray]:
+def _batches(bundle: VerifiedBundle, role: str) -> list[np.ndarray]:
     """Inputs for `role`, made the way the runtime makes them (bench only: scikit-image, espeak-ng, slides)."""
-    bundle = verify_bundle(bundle_dir)
     params = bundle.manifest.by_role(role).preprocess
     if role == "image-labeller":
         from skimage import color, data
@@ -73,7 +72,7 @@ def _agreement(outputs: list[np.ndarray], reference: list[np.ndarray], role: str
 
 def measure(bundle_dir: Path, role: str, runs: int, threads: int) -> list[dict[str, Any]]:
     bundle = verify_bundle(bundle_dir)
-    batches = _batches(bundle_dir, role)
+    batches = _batches(bundle, role)
     rows: list[dict[str, Any]] = []
     reference: list[np.ndarray] | None = None
     for backend in BACKENDS:

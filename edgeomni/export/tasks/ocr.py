@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -233,7 +234,8 @@ class ComponentGate:
 
 
 def _tensorrt_engines(recipe: Recipe, report: dict[str, Any], fp32: dict[str, Path],
-                      calibration: dict[str, list[np.ndarray]], work: Path, say: Any) -> dict[str, Path]:
+                      calibration: dict[str, list[np.ndarray]], work: Path,
+                      say: Callable[[str], None]) -> dict[str, Path]:
     """One engine per component, from what that component ships: a static INT8 component is quantized again with
     symmetric int8 activations (TensorRT takes no zero points; same ranges, same FP32 nodes) and built with
     explicit quantization; an FP32 or dynamic-INT8 one (MatMulInteger has no TensorRT form) from its FP32 ONNX in

@@ -82,7 +82,7 @@ def test_keygen_sign_publish_and_a_device_installs_it(tmp_bundle_copy: Path, tmp
             return events
 
         events = asyncio.run(device())
-        assert [e["status"] for e in events] == ["downloading", "installed"]
+        assert [e["status"] for e in events] == ["downloading", "verified", "installed"]
     finally:
         publisher.send_signal(signal.SIGTERM)
         code = publisher.wait(30)

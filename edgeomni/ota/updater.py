@@ -134,6 +134,10 @@ class BundleUpdater:
                             "running": self.running_tag, "url": announcement.url})
         loop = asyncio.get_running_loop()
         bundle = await loop.run_in_executor(self._install_pool, self.installer.install, announcement)
+        # Reported before the switch: a server hands the new engines to new sessions as soon as they load, so
+        # /health can show the new tag while running streams are still moving; "verified" covers that span.
+        await self._report({"type": "ota", "status": "verified", "bundle": announcement.tag,
+                            "running": self.running_tag, "path": str(bundle.path)})
         try:
             await self._switch(bundle)
         except Exception as exc:  # a bundle that verifies but cannot load (bad engine file) is refused too

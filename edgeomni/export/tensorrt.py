@@ -1,11 +1,14 @@
 """The `tensorrt` export target: a serialized TensorRT engine built from the QDQ ONNX model.
 
 Explicit quantization: the Q/DQ nodes of the INT8 ONNX decide what runs in INT8 (TensorRT does not
-calibrate again); layers without Q/DQ may fall back to FP16. Dynamic input dimensions get one
-optimisation profile (min/opt/max). A timing cache next to the output makes rebuilds fast. The engine is
-tied to the TensorRT version and the GPU it was built on, so both are recorded with it.
+calibrate again); on TensorRT 10, layers without Q/DQ may fall back to FP16 (TensorRT 11 builds strongly
+typed networks only: they keep their ONNX type, FP32, and the record says `typing: strong`, `fp16: false`).
+Dynamic input dimensions get one optimisation profile (min/opt/max). A timing cache next to the output
+makes rebuilds fast. The engine is tied to the TensorRT version and the GPU it was built on, so both are
+recorded with it. tests/test_tensorrt_simulated.py runs this against the real Python API of each supported
+release (10.3, 10.16, 11.4) on a simulated GPU.
 
-TensorRT cannot be installed on every machine (its wheels come from NVIDIA's own index): where the
+TensorRT cannot be installed on every machine (its GPU libraries come from NVIDIA's own index): where the
 `tensorrt` module is missing, `build_engine` raises ExportError with that reason and the rest of the
 export goes on (the runner reports the target as not built).
 """
@@ -193,24 +196,31 @@ def build_engine(onnx_path: Path, out: Path, settings: TensorRtSettings,
                           "the ONNX targets are unaffected") from None
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
+    # TensorRT 10 builds "weakly typed" networks: Q/DQ nodes give INT8, builder flags allow FP16 elsewhere.
+    # TensorRT 11 removed those flags: networks are strongly typed, every layer runs in its ONNX type.
+    weakly_typed = hasattr(trt.BuilderFlag, "INT8")
+    network = builder.create_network(0 if weakly_typed else
+                                     1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(Path(onnx_path).read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise ExportError(f"target tensorrt: TensorRT cannot parse {Path(onnx_path).name}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mb << 20)
-    if settings.int8:
+    fp16 = settings.fp16 and weakly_typed
+    if weakly_typed and settings.int8:
         config.set_flag(trt.BuilderFlag.INT8)
-    if settings.fp16:
+    if fp16:
         config.set_flag(trt.BuilderFlag.FP16)
     cache_path = Path(out).with_name(settings.timing_cache)
     cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
     config.set_timing_cache(cache, ignore_mismatch=False)
-    profile = builder.create_optimization_profile()
-    for p in settings.profiles:
-        profile.set_shape(p.input, p.min, p.opt, p.max)
-    config.add_optimization_profile(profile)
+    if settings.profiles:  # a profile with no shapes is invalid (add_optimization_profile refuses it)
+        profile = builder.create_optimization_profile()
+        for p in settings.profiles:
+            profile.set_shape(p.input, p.min, p.opt, p.max)
+        if config.add_optimization_profile(profile) < 0:
+            raise ExportError(f"target tensorrt: TensorRT refused the optimisation profile {settings.profiles}")
     if progress is not None and hasattr(trt, "IProgressMonitor"):  # TensorRT >= 10
         config.progress_monitor = _monitor(trt, BuildProgress(progress, Path(onnx_path).name))
     serialized = builder.build_serialized_network(network, config)
@@ -227,7 +237,7 @@ def build_engine(onnx_path: Path, out: Path, settings: TensorRtSettings,
     except BackendUnavailable as exc:
         raise ExportError(f"target tensorrt: cannot tell which GPU the engine is for: {exc}") from None
     return {"tensorrt": trt.__version__, "gpu": gpu.name, "compute_capability": gpu.compute_capability,
-            "fp16": settings.fp16, "int8": settings.int8,
+            "fp16": fp16, "int8": settings.int8, "typing": "weak" if weakly_typed else "strong",
             "profiles": [asdict(p) for p in settings.profiles], "timing_cache": cache_path.name,
             "inputs": _tensor_specs(trt, [network.get_input(i) for i in range(network.num_inputs)]),
             "outputs": _tensor_specs(trt, [network.get_output(i) for i in range(network.num_outputs)]),

@@ -281,33 +281,23 @@ def test_whisper_asr_names_a_malformed_decoder_entry(whisper_bundle: Path, tmp_p
             WhisperAsr(verify_bundle(broken))
 
 
-def test_where_tensorrt_exists_the_encoder_engine_gets_a_symmetric_qdq_encoder(
-        ct2_and_hf: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The GPU-side half of the Whisper target, run here for real up to TensorRT itself: the encoder is quantized
-    again with symmetric int8 activations (same nodes kept FP32) and handed over with a profile spanning both
-    windows. TensorRT cannot be installed here, so the builder records what it gets and fails as a build can."""
+def test_the_encoder_engine_is_built_from_a_symmetric_encoder_and_transcribes_both_windows(
+        ct2_and_hf: tuple, whisper_bundle: Path, simulated_gpu: object, tmp_path: Path) -> None:
+    """The Whisper target on TensorRT's real Python API and a simulated GPU (tests/trt_simulated_gpu.py): the
+    encoder is quantized again with symmetric int8 activations (same nodes kept FP32), its int32 biases become
+    float for TensorRT's parser, the profile spans both windows, and WhisperAsr transcribes through the engine
+    in the 15 s and the 30 s window."""
     import onnx
 
-    from edgeomni.export import tensorrt
+    from edgeomni.bundle import verify_bundle
+    from edgeomni.bundle.describe import describe_file
+    from edgeomni.bundle.manifest import Manifest
+    from edgeomni.engines.whisper_asr import WhisperAsr
     from edgeomni.export.whisper.calibration import calibration_features
     from edgeomni.export.whisper.ct2_to_hf import mel_filters
     from edgeomni.export.whisper.onnx_export import export_whisper_onnx
     from edgeomni.export.whisper.tensorrt import encoder_engine
 
-    handed: dict[str, object] = {}
-
-    def no_gpu_build(onnx_path: Path, out: Path, settings: object, progress: object = None) -> dict:
-        graph = onnx.load(str(onnx_path), load_external_data=False).graph
-        produced_by = {out: n.op_type for n in graph.node for out in n.output}
-        handed.update(source=Path(onnx_path), settings=settings,
-                      dequantized={n.name: [produced_by.get(i) == "DequantizeLinear" for i in n.input]
-                                   for n in graph.node if n.op_type == "MatMul"},
-                      zero_points=[onnx.numpy_helper.to_array(i) for i in graph.initializer
-                                   if i.name.endswith("_zero_point")])
-        raise ExportError("target tensorrt: the engine build failed for this test (no GPU)")
-
-    monkeypatch.setattr(tensorrt, "available", lambda: "10.16.1.11")
-    monkeypatch.setattr(tensorrt, "build_engine", no_gpu_build)
     _, hf = ct2_and_hf
     encoder, decoder = tmp_path / "encoder_fp32.onnx", tmp_path / "decoder_fp32.onnx"
     export_whisper_onnx(hf, encoder, decoder, progress=lambda line: None)
@@ -315,11 +305,39 @@ def test_where_tensorrt_exists_the_encoder_engine_gets_a_symmetric_qdq_encoder(
     features = calibration_features(clips, mel_filters())
     engine, record = encoder_engine(encoder, tmp_path / "unused_int8.onnx", features, clips, (15, 30), "percentile",
                                     "uint8-asymmetric", ["/k_proj_4/MatMul"], tmp_path, lambda line: None)
-    assert engine is None and record["status"].startswith("not built: ") and "decoder stays" in record["decoder"]
-    assert handed["source"].name == "encoder_int8_symmetric.onnx" and handed["settings"].int8
-    assert handed["settings"].profiles[0].min[2] == 1500 and handed["settings"].profiles[0].max[2] == 3000
-    zero_points = handed["zero_points"]  # every zero point 0, none uint8 (int32 ones are the biases')
-    assert zero_points and all(z.dtype in (np.int8, np.int32) and not z.any() for z in zero_points)
+    assert engine is not None and record["status"].startswith("built: TensorRT ")
+    assert "decoder stays" in record["decoder"]
+    assert record["from"] == "static INT8 QDQ encoder (encoder_int8_symmetric.onnx)" and record["float_biases"] >= 2
+    assert record["profiles"][0]["min"][2] == 1500 and record["profiles"][0]["max"][2] == 3000
+    parsed = [args["model"] for name, args in simulated_gpu.events if name == "OnnxParser.parse"]
+    graph = onnx.load_from_string(bytes(parsed[-1])).graph
+    zero_points = [onnx.numpy_helper.to_array(i) for i in graph.initializer if i.name.endswith("_zero_point")]
+    assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)  # biases float now
     # The node the gate kept FP32 keeps float weights; the same projection in the layer before has INT8 ones.
-    dequantized = handed["dequantized"]  # MatMul -> [input from a DequantizeLinear?, weight from one?]
-    assert dequantized["/k_proj_4/MatMul"][1] is False and dequantized["/k_proj_3/MatMul"][1] is True
+    produced_by = {out: n.op_type for n in graph.node for out in n.output}
+    weight_from_dq = {n.name: produced_by.get(n.input[1]) == "DequantizeLinear" for n in graph.node
+                      if n.op_type == "MatMul"}
+    assert weight_from_dq["/k_proj_4/MatMul"] is False and weight_from_dq["/k_proj_3/MatMul"] is True
+
+    bundle_dir = tmp_path / "bundle"  # the recipe's bundle as write_bundle makes it with an engine
+    shutil.copytree(whisper_bundle, bundle_dir, copy_function=shutil.copyfile)
+    shutil.copyfile(engine, bundle_dir / "asr" / "whisper_encoder.engine")
+    manifest = Manifest.load(bundle_dir)
+    onnx_encoder = manifest.by_role("asr-whisper-encoder")
+    component = describe_file(bundle_dir, "asr/whisper_encoder.engine", name="asr_whisper_encoder_tensorrt",
+                              role="asr-whisper-encoder-tensorrt", precision="int8", license=onnx_encoder.license,
+                              provenance=onnx_encoder.provenance, preprocess=onnx_encoder.preprocess, report=record)
+    manifest.components[component.name] = component
+    manifest.save(bundle_dir)
+    asr = WhisperAsr(verify_bundle(bundle_dir))
+    assert asr.backend.backend == "tensorrt" and asr.backend.skipped == (), asr.backend
+    sentence = RUN_SENTENCES[1]
+    audio = _decode(make_speech_wav(tmp_path / "s.wav", sentence, speed=150))
+    long_audio = np.concatenate([np.zeros(14 * 16_000, np.float32), audio])  # > 14 s: the 30 s window
+    assert (asr.window_frames(len(audio)), asr.window_frames(len(long_audio))) == (1500, 3000)
+    for clip in (audio, long_audio):
+        heard = asr.transcribe(clip).text
+        assert wer(sentence, heard) <= 0.2, heard
+    shapes = {tuple(args["shape"]) for name, args in simulated_gpu.events
+              if name == "IExecutionContext.set_input_shape"}
+    assert {(1, 80, 1500), (1, 80, 3000)} <= shapes

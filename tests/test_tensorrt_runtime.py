@@ -271,21 +271,31 @@ def test_engine_on_gpu(default_bundle: Path, tmp_path: Path) -> None:
 
 
 def check_labeller_engine(default_bundle: Path, tmp_path: Path) -> dict[str, Any]:
-    """Build an engine from the default bundle's INT8 MobileNetV2, run it against ORT CPU, refuse a batch
-    outside its profile, and label a photo through the bundle's engine layer; returns the build record."""
+    """Build an engine from the default bundle's MobileNetV2 quantized the way the export's tensorrt target does
+    (symmetric int8 activations: the bundle's own uint8 ones are refused by TensorRT), run it against ORT CPU,
+    refuse a batch outside its profile, and label a photo through the bundle's engine layer; returns the build
+    record."""
     from edgeomni.engines.image_preprocess import preprocess_rgb
     from edgeomni.engines.tensorrt_runner import TensorRtEngine
+    from edgeomni.export.calibration import build_calibration_sets
+    from edgeomni.export.recipe import Recipe
+    from edgeomni.export.tasks.classifier import _symmetric_qdq
     from edgeomni.export.tensorrt import TensorRtSettings, build_engine, profile_for
 
     bundle_dir = tmp_path / "bundle"
     shutil.copytree(default_bundle, bundle_dir, copy_function=shutil.copyfile)
-    onnx = Manifest.load(bundle_dir).by_role(ROLE)  # the MobileNetV2 recipe's INT8 QDQ ONNX
+    manifest = Manifest.load(bundle_dir)
+    onnx = manifest.by_role(ROLE)  # the MobileNetV2 recipe's INT8 QDQ ONNX (uint8 activations, for x86)
+    calibration = build_calibration_sets(calibration_count=8, heldout_count=1).calibration
+    recipe = Recipe.load(Path(__file__).resolve().parents[1] / "export" / "mobilenet_v2.yaml")
+    symmetric = _symmetric_qdq(recipe, bundle_dir / manifest.by_role(f"{ROLE}-fp32").file, bundle_dir / onnx.file,
+                               calibration, [], tmp_path, lambda line: None)
     name_in = onnx.inputs[0].name
     settings = TensorRtSettings(profiles=[profile_for(name_in, list(onnx.inputs[0].shape), [1, 3, 224, 224], 8)])
     engine_path = tmp_path / "mobilenet_v2.engine"
-    record = build_engine(bundle_dir / onnx.file, engine_path, settings)
+    record = build_engine(symmetric, engine_path, settings)
     engine = TensorRtEngine.load(engine_path, record)
-    reference = create_session(bundle_dir / onnx.file, EngineProfile(("CPUExecutionProvider",)))
+    reference = create_session(symmetric, EngineProfile(("CPUExecutionProvider",)))
     size, mean, std = onnx.preprocess["size"], onnx.preprocess["mean"], onnx.preprocess["std"]
     agree = 0
     names = ("chelsea", "coffee", "astronaut", "rocket", "cat")

@@ -31,10 +31,64 @@ from edgeomni.export.recipe import Recipe
 from edgeomni.export.tensorrt import TensorRtSettings, build_engine, model_input_dims, profile_for
 
 ROOT = Path(__file__).resolve().parents[1]
+# Whole export recipes run once, on the pinned release: the other releases' runs check the same API calls
+# through the lighter tests.
+main_release_only = pytest.mark.skipif("EDGEOMNI_TRT_BINDINGS" in os.environ, reason="whole recipes: pinned release")
 
 
 def _labeller_onnx(default_bundle: Path) -> Path:
     return default_bundle / "labeller" / "mobilenet_v2_int8.onnx"
+
+
+@pytest.fixture(scope="module")
+def symmetric_labeller(default_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default bundle's MobileNetV2 quantized with symmetric int8 activations (the tensorrt target's form;
+    ONNX Runtime's int32 biases still in it), from 4 calibration images."""
+    from edgeomni.export.calibration import build_calibration_sets
+    from edgeomni.export.quantize import quantize_int8
+
+    out = tmp_path_factory.mktemp("symmetric") / "mobilenet_v2_int8_symmetric.onnx"
+    calibration = build_calibration_sets(calibration_count=4, heldout_count=1).calibration
+    quantize_int8(default_bundle / "labeller" / "mobilenet_v2_fp32.onnx", out, calibration, method="percentile",
+                  percentile=99.99, activations="int8-symmetric", progress=lambda line: None)
+    return out
+
+
+def test_the_tensorrt_form_has_float_biases_and_refuses_asymmetric_qdq(default_bundle: Path,
+                                                                       symmetric_labeller: Path) -> None:
+    """TensorRT's parser refuses ONNX Runtime's int32 bias dequantize and any non-zero or uint8 zero point;
+    `tensorrt_form` turns each int32 bias into the float bias it stands for (same outputs) and names an
+    asymmetric node instead of handing it to TensorRT."""
+    import onnx
+    import onnxruntime as ort
+
+    from edgeomni.errors import ExportError
+    from edgeomni.export.tensorrt import tensorrt_form
+
+    with pytest.raises(ExportError, match=r"node '.+' has a uint8 zero point .* only symmetric int8 Q/DQ"):
+        tensorrt_form(_labeller_onnx(default_bundle))  # the CPU bundle's uint8 activations
+    model, folded = tensorrt_form(symmetric_labeller)
+    graph = onnx.load_from_string(model).graph
+    constants = {i.name: i.data_type for i in graph.initializer}
+    assert folded >= 50  # one per Conv/Gemm bias
+    assert not [n for n in graph.node if n.op_type == "DequantizeLinear"
+                and constants.get(n.input[0]) == onnx.TensorProto.INT32]
+    batch = np.random.default_rng(0).normal(size=(2, 3, 224, 224)).astype(np.float32)
+    cpu = ["CPUExecutionProvider"]
+    before = ort.InferenceSession(str(symmetric_labeller), providers=cpu).run(None, {"input": batch})
+    after = ort.InferenceSession(model, providers=cpu).run(None, {"input": batch})
+    assert (before[0].argmax(1) == after[0].argmax(1)).all() and np.abs(before[0] - after[0]).max() < 0.05
+
+
+def test_the_simulated_parser_refuses_what_tensorrt_refuses(simulated_gpu: SimulatedGpu, default_bundle: Path,
+                                                            symmetric_labeller: Path) -> None:
+    trt = sys.modules["tensorrt"]
+    logger = trt.Logger(trt.Logger.WARNING)
+    for model, words in ((symmetric_labeller, "only activation types allowed as input to this layer"),
+                         (_labeller_onnx(default_bundle), "TensorRT only supports symmetric quantization")):
+        parser = trt.OnnxParser(trt.Builder(logger).create_network(0), logger)
+        assert not parser.parse(model.read_bytes())
+        assert any(words in str(parser.get_error(i)) for i in range(parser.num_errors))
 
 
 def test_labeller_engine_builds_runs_and_is_chosen_by_the_runtime(simulated_gpu: SimulatedGpu, default_bundle: Path,
@@ -55,32 +109,46 @@ def test_labeller_engine_builds_runs_and_is_chosen_by_the_runtime(simulated_gpu:
         assert record["typing"] == "weak" and record["fp16"]
 
 
-def test_the_build_reports_progress_through_the_real_monitor_class(simulated_gpu: SimulatedGpu, default_bundle: Path,
-                                                                   tmp_path: Path) -> None:
-    onnx_path = _labeller_onnx(default_bundle)
-    name, shape = next(iter(model_input_dims(onnx_path).items()))
+def test_the_build_reports_progress_through_the_real_monitor_class(simulated_gpu: SimulatedGpu,
+                                                                   symmetric_labeller: Path, tmp_path: Path) -> None:
+    name, shape = next(iter(model_input_dims(symmetric_labeller).items()))
     lines: list[str] = []
     settings = TensorRtSettings(profiles=[profile_for(name, shape, [1, 3, 224, 224], 4)])
-    build_engine(onnx_path, tmp_path / "m.engine", settings, lines.append)
-    assert lines[0] == "    mobilenet_v2_int8.onnx: Building engine (2 steps)"
-    assert lines[-1].startswith("    mobilenet_v2_int8.onnx: Building engine done in ")
+    build_engine(symmetric_labeller, tmp_path / "m.engine", settings, lines.append)
+    assert lines[0] == "    mobilenet_v2_int8_symmetric.onnx: Building engine (2 steps)"
+    assert lines[-1].startswith("    mobilenet_v2_int8_symmetric.onnx: Building engine done in ")
     assert len(lines) == 2  # nested phases and the steps of a fast build print nothing more
 
 
 def test_a_model_tensorrt_cannot_parse_fails_clearly(simulated_gpu: SimulatedGpu, tmp_path: Path) -> None:
-    bad = tmp_path / "broken.onnx"
-    bad.write_bytes(b"not an onnx model")
+    """A file that is not ONNX, and a dynamic-INT8 graph (MatMulInteger: TensorRT has no importer for it), each
+    stop the target with TensorRT's or our own reason and the file's name."""
+    import onnx
+    from onnx import TensorProto, helper
+
     from edgeomni.errors import ExportError
 
-    with pytest.raises(ExportError, match=r"TensorRT cannot parse broken.onnx: ModelImporter"):
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"not an onnx model")
+    with pytest.raises(ExportError, match=r"broken\.onnx is not a readable ONNX model"):
         build_engine(bad, tmp_path / "m.engine", TensorRtSettings())
+    dynamic = tmp_path / "dynamic.onnx"
+    graph = helper.make_graph([helper.make_node("MatMulInteger", ["a", "b"], ["y"], name="mmi")], "g",
+                              [helper.make_tensor_value_info("a", TensorProto.INT8, [2, 4]),
+                               helper.make_tensor_value_info("b", TensorProto.INT8, [4, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT32, [2, 3])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), dynamic)
+    with pytest.raises(ExportError, match=r"TensorRT cannot parse dynamic\.onnx: .*No importer registered for op: "
+                                          r"MatMulInteger"):
+        build_engine(dynamic, tmp_path / "m.engine", TensorRtSettings())
 
 
 def test_a_dynamic_input_without_a_profile_is_what_the_builder_refuses(simulated_gpu: SimulatedGpu,
-                                                                        default_bundle: Path, tmp_path: Path) -> None:
+                                                                        symmetric_labeller: Path,
+                                                                        tmp_path: Path) -> None:
     """The simulated builder checks what TensorRT checks before a build: here the profile is missing."""
     with pytest.raises(ApiMisuse, match="dynamic input 'input'"):
-        build_engine(_labeller_onnx(default_bundle), tmp_path / "m.engine", TensorRtSettings(profiles=[]))
+        build_engine(symmetric_labeller, tmp_path / "m.engine", TensorRtSettings(profiles=[]))
 
 
 def test_calls_the_release_would_refuse_are_caught(simulated_gpu: SimulatedGpu) -> None:
@@ -119,9 +187,9 @@ def test_calls_the_release_would_refuse_are_caught(simulated_gpu: SimulatedGpu) 
         cudart.cudaMalloc(16, 0)
 
 
-def test_an_execution_context_checks_shapes_and_argument_names(simulated_gpu: SimulatedGpu, default_bundle: Path,
-                                                                tmp_path: Path) -> None:
-    onnx_path = _labeller_onnx(default_bundle)
+def test_an_execution_context_checks_shapes_and_argument_names(simulated_gpu: SimulatedGpu,
+                                                                symmetric_labeller: Path, tmp_path: Path) -> None:
+    onnx_path = symmetric_labeller
     name, shape = next(iter(model_input_dims(onnx_path).items()))
     settings = TensorRtSettings(profiles=[profile_for(name, shape, [1, 3, 224, 224], 2)])
     build_engine(onnx_path, tmp_path / "m.engine", settings)
@@ -138,6 +206,7 @@ def test_an_execution_context_checks_shapes_and_argument_names(simulated_gpu: Si
 
 
 @pytest.mark.slow
+@main_release_only
 def test_the_mobilenet_recipe_ships_an_engine_the_runtime_runs(simulated_gpu: SimulatedGpu, tmp_path: Path) -> None:
     """`edgeomni export export/mobilenet_v2.yaml` with the tensorrt target, end to end: the symmetric QDQ copy is
     built into `<role>-tensorrt` with its record, the bundle verifies, and the run's engine layer picks it."""
@@ -169,6 +238,37 @@ def test_the_mobilenet_recipe_ships_an_engine_the_runtime_runs(simulated_gpu: Si
     from skimage import data
 
     assert labeller(np.asarray(data.chelsea()))[0].name  # labelled through the engine
+
+
+@pytest.mark.slow
+@main_release_only
+def test_the_ppocr_recipe_ships_engines_the_text_reader_reads_through(simulated_gpu: SimulatedGpu,
+                                                                       tmp_path: Path) -> None:
+    """PP-OCR with the tensorrt target: an engine per component, and the runtime's TextReader on them reads
+    what it reads on ONNX Runtime, for frames from 64 px to 4K and a line wider than the recognizer takes (every
+    shape its pre-processing makes must fall inside the engines' profiles, or the run would stop)."""
+    from edgeomni.bundle import verify_bundle
+    from edgeomni.engines.ocr import TextReader
+    from edgeomni.engines.session import EngineProfile
+    from edgeomni.export.runner import run_recipe
+    from edgeomni.export.slides import generated_slides
+
+    recipe = Recipe.load(ROOT / "export" / "ppocr_v4.yaml",
+                         ["targets=[onnxruntime-cpu, tensorrt]", "calibration.count=4", "heldout.count=4",
+                          "latency_runs=3", "gate.max_excluded=2"])
+    bundle = verify_bundle(run_recipe(recipe, tmp_path / "out", progress=lambda line: None))
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["targets"]["tensorrt"] == "; ".join(f"{c} built: TensorRT {sys.modules['tensorrt'].__version__} "
+                                                      f"on Simulated H200" for c in ("detector", "recognizer"))
+    on_gpu, on_cpu = TextReader(bundle), TextReader(bundle, EngineProfile(backend="cpu"))
+    assert (on_gpu.detector.backend.backend, on_gpu.recognizer.backend.backend) == ("tensorrt", "tensorrt")
+    slides = [s.image for s in generated_slides("heldout", 4, 99).slides]
+    frames = [*slides, slides[0][:64, :96], np.pad(slides[1], ((0, 1400), (0, 2400), (0, 0)), constant_values=255),
+              np.tile(slides[2][:60], (1, 6, 1))]  # a small crop, a 4K-sized page, a very wide strip
+    for frame in frames:
+        assert [line.text for line in on_gpu(frame)] == [line.text for line in on_cpu(frame)]
+    wide_line = np.full((48, 4000, 3), 255, np.uint8)
+    assert on_gpu.recognizer(wide_line) == on_cpu.recognizer(wide_line)  # capped at 32 heights, inside the profile
 
 
 @pytest.mark.slow

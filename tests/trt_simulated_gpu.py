@@ -25,6 +25,9 @@ import numpy as np
 from trt_bindings import ApiMisuse, Checked
 
 MAGIC = b"SIMULATED-TENSORRT-ENGINE\n"
+# ONNX Runtime's integer ops that onnx-tensorrt has no importer for (its operator support list); dynamic INT8
+# models are made of them, which is why the export hands TensorRT their FP32 graph instead.
+NO_IMPORTER = ("MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul")
 _DTYPES = {"float32": "FLOAT", "float16": "HALF", "int8": "INT8", "int32": "INT32", "int64": "INT64",
            "bool": "BOOL", "uint8": "UINT8"}
 
@@ -152,6 +155,10 @@ class SimulatedGpu:
             graph = onnx.load_from_string(bytes(model)).graph
         except Exception as exc:  # what TensorRT's parser reports for an unreadable file
             parser.state["errors"] = [f"ModelImporter: failed to parse ONNX: {exc}"]
+            return False
+        refused = _unsupported_qdq(graph)
+        if refused:
+            parser.state["errors"] = refused
             return False
         initializers = {i.name for i in graph.initializer}
         network = parser.state["network"]
@@ -345,6 +352,32 @@ class SimulatedGpu:
             self.cudart.device_span(address, result.nbytes)
             ctypes.memmove(address, result.ctypes.data, result.nbytes)
         return True
+
+
+def _unsupported_qdq(graph: Any) -> list[str]:
+    """What TensorRT's ONNX parser (onnx-tensorrt) refuses in a QDQ graph, in its words: a dequantize from int32
+    (ONNX Runtime's quantized biases) and a zero point that is not all zeros."""
+    from onnx import TensorProto, numpy_helper
+
+    constants = {i.name: i for i in graph.initializer}
+    errors = []
+    for node in graph.node:
+        if node.op_type in NO_IMPORTER:
+            errors.append(f"In node {node.name} (checkControlFlow): UNSUPPORTED_NODE: No importer registered for op: "
+                          f"{node.op_type}.")
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        source = constants.get(node.input[0])
+        if node.op_type == "DequantizeLinear" and source is not None and source.data_type == TensorProto.INT32:
+            errors.append(f"ITensor::getDimensions: Error Code 3: API Usage Error ({node.name}: only activation types "
+                          f"allowed as input to this layer.)")
+            continue
+        zero_point = constants.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if zero_point is not None and numpy_helper.to_array(zero_point).astype(np.int64).any():
+            errors.append(f"In node {node.name} (parseNode): INVALID_NODE: Assertion failed: shiftIsAllZeros(zeroPoint)"
+                          ": TensorRT only supports symmetric quantization. The zero point for the "
+                          "QuantizeLinear/DequantizeLinear operator must be all zeros.")
+    return errors
 
 
 def _base(obj: Checked) -> str:

@@ -110,6 +110,54 @@ def model_input_dims(onnx_path: Path) -> dict[str, list[int | str | None]]:
     return {i.name: [d.dim_value or d.dim_param or None for d in i.type.tensor_type.shape.dim] for i in graph.input}
 
 
+def tensorrt_form(onnx_path: Path) -> tuple[bytes, int]:
+    """The QDQ model as TensorRT's ONNX parser takes it, and how many biases were turned back to float.
+
+    ONNX Runtime quantizes a Conv/Gemm bias to int32 behind a DequantizeLinear (its CPU kernels add it in the
+    int32 accumulator); TensorRT's dequantize runs only from int8/fp8/int4 and refuses that node ("only
+    activation types allowed as input to this layer"), and it fuses a float bias into its int8 kernels itself.
+    Each such bias becomes the float constant it stands for. TensorRT also takes only symmetric Q/DQ: a
+    uint8 or non-zero zero point is refused here, naming the node (quantize with int8-symmetric activations)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    try:
+        model = onnx.load(str(onnx_path))
+    except Exception as exc:  # protobuf's DecodeError and friends: the file is not an ONNX model
+        raise ExportError(f"target tensorrt: {Path(onnx_path).name} is not a readable ONNX model "
+                          f"({type(exc).__name__}: {exc})") from None
+    graph = model.graph
+    constants = {i.name: i for i in graph.initializer}
+    folded: list[onnx.NodeProto] = []
+    for node in graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        zero_point = constants.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        source = constants.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
+        if source is not None and source.data_type == TensorProto.INT32:
+            folded.append(node)
+            continue
+        if zero_point is not None:
+            values = numpy_helper.to_array(zero_point)
+            if values.dtype != np.int8 or values.any():
+                raise ExportError(f"target tensorrt: {Path(onnx_path).name}: node {node.name or node.output[0]!r} "
+                                  f"has a {values.dtype} zero point {values.ravel()[:4].tolist()}; TensorRT takes "
+                                  f"only symmetric int8 Q/DQ (quantize with activations int8-symmetric)")
+    for node in folded:
+        quantized = numpy_helper.to_array(constants[node.input[0]]).astype(np.float64)
+        scale = numpy_helper.to_array(constants[node.input[1]]).astype(np.float64)
+        offset = numpy_helper.to_array(constants[node.input[2]]).astype(np.float64) if len(node.input) > 2 and \
+            node.input[2] else 0.0
+        graph.initializer.append(numpy_helper.from_array(((quantized - offset) * scale).astype(np.float32),
+                                                         node.output[0]))
+        graph.node.remove(node)
+    used = {name for node in graph.node for name in node.input} | {v.name for v in (*graph.input, *graph.output)}
+    for initializer in [i for i in graph.initializer if i.name not in used]:
+        graph.initializer.remove(initializer)
+    return model.SerializeToString(), len(folded)
+
+
 def build_target(onnx_path: Path, out: Path, settings: TensorRtSettings,
                  say: Callable[[str], None]) -> tuple[Path | None, dict[str, Any]]:
     """Build one engine where TensorRT is installed; elsewhere (or when the build fails) return no engine and
@@ -201,8 +249,9 @@ def build_engine(onnx_path: Path, out: Path, settings: TensorRtSettings,
     weakly_typed = hasattr(trt.BuilderFlag, "INT8")
     network = builder.create_network(0 if weakly_typed else
                                      1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    model, folded = tensorrt_form(Path(onnx_path))
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse(Path(onnx_path).read_bytes()):
+    if not parser.parse(model):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise ExportError(f"target tensorrt: TensorRT cannot parse {Path(onnx_path).name}: {errors}")
     config = builder.create_builder_config()
@@ -238,6 +287,7 @@ def build_engine(onnx_path: Path, out: Path, settings: TensorRtSettings,
         raise ExportError(f"target tensorrt: cannot tell which GPU the engine is for: {exc}") from None
     return {"tensorrt": trt.__version__, "gpu": gpu.name, "compute_capability": gpu.compute_capability,
             "fp16": fp16, "int8": settings.int8, "typing": "weak" if weakly_typed else "strong",
+            "float_biases": folded,
             "profiles": [asdict(p) for p in settings.profiles], "timing_cache": cache_path.name,
             "inputs": _tensor_specs(trt, [network.get_input(i) for i in range(network.num_inputs)]),
             "outputs": _tensor_specs(trt, [network.get_output(i) for i in range(network.num_outputs)]),

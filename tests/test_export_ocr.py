@@ -149,8 +149,9 @@ def test_where_tensorrt_exists_each_engine_gets_the_model_it_can_take(tmp_path: 
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """The GPU-side half of the target, run here for real up to TensorRT itself: the static INT8 detector is
     quantized again with symmetric int8 activations (TensorRT takes no zero points), an FP32 component goes as
-    its FP32 ONNX in FP16, and a failed build leaves the ONNX bundle whole. TensorRT cannot be installed on
-    this machine, so the builder is replaced by one that records what it was handed and fails as a build can."""
+    its FP32 ONNX in FP16, and a failed build leaves the ONNX bundle whole. The builder is replaced by one that
+    records what it was handed and fails as a build can (test_tensorrt_simulated.py builds the engines for real
+    on TensorRT's Python API and a simulated GPU, and reads slides through them)."""
     from edgeomni.export import tensorrt
     from edgeomni.export.runner import run_recipe
 

@@ -238,6 +238,12 @@ def test_the_mobilenet_recipe_ships_an_engine_the_runtime_runs(simulated_gpu: Si
     from skimage import data
 
     assert labeller(np.asarray(data.chelsea()))[0].name  # labelled through the engine
+    from edgeomni.bench.tensorrt_latency import markdown, measure  # what the GPU script prints per backend
+
+    rows = {row["backend"]: row for row in measure(bundle_dir, "image-labeller", runs=2, threads=1)}
+    assert rows["tensorrt"]["status"] == "ok" and rows["tensorrt"]["vs_cpu"].startswith("top-1 ")
+    assert int(rows["tensorrt"]["vs_cpu"].split()[1].split("/")[0]) >= 5  # symmetric int8 vs the CPU's uint8
+    assert rows["cuda"]["status"] == "n/a" and "| tensorrt |" in markdown(list(rows.values()))
 
 
 @pytest.mark.slow
@@ -269,6 +275,11 @@ def test_the_ppocr_recipe_ships_engines_the_text_reader_reads_through(simulated_
         assert [line.text for line in on_gpu(frame)] == [line.text for line in on_cpu(frame)]
     wide_line = np.full((48, 4000, 3), 255, np.uint8)
     assert on_gpu.recognizer(wide_line) == on_cpu.recognizer(wide_line)  # capped at 32 heights, inside the profile
+    from edgeomni.bench.tensorrt_latency import measure
+
+    for role in ("ocr-detector", "ocr-recognizer"):
+        rows = {row["backend"]: row for row in measure(bundle.path, role, runs=2, threads=1)}
+        assert rows["tensorrt"]["status"] == "ok" and rows["tensorrt"]["vs_cpu"].startswith("cosine >= "), rows
 
 
 @pytest.mark.slow

@@ -266,6 +266,10 @@ def test_the_ppocr_recipe_ships_engines_the_text_reader_reads_through(simulated_
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["targets"]["tensorrt"] == "; ".join(f"{c} built: TensorRT {sys.modules['tensorrt'].__version__} "
                                                       f"on Simulated H200" for c in ("detector", "recognizer"))
+    for name in ("detector", "recognizer"):  # a static INT8 component's engine is INT8, another's FP16 (TensorRT 10)
+        shipped = report["components"][name]
+        static = shipped["chosen_precision"] == "int8" and shipped["quantization"]["format"] == "QDQ"
+        assert bundle.manifest.by_role(f"ocr-{name}-tensorrt").precision == ("int8" if static else "fp16")
     on_gpu, on_cpu = TextReader(bundle), TextReader(bundle, EngineProfile(backend="cpu"))
     assert (on_gpu.detector.backend.backend, on_gpu.recognizer.backend.backend) == ("tensorrt", "tensorrt")
     slides = [s.image for s in generated_slides("heldout", 4, 99).slides]

@@ -172,6 +172,12 @@ def build_target(onnx_path: Path, out: Path, settings: TensorRtSettings,
     return out, {"status": f"built: TensorRT {record['tensorrt']} on {record['gpu']}", **record}
 
 
+def engine_precision(record: dict[str, Any]) -> str:
+    """The manifest precision of a built engine: int8 (Q/DQ honoured), else fp16 where the build allowed it, else
+    fp32 (a TensorRT 11 engine of an FP32 graph: strongly typed, no FP16 fallback)."""
+    return "int8" if record.get("int8") else "fp16" if record.get("fp16") else "fp32"
+
+
 def available() -> str | None:
     """The TensorRT version if its Python package imports here, else None."""
     try:

@@ -11,6 +11,7 @@ from typing import Any
 from edgeomni.errors import ExportError
 from edgeomni.export.recipe import Recipe
 from edgeomni.export.runner import REPORT_MD, GateFailed, Report, publish_bundle
+from edgeomni.export.tensorrt import engine_precision
 
 
 def run(recipe: Recipe, work: Path, bundle: Path, report: Report) -> None:
@@ -242,8 +243,8 @@ def _write_bundle(recipe: Recipe, bundle: Path, fp32: Path, int8: Path, report: 
     if engine is not None:  # tied to one TensorRT version and GPU: recorded in its report
         shutil.copyfile(engine, staging / "models" / engine.name)
         components.append(describe_file(staging, f"models/{engine.name}", name=f"{recipe.name}_tensorrt",
-                                        role=f"{role}-tensorrt", precision="int8" if report["tensorrt"]["int8"] else
-                                        "fp16", license="see source", provenance=provenance, preprocess=preprocess,
+                                        role=f"{role}-tensorrt", precision=engine_precision(report["tensorrt"]),
+                                        license="see source", provenance=provenance, preprocess=preprocess,
                                         report=report["tensorrt"]))
     if recipe.labels:
         labels = resolve_path(recipe, recipe.labels, "labels")

@@ -23,6 +23,7 @@ import numpy as np
 from edgeomni.errors import ExportError
 from edgeomni.export.recipe import QuantizeSpec, Recipe
 from edgeomni.export.runner import GateFailed, Report
+from edgeomni.export.tensorrt import engine_precision
 
 COMPONENT_NAMES = ("detector", "recognizer")
 ROLES = {"detector": "ocr-detector", "recognizer": "ocr-recognizer"}
@@ -361,7 +362,7 @@ def _write_bundle(recipe: Recipe, bundle: Path, work: Path, dictionary: Path, re
             shutil.copyfile(engines[name], staging / "ocr" / engines[name].name)
             components.append(describe_file(staging, f"ocr/{engines[name].name}", name=f"ocr_{name}_tensorrt",
                                             role=f"{ROLES[name]}-tensorrt",
-                                            precision="int8" if report["tensorrt"][name]["int8"] else "fp16",
+                                            precision=engine_precision(report["tensorrt"][name]),
                                             license="Apache-2.0", provenance=provenance,
                                             preprocess=preprocess[name], report=report["tensorrt"][name]))
     shutil.copyfile(dictionary, staging / "ocr" / dictionary.name)

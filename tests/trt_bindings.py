@@ -106,6 +106,16 @@ class Signature:
             found.append(cls(params, match.group(2).strip()))
         return found
 
+    @staticmethod
+    def first_match(signatures: list[Signature], args: tuple[Any, ...],
+                    kwargs: dict[str, Any]) -> tuple[Signature, dict[str, Any]] | None:
+        """The first overload that takes these arguments, with them bound by name."""
+        for signature in signatures:
+            bound = signature.bind(args, kwargs)
+            if bound is not None:
+                return signature, bound
+        return None
+
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any] | None:
         """Arguments by name (self excluded), or None when this overload does not take them."""
         params = self.params[1:] if self.params and self.params[0][0] == "self" else self.params
@@ -193,10 +203,9 @@ class Checked:
         signatures = Signature.all_of(name, real.__doc__)
 
         def method(*args: Any, **kwargs: Any) -> Any:
-            for signature in signatures:
-                bound = signature.bind(args, kwargs)
-                if bound is not None:
-                    return self.world.call(self, name, bound, signature.returns)
+            match = Signature.first_match(signatures, args, kwargs)
+            if match is not None:
+                return self.world.call(self, name, match[1], match[0].returns)
             raise ApiMisuse(f"{self._where(name)} takes no such arguments: args={args!r} kwargs={kwargs!r}; "
                             f"the bindings say: {[s.params for s in signatures]}")
         return method
@@ -259,9 +268,8 @@ class _CheckedClass:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Checked:
         signatures = Signature.all_of("__init__", self.cls.__init__.__doc__)
-        for signature in signatures:
-            bound = signature.bind(args, kwargs)
-            if bound is not None:
-                return self.world.construct(self.cls, bound)
+        match = Signature.first_match(signatures, args, kwargs)
+        if match is not None:
+            return self.world.construct(self.cls, match[1])
         raise ApiMisuse(f"tensorrt.{self.cls.__name__}{args!r} matches no constructor: "
                         f"{[s.params for s in signatures]}")

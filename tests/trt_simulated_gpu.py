@@ -126,14 +126,14 @@ class SimulatedGpu:
         return Checked(cls, self, **bound)
 
     def get(self, obj: Checked, name: str) -> Any:
-        getter = getattr(self, f"{_base(obj)}__{name}", None)
+        getter = getattr(self, f"{obj.cls.__name__}__{name}", None)
         if getter is None:
             raise NotImplementedError(f"the simulated GPU has no value for {obj.cls.__name__}.{name}")
         return getter(obj)
 
     def call(self, obj: Checked, name: str, args: dict[str, Any], returns: str) -> Any:
         self.events.append((f"{obj.cls.__name__}.{name}", args))
-        handler = getattr(self, f"{_base(obj)}__{name}", None)
+        handler = getattr(self, f"{obj.cls.__name__}__{name}", None)
         if handler is not None:
             return handler(obj, **args)
         if returns == "None":
@@ -311,7 +311,7 @@ class SimulatedGpu:
         if len(shape) != len(low) or not all(lo <= d <= hi for lo, d, hi in zip(low, shape, high, strict=True)):
             return False
         context.state["shapes"][name] = shape
-        context.state.pop("outputs", None)
+        context.state.pop("output_shapes", None)
         return True
 
     def IExecutionContext__set_tensor_address(self, context: Checked, name: str, memory: int) -> bool:
@@ -337,8 +337,12 @@ class SimulatedGpu:
         spec = self._named(context.state["engine"], name)
         if spec["input"]:
             return self.trt.Dims(context.state["shapes"].get(name, tuple(spec["shape"])))
-        outputs = context.state["engine"].state["session"].run([name], self._feeds(context, read=False))
-        return self.trt.Dims(outputs[0].shape)
+        if "output_shapes" not in context.state:  # once per set of input shapes, as TensorRT infers them
+            engine = context.state["engine"]
+            names = [t["name"] for t in engine.state["header"]["outputs"]]
+            results = engine.state["session"].run(names, self._feeds(context, read=False))
+            context.state["output_shapes"] = {n: r.shape for n, r in zip(names, results, strict=True)}
+        return self.trt.Dims(context.state["output_shapes"][name])
 
     def IExecutionContext__execute_async_v3(self, context: Checked, stream_handle: int) -> bool:
         engine = context.state["engine"]
@@ -378,11 +382,6 @@ def _unsupported_qdq(graph: Any) -> list[str]:
                           ": TensorRT only supports symmetric quantization. The zero point for the "
                           "QuantizeLinear/DequantizeLinear operator must be all zeros.")
     return errors
-
-
-def _base(obj: Checked) -> str:
-    """The TensorRT class whose behaviour applies (Logger's methods are ILogger's, ...)."""
-    return obj.cls.__name__
 
 
 def _spec(tensor: Checked) -> dict[str, Any]:

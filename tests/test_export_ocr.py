@@ -126,6 +126,13 @@ def test_recipe_end_to_end_keeps_int8_only_where_the_text_holds(tmp_path: Path) 
         status = report["targets"]["tensorrt"]
         assert status.count("not built") == 2 and "not installed" in status
         assert report["targets"]["onnxruntime-cpu"].startswith("built")
+    # The TensorRT EP's copy of the static INT8 detector: symmetric, float biases, the profiles the engine gets.
+    from test_tensorrt_runtime import check_tensorrt_ep_model
+
+    from edgeomni.bundle import verify_bundle
+
+    ep_model = check_tensorrt_ep_model(verify_bundle(tmp_path / "ok" / "bundle"), "ocr-detector")
+    assert ep_model.precision == "int8" and ep_model.report["profiles"] == engines["detector"]["profiles"]
     assert report["fp32_pipeline"]["exact"] >= 0.75
     cal = report["calibration"]
     assert cal["count"] == 4 and cal["seed"] == 1234 and set(cal["inputs"]) == {"detector", "recognizer"}
@@ -222,7 +229,7 @@ def test_a_recipe_already_symmetric_hands_its_shipped_int8_models_to_tensorrt(
         default_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from edgeomni.bundle import verify_bundle
     from edgeomni.export import tensorrt
-    from edgeomni.export.tasks.ocr import _tensorrt_engines
+    from edgeomni.export.tasks.ocr import _tensorrt_targets
 
     handed: dict[str, tuple[Path, bool]] = {}
 
@@ -242,7 +249,9 @@ def test_a_recipe_already_symmetric_hands_its_shipped_int8_models_to_tensorrt(
     shutil.copyfile(files["detector"], tmp_path / "d.onnx")  # stands in for the gated, already symmetric INT8 file
     recipe = Recipe.load(RECIPE, ["quantize.activations=int8-symmetric", "targets=[tensorrt]"])
     calibration = {"detector": [np.zeros((1, 3, 64, 96), np.float32)], "recognizer": [np.zeros((1, 3, 48, 200))]}
-    assert _tensorrt_engines(recipe, report, files, calibration, tmp_path, lambda line: None) == {}
+    targets = _tensorrt_targets(recipe, report, files, calibration, tmp_path, lambda line: None)
+    assert all(t.engine is None for t in targets.values())
+    assert all(t.ep_onnx is None for t in targets.values())  # FP32 stand-ins: the shipped files are the EP's form
     assert handed["ppocrv4_det"] == (tmp_path / "d.onnx", True)  # the shipped INT8 file itself, not re-quantized
     assert handed["ppocrv4_rec"] == (files["recognizer"], False)  # FP32 component: its FP32 graph, FP16 engine
     assert report["tensorrt"]["detector"]["profiles"][0]["opt"] == (1, 3, 64, 96)

@@ -157,7 +157,8 @@ def test_mobilenet_recipe_end_to_end_and_an_unmeetable_gate(tmp_path: Path) -> N
     assert "Where FP32 is decisive" in summary
     if tensorrt_version() is None:  # the TensorRT target fails with its reason; the ONNX bundle is still written
         assert "not built" in report["targets"]["tensorrt"] and "not installed" in report["targets"]["tensorrt"]
-        assert report["tensorrt_profiles"][0]["max"] == [8, 3, 224, 224]
+    assert report["tensorrt"]["profiles"][0]["max"] == [8, 3, 224, 224]
+    assert "mobilenet-v2.tensorrt.onnx for onnxruntime's TensorRT EP" in report["targets"]["tensorrt"]
     verify = subprocess.run([sys.executable, "-m", "edgeomni.cli", "bundle", "verify", str(bundle)],
                             capture_output=True, text=True, timeout=120)
     assert verify.returncode == 0, verify.stderr
@@ -169,6 +170,17 @@ def test_mobilenet_recipe_end_to_end_and_an_unmeetable_gate(tmp_path: Path) -> N
 
     labeller = ImageLabeller(verify_bundle(bundle))
     assert "cat" in labeller(np.asarray(data.chelsea()))[0].name
+    # The TensorRT EP's copy (symmetric, float biases; built here without TensorRT) labels the same on a CPU.
+    from test_tensorrt_runtime import check_tensorrt_ep_model
+
+    from edgeomni.engines.image_preprocess import preprocess_rgb
+    from edgeomni.engines.session import EngineProfile, create_session
+
+    ep_model = check_tensorrt_ep_model(verify_bundle(bundle), "image-labeller")
+    session = create_session(bundle / ep_model.file, EngineProfile(("CPUExecutionProvider",)))
+    batch = preprocess_rgb(np.asarray(data.chelsea()), labeller.size, labeller._mean, labeller._std)
+    top1 = int(np.argmax(session.run(None, {session.get_inputs()[0].name: batch})[0][0]))
+    assert "cat" in labeller.names[top1]
 
     failed = export(str(MOBILENET), "--out", str(tmp_path / "strict"), *quick, "--set", "gate.min=1.0",
                     "--set", "gate.max_excluded=0", "--set", "quantize.method=minmax",

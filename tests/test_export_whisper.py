@@ -181,6 +181,10 @@ def test_tensorrt_target_covers_the_encoder_windows_and_the_runtime_falls_back(w
         assert not bundle.manifest.has_role("asr-whisper-encoder-tensorrt")
         assert asr.backend.skipped[0] == ("tensorrt engine skipped: no asr-whisper-encoder-tensorrt engine in "
                                           f"bundle {bundle.manifest.name!r}")
+    # The TensorRT EP's encoder (symmetric, float biases, the engine's profile), written without TensorRT too.
+    from test_tensorrt_runtime import check_tensorrt_ep_model
+
+    assert check_tensorrt_ep_model(bundle, "asr-whisper-encoder").report["profiles"] == engine["profiles"]
     from edgeomni.bench.tensorrt_latency import measure  # what the GPU check script times per backend
 
     rows = {row["backend"]: row for row in measure(whisper_bundle, "asr-whisper-encoder", runs=2, threads=2)}
@@ -296,15 +300,17 @@ def test_the_encoder_engine_is_built_from_a_symmetric_encoder_and_transcribes_bo
     from edgeomni.export.whisper.calibration import calibration_features
     from edgeomni.export.whisper.ct2_to_hf import mel_filters
     from edgeomni.export.whisper.onnx_export import export_whisper_onnx
-    from edgeomni.export.whisper.tensorrt import encoder_engine
+    from edgeomni.export.whisper.tensorrt import encoder_target
 
     _, hf = ct2_and_hf
     encoder, decoder = tmp_path / "encoder_fp32.onnx", tmp_path / "decoder_fp32.onnx"
     export_whisper_onnx(hf, encoder, decoder, progress=lambda line: None)
     clips = [_decode(make_speech_wav(tmp_path / f"{i}.wav", s, speed=150)) for i, s in enumerate(RUN_SENTENCES)]
     features = calibration_features(clips, mel_filters())
-    engine, record = encoder_engine(encoder, tmp_path / "unused_int8.onnx", features, clips, (15, 30), "percentile",
-                                    "uint8-asymmetric", ["/k_proj_4/MatMul"], tmp_path, lambda line: None)
+    target = encoder_target(encoder, tmp_path / "unused_int8.onnx", features, clips, (15, 30), "percentile",
+                            "uint8-asymmetric", ["/k_proj_4/MatMul"], tmp_path, lambda line: None)
+    engine, record = target.engine, target.record
+    assert target.ep_onnx == tmp_path / "whisper_encoder.tensorrt.onnx"
     assert engine is not None and record["status"].startswith("built: TensorRT ")
     assert "decoder stays" in record["decoder"]
     assert record["from"] == "static INT8 QDQ encoder (encoder_int8_symmetric.onnx)" and record["float_biases"] >= 2

@@ -197,6 +197,103 @@ def test_roles_that_ship_no_engine_run_on_onnx_under_a_forced_tensorrt_backend(d
     assert auto.backend.skipped[0] == "tensorrt engine skipped: no ocr-detector-tensorrt engine in bundle 'default'"
 
 
+def check_tensorrt_ep_options(options: dict[str, Any]) -> None:
+    """Every option is one onnxruntime-gpu's Python binding knows (an unknown one fails the session: "Invalid
+    TensorRT EP option"), with a value of the form its own error message asks for."""
+    import re
+
+    wants = dict(line.split("\t", 1) for line in (Path(__file__).parent / "data" /
+                 "onnxruntime_tensorrt_ep_options.tsv").read_text().splitlines() if not line.startswith("#"))
+    shapes = re.compile(r"^[^:,]+:\d+(x\d+)*(,[^:,]+:\d+(x\d+)*)*$")
+    for key, value in options.items():
+        assert key in wants, f"{key} is not a TensorRT EP option of onnxruntime-gpu"
+        text = str(value)  # what onnxruntime's Python layer hands the binding
+        if wants[key].startswith("'True' or 'False'"):
+            assert text in ("True", "False"), (key, text)
+        elif "dim1xdim" in wants[key]:
+            assert shapes.match(text), (key, text)
+        elif wants[key].startswith("a path string"):
+            assert text and Path(text).is_absolute(), (key, text)
+
+
+def test_the_tensorrt_ep_is_not_handed_a_model_quantized_for_cpus(default_bundle: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """An onnxruntime that offers the TensorRT EP: the labeller's INT8 ONNX (uint8 activations, int32 biases:
+    refused by TensorRT, "int8 is not configured" without the flag) is skipped with the reason; an FP32 model (the
+    default bundle's OCR detector) is handed over with engine caching, FP16 and no INT8, through onnxruntime's
+    real provider-option checks. This CPU build then runs it on CPU, which the chain reports and steps past."""
+    import onnxruntime as ort
+
+    from edgeomni.engines import backend
+    from edgeomni.engines.ocr import TextDetector
+
+    if "TensorrtExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has the TensorRT EP: it would be used for real")
+    offered = ["TensorrtExecutionProvider", *ort.get_available_providers()]
+    monkeypatch.setattr(backend.ort, "get_available_providers", lambda: offered)
+    handed: list[tuple[str, dict[str, Any]]] = []
+
+    def recording(path: Path, profile: EngineProfile | None = None, options: Any = None) -> Any:
+        handed.append((Path(path).name, dict((options or {}).get("TensorrtExecutionProvider", {}))))
+        return create_session(path, profile, options)
+
+    monkeypatch.setattr(backend, "create_session", recording)
+    bundle = verify_bundle(default_bundle)
+    _session, choice = open_engine(bundle, ROLE)
+    assert choice.skipped[1] == ("onnxruntime TensorRT EP skipped: no image-labeller-tensorrt-onnx in bundle "
+                                 "'default', and its int8 ONNX is quantized for CPUs, which TensorRT refuses "
+                                 "(export with the tensorrt target)")
+    detector = TextDetector(bundle)
+    assert detector.backend is not None and detector.backend.skipped[1] == (
+        "onnxruntime TensorRT EP skipped: onnxruntime could not initialise TensorrtExecutionProvider "
+        "(driver/libraries missing?)")
+    name, options = next(h for h in handed if h[1])
+    assert name == Path(bundle.manifest.by_role("ocr-detector").file).name
+    assert options["trt_int8_enable"] is False and options["trt_fp16_enable"] is True
+    assert options["trt_engine_cache_enable"] is True
+    sha = bundle.manifest.by_role("ocr-detector").sha256
+    assert Path(options["trt_engine_cache_path"]).name == sha[:16]  # per model content: a new model, a new cache
+    check_tensorrt_ep_options(options)
+
+
+def check_tensorrt_ep_model(bundle: VerifiedBundle, role: str) -> Any:
+    """The export's `<role>-tensorrt-onnx` is what the TensorRT EP step opens, in the form TensorRT's parser takes
+    (symmetric int8 Q/DQ, no int32 bias dequantize), with INT8 on exactly when it has Q/DQ and the export's
+    profiles; returns the component."""
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    from edgeomni.engines.backend import _tensorrt_ep_model
+
+    component, options = _tensorrt_ep_model(bundle, role)
+    assert component.role == f"{role}-tensorrt-onnx" and component.format == "onnx"
+    graph = onnx.load(str(bundle.path / component.file)).graph
+    constants = {i.name: i for i in graph.initializer}
+    qdq = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert (component.precision == "int8") == bool(qdq) == options["trt_int8_enable"]
+    for node in qdq:
+        source = constants.get(node.input[0])
+        assert source is None or source.data_type != TensorProto.INT32, f"{node.name}: int32 dequantize"
+        if len(node.input) > 2 and node.input[2]:
+            zero = numpy_helper.to_array(constants[node.input[2]])
+            assert zero.dtype == np.int8 and not zero.any(), f"{node.name}: zero point {zero.ravel()[:3]}"
+    profile = component.report["profiles"][0]
+    assert options["trt_profile_max_shapes"] == f"{profile['input']}:{'x'.join(map(str, profile['max']))}"
+    check_tensorrt_ep_options(options)
+    return component
+
+
+def test_tensorrt_ep_options_carry_the_exports_profiles(tmp_path: Path) -> None:
+    from edgeomni.engines.session import tensorrt_ep_options
+
+    profile = {"input": "x", "min": [1, 3, 32, 32], "opt": [1, 3, 64, 96], "max": [1, 3, 960, 960]}
+    options = tensorrt_ep_options(tmp_path, int8=True, fp16=True, profiles=[profile])
+    assert options["trt_profile_min_shapes"] == "x:1x3x32x32" and options["trt_profile_max_shapes"] == "x:1x3x960x960"
+    assert options["trt_profile_opt_shapes"] == "x:1x3x64x96" and options["trt_int8_enable"] is True
+    check_tensorrt_ep_options(options)
+    assert "trt_profile_min_shapes" not in tensorrt_ep_options(tmp_path, int8=False, fp16=True)
+
+
 def test_the_run_header_names_every_role_with_a_backend_once(default_bundle: Path) -> None:
     import asyncio
 

@@ -220,7 +220,8 @@ def test_the_mobilenet_recipe_ships_an_engine_the_runtime_runs(simulated_gpu: Si
     bundle_dir = run_recipe(recipe, tmp_path / "out", progress=lambda line: None)
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     version = sys.modules["tensorrt"].__version__
-    assert report["targets"]["tensorrt"] == f"built: TensorRT {version} on Simulated H200"
+    assert report["targets"]["tensorrt"] == (f"built: TensorRT {version} on Simulated H200; mobilenet-v2.tensorrt.onnx "
+                                             f"for onnxruntime's TensorRT EP")
     built = [event for name, event in simulated_gpu.events if name == "built"]
     assert len(built) == 1
     parsed = [args["model"] for name, args in simulated_gpu.events if name == "OnnxParser.parse"]
@@ -233,6 +234,9 @@ def test_the_mobilenet_recipe_ships_an_engine_the_runtime_runs(simulated_gpu: Si
     bundle = verify_bundle(bundle_dir)
     engine = bundle.manifest.by_role("image-labeller-tensorrt")
     assert engine.report["tensorrt"] == version and engine.report["gpu"] == "Simulated H200"
+    # The TensorRT EP's model is byte for byte what TensorRT's parser was handed for the engine.
+    ep_model = bundle.manifest.by_role("image-labeller-tensorrt-onnx")
+    assert (bundle.path / ep_model.file).read_bytes() == bytes(parsed[0])
     labeller = ImageLabeller(bundle)
     assert labeller.backend.backend == "tensorrt" and labeller.backend.skipped == (), labeller.backend
     from skimage import data
@@ -264,8 +268,9 @@ def test_the_ppocr_recipe_ships_engines_the_text_reader_reads_through(simulated_
                           "latency_runs=3", "gate.max_excluded=2"])
     bundle = verify_bundle(run_recipe(recipe, tmp_path / "out", progress=lambda line: None))
     report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert report["targets"]["tensorrt"] == "; ".join(f"{c} built: TensorRT {sys.modules['tensorrt'].__version__} "
-                                                      f"on Simulated H200" for c in ("detector", "recognizer"))
+    parts = report["targets"]["tensorrt"].split("; ")
+    assert [p.split(" (")[0] for p in parts] == [f"{c} built: TensorRT {sys.modules['tensorrt'].__version__} on "
+                                                 f"Simulated H200" for c in ("detector", "recognizer")]
     for name in ("detector", "recognizer"):  # a static INT8 component's engine is INT8, another's FP16 (TensorRT 10)
         shipped = report["components"][name]
         static = shipped["chosen_precision"] == "int8" and shipped["quantization"]["format"] == "QDQ"

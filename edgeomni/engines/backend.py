@@ -1,7 +1,10 @@
 """Pick how one role's model runs here: TensorRT engine -> ORT TensorRT EP -> ORT CUDA EP -> ORT CPU.
 
-A bundle built with the `tensorrt` export target holds `<role>-tensorrt` next to the ONNX `<role>`. The
-serialized engine is fastest but tied to one TensorRT version and GPU, so each step is tried in turn and
+A bundle built with the `tensorrt` export target holds `<role>-tensorrt` (where the export machine had TensorRT)
+and `<role>-tensorrt-onnx` (the model in the form TensorRT's parser takes: symmetric int8 Q/DQ, float biases)
+next to the ONNX `<role>`, which is quantized for CPUs. The serialized engine is fastest but tied to one
+TensorRT version and GPU; the EP builds its own engine from `<role>-tensorrt-onnx` on any GPU and caches it.
+Each step is tried in turn and
 every step that cannot run here records one line saying why ("tensorrt engine skipped: tensorrt not
 installed"). The choice and the reasons are logged once at load and reported in the run's `start` record
 (`backend`). `[engine] backend` forces one step; a forced step that cannot run is an error, never a silent
@@ -17,9 +20,11 @@ from typing import Any
 import onnxruntime as ort
 
 from edgeomni.bundle import VerifiedBundle, sha256_of
-from edgeomni.engines.session import EngineProfile, create_session
+from edgeomni.bundle.manifest import Component
+from edgeomni.engines.session import EngineProfile, create_session, tensorrt_ep_options
 from edgeomni.engines.tensorrt_runner import BackendUnavailable, TensorRtEngine
 from edgeomni.errors import EngineError
+from edgeomni.paths import cache_root
 
 log = logging.getLogger("edgeomni.engines")
 
@@ -87,15 +92,38 @@ def _open_step(step: str, bundle: VerifiedBundle, role: str, profile: EngineProf
     offered = ort.get_available_providers()
     if provider not in offered:
         raise BackendUnavailable(f"this onnxruntime has no {provider} (it offers {', '.join(offered)})")
-    chain = (provider, "CPUExecutionProvider") if provider != "CPUExecutionProvider" else (provider,)
-    path = bundle.path / bundle.manifest.by_role(role).file
+    # The CUDA EP behind the TensorRT EP takes the nodes TensorRT cannot (onnxruntime partitions the graph).
+    chain = (provider, *(p for p in ("CUDAExecutionProvider",) if step == "tensorrt-ep" and p in offered),
+             "CPUExecutionProvider") if provider != "CPUExecutionProvider" else (provider,)
+    component, options = (_tensorrt_ep_model(bundle, role) if step == "tensorrt-ep" else
+                          (bundle.manifest.by_role(role), {}))
+    path = bundle.path / component.file
     try:
-        session = create_session(path, EngineProfile(chain, profile.intra_op_threads))
+        session = create_session(path, EngineProfile(chain, profile.intra_op_threads), {provider: options})
     except Exception as exc:  # onnxruntime raises its own types (Fail, RuntimeException, ...)
         raise BackendUnavailable(f"onnxruntime could not start {provider}: {str(exc).splitlines()[0]}") from None
     if session.get_providers()[0] != provider:  # onnxruntime drops a provider that fails to initialise
         raise BackendUnavailable(f"onnxruntime could not initialise {provider} (driver/libraries missing?)")
     return session
+
+
+def _tensorrt_ep_model(bundle: VerifiedBundle, role: str) -> tuple[Component, dict[str, Any]]:
+    """The ONNX that onnxruntime's TensorRT EP gets for `role`, and its settings. The role's own INT8 ONNX is
+    quantized for CPUs (uint8 activations, int32 biases), which TensorRT refuses; only the export's
+    `<role>-tensorrt-onnx` copy, or an FP32 model, is worth handing to it."""
+    ep_role = f"{role}-tensorrt-onnx"
+    if bundle.manifest.has_role(ep_role):
+        component = bundle.manifest.by_role(ep_role)
+    else:
+        component = bundle.manifest.by_role(role)
+        if component.precision not in ("fp32", "fp16"):
+            raise BackendUnavailable(f"no {ep_role} in bundle {bundle.manifest.name!r}, and its {component.precision} "
+                                     f"ONNX is quantized for CPUs, which TensorRT refuses (export with the tensorrt "
+                                     f"target)")
+    cache = cache_root() / "tensorrt-ep" / component.sha256[:16]
+    cache.mkdir(parents=True, exist_ok=True)
+    return component, tensorrt_ep_options(cache, int8=component.precision == "int8", fp16=True,
+                                          profiles=component.report.get("profiles", []))
 
 
 def _open_tensorrt_engine(bundle: VerifiedBundle, role: str) -> TensorRtEngine:

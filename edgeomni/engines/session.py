@@ -6,8 +6,10 @@ bundle runs on a Jetson (TensorRT EP), a desktop GPU (CUDA EP) and a laptop (CPU
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import onnxruntime as ort
 
@@ -31,12 +33,38 @@ class EngineProfile:
         return chosen or ["CPUExecutionProvider"]
 
 
-def create_session(path: Path, profile: EngineProfile | None = None) -> ort.InferenceSession:
+def tensorrt_ep_options(cache_dir: Path, *, int8: bool, fp16: bool,
+                        profiles: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """onnxruntime's TensorRT EP settings for one model (option names as in libonnxruntime_providers_tensorrt).
+
+    The EP builds a TensorRT engine for this GPU when the session starts, which takes seconds to minutes on a
+    Jetson: the engine and timing caches keep it for the next start (`cache_dir` is per model content, since the
+    EP keys its cache files by model path). A Q/DQ model needs INT8 enabled, or TensorRT refuses its Q/DQ layers
+    ("int8 is not configured in the builder"); a model without Q/DQ must not have it (TensorRT would then want a
+    calibration table). Explicit profiles (the export's, min/opt/max per input) spare the EP rebuilding the engine
+    each time an input shape leaves the range it has seen."""
+    options: dict[str, Any] = {
+        "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache_dir),
+        "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache_dir),
+        "trt_int8_enable": int8, "trt_fp16_enable": fp16,
+    }
+    if profiles:
+        for key in ("min", "opt", "max"):
+            options[f"trt_profile_{key}_shapes"] = ",".join(
+                f"{p['input']}:{'x'.join(str(int(d)) for d in p[key])}" for p in profiles)
+    return options
+
+
+def create_session(path: Path, profile: EngineProfile | None = None,
+                   provider_options: Mapping[str, Mapping[str, Any]] | None = None) -> ort.InferenceSession:
+    """`provider_options`: settings per provider name (e.g. `tensorrt_ep_options` for the TensorRT EP)."""
     profile = profile or EngineProfile()
+    provider_options = provider_options or {}
     options = ort.SessionOptions()
     # One thread per session by default: several engines share 2 cores, and the pipeline already runs
     # them concurrently in a thread pool; inner parallelism would only fight over the same cores.
     options.intra_op_num_threads = profile.intra_op_threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=options, providers=profile.available())
+    providers = [(p, dict(provider_options[p])) if p in provider_options else p for p in profile.available()]
+    return ort.InferenceSession(str(path), sess_options=options, providers=providers)

@@ -11,7 +11,7 @@ from typing import Any
 from edgeomni.errors import ExportError
 from edgeomni.export.recipe import Recipe
 from edgeomni.export.runner import REPORT_MD, GateFailed, Report, publish_bundle
-from edgeomni.export.tensorrt import engine_precision
+from edgeomni.export.tensorrt_target import TensorRtTarget, target_components
 
 
 def run(recipe: Recipe, work: Path, bundle: Path, report: Report) -> None:
@@ -106,13 +106,13 @@ def run(recipe: Recipe, work: Path, bundle: Path, report: Report) -> None:
         why = (f"{gate.metric} {value:.4f} < {gate.min} {kept}" if value < gate.min else
                f"INT8 is {size_ratio:.2f}x smaller than FP32, the gate wants {gate.min_size_ratio}x")
         raise GateFailed(f"accuracy gate not met: {why}; no bundle written, see {report.out / REPORT_MD}")
-    engine = None
+    target = None
     if "tensorrt" in recipe.targets:
-        with report.step("TensorRT engine from the QDQ ONNX (explicit quantization)"):
-            engine = _tensorrt(recipe, _symmetric_qdq(recipe, source, int8, calibration.tensors, excluded, work, say),
-                               source, work / f"{recipe.name}.engine", report.data, say)
+        with report.step("TensorRT target: the engine (where TensorRT exists) and the TensorRT EP's ONNX"):
+            target = _tensorrt(recipe, _symmetric_qdq(recipe, source, int8, calibration.tensors, excluded, work, say),
+                               source, int8, work, report.data, say)
     with report.step("writing the bundle"):
-        _write_bundle(recipe, bundle, fp32, int8, report.data, engine)
+        _write_bundle(recipe, bundle, fp32, int8, report.data, target)
         say(f"    bundle at {bundle}")
 
 
@@ -184,12 +184,11 @@ def _targets(recipe: Recipe) -> dict[str, str]:
 def _symmetric_qdq(recipe: Recipe, fp32: Path, int8: Path, calibration: Any, excluded: list[tuple[str, float]],
                    work: Path, say: Callable[[str], None]) -> Path:
     """TensorRT takes only symmetric int8 Q/DQ (zero point 0); the CPU bundle's uint8-asymmetric activations
-    (faster on x86) are quantized again for it, same method and excluded nodes. Only where TensorRT exists."""
+    (faster on x86) are quantized again for it, same method and excluded nodes."""
     from edgeomni.export.quantize import quantize_int8
-    from edgeomni.export.tensorrt import available
 
     quant = recipe.quantize
-    if quant.mode != "static" or quant.activations == "int8-symmetric" or available() is None:
+    if quant.mode != "static" or quant.activations == "int8-symmetric":
         return int8
     symmetric = work / f"{recipe.name}_int8_symmetric.onnx"
     quantize_int8(fp32, symmetric, calibration, method=quant.method, percentile=quant.percentile,
@@ -198,27 +197,28 @@ def _symmetric_qdq(recipe: Recipe, fp32: Path, int8: Path, calibration: Any, exc
     return symmetric
 
 
-def _tensorrt(recipe: Recipe, model: Path, fp32: Path, out: Path, report: dict[str, Any],
-              say: Callable[[str], None]) -> Path | None:
-    """Build the engine where TensorRT is installed; elsewhere say why in the report and go on. A static QDQ model
-    is built with explicit quantization; a dynamic-INT8 one has no TensorRT form, so its FP32 twin goes as FP16."""
-    from edgeomni.export.tensorrt import TensorRtSettings, build_target, model_input_dims, profile_for
+def _tensorrt(recipe: Recipe, model: Path, fp32: Path, shipped: Path, work: Path, report: dict[str, Any],
+              say: Callable[[str], None]) -> TensorRtTarget:
+    """The engine where TensorRT is installed (elsewhere the report says why and the export goes on) and the
+    TensorRT EP's ONNX everywhere. A static QDQ model is built with explicit quantization; a dynamic-INT8 one has
+    no TensorRT form, so its FP32 twin goes as FP16."""
+    from edgeomni.export.tensorrt import TensorRtSettings, model_input_dims, profile_for
+    from edgeomni.export.tensorrt_target import build_tensorrt_target
 
     static = recipe.quantize.mode == "static"
     source = model if static else fp32
     input_name, dims = next(iter(model_input_dims(source).items()))
     settings = TensorRtSettings(int8=static, profiles=[profile_for(input_name, dims, recipe.source.input_shape, 8)])
-    engine, record = build_target(source, out, settings, say)
-    report["targets"]["tensorrt"] = record["status"]
-    if engine is None:
-        report["tensorrt_profiles"] = record["profiles"]
-        return None
-    report["tensorrt"] = record
-    return engine
+    target = build_tensorrt_target(source, shipped, work, recipe.name, settings, say)
+    target.record["from"] = f"{'static INT8 QDQ' if static else 'FP32 ONNX, FP16 engine'} ({source.name})"
+    report["targets"]["tensorrt"] = target.record["status"] + (
+        f"; {target.ep_onnx.name} for onnxruntime's TensorRT EP" if target.ep_onnx else "")
+    report["tensorrt"] = target.record
+    return target
 
 
 def _write_bundle(recipe: Recipe, bundle: Path, fp32: Path, int8: Path, report: dict[str, Any],
-                  engine: Path | None = None) -> None:
+                  target: TensorRtTarget | None = None) -> None:
     from edgeomni.bundle.describe import describe_file
     from edgeomni.engines.image_preprocess import IMAGENET_MEAN, IMAGENET_STD
     from edgeomni.export.model_source import resolve_path, source_provenance
@@ -240,12 +240,10 @@ def _write_bundle(recipe: Recipe, bundle: Path, fp32: Path, int8: Path, report: 
         describe_file(staging, f"models/{fp32.name}", name=f"{recipe.name}_fp32", role=f"{role}-fp32",
                       precision="fp32", license="see source", provenance=provenance, preprocess=preprocess),
     ]
-    if engine is not None:  # tied to one TensorRT version and GPU: recorded in its report
-        shutil.copyfile(engine, staging / "models" / engine.name)
-        components.append(describe_file(staging, f"models/{engine.name}", name=f"{recipe.name}_tensorrt",
-                                        role=f"{role}-tensorrt", precision=engine_precision(report["tensorrt"]),
-                                        license="see source", provenance=provenance, preprocess=preprocess,
-                                        report=report["tensorrt"]))
+    if target is not None:
+        components += target_components(staging, "models", target, name=recipe.name, role=role,
+                                        license="see source",
+                                        provenance=provenance, preprocess=preprocess)
     if recipe.labels:
         labels = resolve_path(recipe, recipe.labels, "labels")
         shutil.copyfile(labels, staging / "models" / "labels.txt")

@@ -23,7 +23,7 @@ import numpy as np
 from edgeomni.errors import ExportError
 from edgeomni.export.recipe import QuantizeSpec, Recipe
 from edgeomni.export.runner import GateFailed, Report
-from edgeomni.export.tensorrt import engine_precision
+from edgeomni.export.tensorrt_target import TensorRtTarget, target_components
 
 COMPONENT_NAMES = ("detector", "recognizer")
 ROLES = {"detector": "ocr-detector", "recognizer": "ocr-recognizer"}
@@ -117,12 +117,12 @@ def run(recipe: Recipe, work: Path, bundle: Path, report: Report) -> None:
             "cer_vs_truth": round(shipped.cer(truth), 5) if known else None}
         say(f"    text unchanged on {shipped.unchanged(reference):.0%} of the held-out slides")
     report.data["targets"] = {t: "built (the shipped ONNX pair)" for t in recipe.targets if t != "tensorrt"}
-    engines: dict[str, Path] = {}
+    targets: dict[str, TensorRtTarget] = {}
     if "tensorrt" in recipe.targets:
-        with report.step("TensorRT engines of the shipped detector and recognizer"):
-            engines = _tensorrt_engines(recipe, report.data, fp32, inputs["calibration"], work, say)
+        with report.step("TensorRT target of the shipped detector and recognizer (engines, the EP's ONNX)"):
+            targets = _tensorrt_targets(recipe, report.data, fp32, inputs["calibration"], work, say)
     with report.step("writing the bundle"):
-        _write_bundle(recipe, bundle, work, dictionary, report.data, engines)
+        _write_bundle(recipe, bundle, work, dictionary, report.data, targets)
         say(f"    bundle at {bundle}")
 
 
@@ -234,32 +234,28 @@ class ComponentGate:
         return self.pipeline.read(pair["detector"], pair["recognizer"], self.heldout)
 
 
-def _tensorrt_engines(recipe: Recipe, report: dict[str, Any], fp32: dict[str, Path],
+def _tensorrt_targets(recipe: Recipe, report: dict[str, Any], fp32: dict[str, Path],
                       calibration: dict[str, list[np.ndarray]], work: Path,
-                      say: Callable[[str], None]) -> dict[str, Path]:
-    """One engine per component, from what that component ships: a static INT8 component is quantized again with
+                      say: Callable[[str], None]) -> dict[str, TensorRtTarget]:
+    """The target per component, from what that component ships: a static INT8 component is quantized again with
     symmetric int8 activations (TensorRT takes no zero points; same ranges, same FP32 nodes) and built with
     explicit quantization; an FP32 or dynamic-INT8 one (MatMulInteger has no TensorRT form) from its FP32 ONNX in
-    FP16. Profiles cover every shape the runtime's pre-processing can produce, tuned for the calibration median."""
+    FP16. Profiles cover every shape the runtime's pre-processing can produce, tuned for the calibration median.
+    The engine needs TensorRT here; the TensorRT EP's ONNX is written everywhere."""
     from edgeomni.engines.ocr import TextDetector, TextRecognizer
     from edgeomni.export.ocr_quant import quantize_component
-    from edgeomni.export.tensorrt import (
-        TensorRtSettings,
-        available,
-        build_target,
-        model_input_dims,
-        profile_for_range,
-    )
+    from edgeomni.export.tensorrt import TensorRtSettings, model_input_dims, profile_for_range
+    from edgeomni.export.tensorrt_target import build_tensorrt_target
     from edgeomni.export.vision_models import OCR_DETECTOR_PREPROCESS, OCR_RECOGNIZER_PREPROCESS
 
     bounds = {"detector": TextDetector.input_bounds(OCR_DETECTOR_PREPROCESS),
               "recognizer": TextRecognizer.input_bounds(OCR_RECOGNIZER_PREPROCESS)}
-    engines, records = {}, {}
+    targets = {}
     for name in COMPONENT_NAMES:
         entry = report["components"][name]
         static_int8 = entry["chosen_precision"] == "int8" and entry["quantization"].get("format", "").startswith("QDQ")
         source = Path(entry["file"]) if static_int8 else fp32[name]  # (already symmetric if the recipe said so)
-        if static_int8 and available() is not None and recipe.quantize.activations != "int8-symmetric":
+        if static_int8 and recipe.quantize.activations != "int8-symmetric":
             source = work / f"{FILES[name]}.int8_symmetric.onnx"
             excluded = [n["node"] for n in entry["gate"]["excluded_nodes"]]
             quantize_component(fp32[name], source, calibration[name], _input_name(fp32[name]),
@@ -268,13 +264,14 @@ def _tensorrt_engines(recipe: Recipe, report: dict[str, Any], fp32: dict[str, Pa
         input_name, dims = next(iter(model_input_dims(source).items()))
         profile = profile_for_range(input_name, dims, [t.shape for t in calibration[name]], bounds[name])
         settings = TensorRtSettings(int8=static_int8, profiles=[profile])
-        engine, records[name] = build_target(source, work / f"{FILES[name]}.engine", settings, say)
-        records[name]["from"] = f"{'static INT8 QDQ' if static_int8 else 'FP32 ONNX, FP16 engine'} ({source.name})"
-        if engine is not None:
-            engines[name] = engine
-    report["tensorrt"] = records
-    report["targets"]["tensorrt"] = "; ".join(f"{name} {r['status']}" for name, r in records.items())
-    return engines
+        targets[name] = build_tensorrt_target(source, Path(entry["file"]), work, FILES[name], settings, say)
+        targets[name].record["from"] = (f"{'static INT8 QDQ' if static_int8 else 'FP32 ONNX, FP16 engine'} "
+                                        f"({source.name})")
+    report["tensorrt"] = {name: t.record for name, t in targets.items()}
+    report["targets"]["tensorrt"] = "; ".join(
+        f"{name} {t.record['status']}" + (f" ({t.ep_onnx.name} for onnxruntime's TensorRT EP)" if t.ep_onnx else "")
+        for name, t in targets.items())
+    return targets
 
 
 def char_error_rate(got: list[str], want: list[str]) -> float:
@@ -337,7 +334,7 @@ def _at_least_opset(source: Path, out: Path, opset: int = MIN_OPSET) -> Path:
 
 
 def _write_bundle(recipe: Recipe, bundle: Path, work: Path, dictionary: Path, report: dict[str, Any],
-                  engines: dict[str, Path]) -> None:
+                  targets: dict[str, TensorRtTarget]) -> None:
     from edgeomni.bundle.describe import describe_file
     from edgeomni.export.model_source import source_provenance
     from edgeomni.export.runner import publish_bundle
@@ -358,13 +355,10 @@ def _write_bundle(recipe: Recipe, bundle: Path, work: Path, dictionary: Path, re
                                         precision=entry["chosen_precision"], license="Apache-2.0",
                                         provenance=provenance, preprocess=preprocess[name],
                                         report={k: v for k, v in entry.items() if k != "file"}))
-        if name in engines:  # tied to one TensorRT version and GPU: recorded in its report
-            shutil.copyfile(engines[name], staging / "ocr" / engines[name].name)
-            components.append(describe_file(staging, f"ocr/{engines[name].name}", name=f"ocr_{name}_tensorrt",
-                                            role=f"{ROLES[name]}-tensorrt",
-                                            precision=engine_precision(report["tensorrt"][name]),
-                                            license="Apache-2.0", provenance=provenance,
-                                            preprocess=preprocess[name], report=report["tensorrt"][name]))
+        if name in targets:
+            components += target_components(staging, "ocr", targets[name], name=f"ocr_{name}", role=ROLES[name],
+                                            license="Apache-2.0",
+                                            provenance=provenance, preprocess=preprocess[name])
     shutil.copyfile(dictionary, staging / "ocr" / dictionary.name)
     components.append(describe_file(staging, f"ocr/{dictionary.name}", name="ocr_dictionary", role="ocr-dictionary",
                                     precision="n/a", license="Apache-2.0",

@@ -343,14 +343,15 @@ def _build(options: WhisperExportOptions, out: Path, work: Path, report: dict[st
         from edgeomni.export.runner import GateFailed
 
         raise GateFailed("Whisper INT8 gate not met: " + "; ".join(failures))
-    engine = None
+    target = None
     if options.tensorrt:
-        from edgeomni.export.whisper.tensorrt import encoder_engine
+        from edgeomni.export.whisper.tensorrt import encoder_target
 
-        with steps.step("tensorrt", "TensorRT engine of the encoder (static INT8 QDQ)"):
+        with steps.step("tensorrt", "TensorRT target of the encoder (engine, the EP's ONNX; static INT8 QDQ)"):
             kept = [node for node, *_ in report["gate"]["kept_fp32"].get("encoder", [])]
-            engine, report["tensorrt"] = encoder_engine(pairs[""].fp32[0], files["int8"][0], features, clips,
-                                                        pairs[""].decoding.windows_s, options.method,
-                                                        options.activations, kept, work, progress)
+            target = encoder_target(pairs[""].fp32[0], files["int8"][0], features, clips,
+                                    pairs[""].decoding.windows_s, options.method, options.activations, kept, work,
+                                    progress)
+            report["tensorrt"] = target.record
     with steps.step("bundle", "writing the bundle and its report"):
-        write_bundle(out, work, files["int8"], assets, pairs[""].decoding, report, progress, engine)
+        write_bundle(out, work, files["int8"], assets, pairs[""].decoding, report, progress, target)

@@ -13,6 +13,7 @@ from typing import Any
 from edgeomni.bundle.manifest import MANIFEST_NAME, Manifest, StateSpec
 from edgeomni.bundle.verify import verify_bundle
 from edgeomni.export.default_bundle import VAD, locate, provenance
+from edgeomni.export.tensorrt_target import TensorRtTarget, target_components
 from edgeomni.export.whisper.ct2_to_hf import WHISPER_CT2
 
 
@@ -101,7 +102,8 @@ def write_report(directory: Path, report: dict[str, Any]) -> None:
 
 
 def write_bundle(out: Path, work: Path, int8: tuple[Path, Path], assets: dict[str, Path], decoding: Any,
-                 report: dict[str, Any], progress: Callable[[str], None], engine: Path | None = None) -> Path:
+                 report: dict[str, Any], progress: Callable[[str], None],
+                 tensorrt: TensorRtTarget | None = None) -> Path:
     """Assemble the bundle in `work`, verify it, then swap it into `out` in one rename."""
     from edgeomni import __version__
     from edgeomni.bundle.describe import describe_file
@@ -110,8 +112,6 @@ def write_bundle(out: Path, work: Path, int8: tuple[Path, Path], assets: dict[st
     files = {"asr/whisper_encoder_int8.onnx": int8[0], "asr/whisper_decoder_int8.onnx": int8[1],
              "asr/whisper_vocabulary.txt": assets["vocabulary"], "asr/whisper_mel.npz": assets["mel"],
              "vad/silero_vad.onnx": locate(VAD)}
-    if engine is not None:
-        files["asr/whisper_encoder.engine"] = engine
     for relpath, source in files.items():
         (staging / relpath).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, staging / relpath)
@@ -138,11 +138,10 @@ def write_bundle(out: Path, work: Path, int8: tuple[Path, Path], assets: dict[st
                       provenance=provenance(VAD), state=[StateSpec(input="state", output="stateN", shape=[2, 1, 128])],
                       preprocess={"sample_rate": 16000, "frame_samples": 512, "context_samples": 64}),
     ]
-    if engine is not None:  # tied to one TensorRT version and GPU: recorded in its report
-        components.append(describe_file(staging, "asr/whisper_encoder.engine", name="asr_whisper_encoder_tensorrt",
-                                        role="asr-whisper-encoder-tensorrt", precision="int8",
-                                        license=WHISPER_CT2.license, provenance=origin,
-                                        preprocess=components[0].preprocess, report=report["tensorrt"]))
+    if tensorrt is not None:
+        components += target_components(staging, "asr", tensorrt, name="asr_whisper_encoder",
+                                        role="asr-whisper-encoder", license=WHISPER_CT2.license, provenance=origin,
+                                        preprocess=components[0].preprocess)
     manifest = Manifest(
         name=report["bundle"], version=report["version"], created=datetime.now(UTC).isoformat(timespec="seconds"),
         components={c.name: c for c in components}, calibration=report["calibration"],

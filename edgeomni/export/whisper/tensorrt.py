@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeomni.export.tensorrt_target import TensorRtTarget
+
 DECODER_NOTE = ("the decoder stays on onnxruntime (CUDA EP where offered): its dynamic INT8 MatMulInteger has no "
                 "TensorRT form")
 
@@ -33,18 +35,20 @@ def encoder_profile(encoder: Path, windows_s: tuple[int, ...], clips: list[np.nd
     return profile_for_range(name, dims, examples, {0: (1, 1), 2: (shortest, longest)})
 
 
-def encoder_engine(fp32: Path, int8: Path, features: np.ndarray, clips: list[np.ndarray], windows_s: tuple[int, ...],
+def encoder_target(fp32: Path, int8: Path, features: np.ndarray, clips: list[np.ndarray], windows_s: tuple[int, ...],
                    method: str, activations: str, kept_fp32: list[str], work: Path,
-                   progress: Callable[[str], None]) -> tuple[Path | None, dict[str, Any]]:
-    """Build the encoder engine where TensorRT is installed (the CPU bundle's uint8 activations are quantized
-    again as symmetric int8, same method and the same nodes kept FP32); elsewhere, no engine and the reason."""
-    from edgeomni.export.tensorrt import TensorRtSettings, available, build_target
+                   progress: Callable[[str], None]) -> TensorRtTarget:
+    """The encoder's engine where TensorRT is installed (elsewhere, none and the reason) and its TensorRT-EP ONNX.
+    The CPU bundle's uint8 activations are quantized again as symmetric int8, same method, same nodes kept FP32."""
+    from edgeomni.export.tensorrt import TensorRtSettings
+    from edgeomni.export.tensorrt_target import build_tensorrt_target
     from edgeomni.export.whisper.quantize import quantize_encoder
 
     source = int8
-    if available() is not None and activations != "int8-symmetric":
+    if activations != "int8-symmetric":
         source = work / "encoder_int8_symmetric.onnx"
         quantize_encoder(fp32, source, features, method, "int8-symmetric", progress, keep_fp32=kept_fp32, work=work)
     settings = TensorRtSettings(profiles=[encoder_profile(source, windows_s, clips)])
-    engine, record = build_target(source, work / "whisper_encoder.engine", settings, progress)
-    return engine, {**record, "from": f"static INT8 QDQ encoder ({source.name})", "decoder": DECODER_NOTE}
+    target = build_tensorrt_target(source, int8, work, "whisper_encoder", settings, progress)
+    target.record.update({"from": f"static INT8 QDQ encoder ({source.name})", "decoder": DECODER_NOTE})
+    return target

@@ -1,0 +1,74 @@
+"""The `tensorrt` export target for one model: what a GPU device gets beside the CPU bundle's ONNX.
+
+Two files, both from the same source (the static INT8 model quantized again with symmetric int8 activations,
+or an FP32 model): a serialized engine, built only where TensorRT and a GPU exist and tied to that TensorRT
+release and GPU; and the source in the form TensorRT's ONNX parser takes (`tensorrt_form`: float biases), which
+onnxruntime's TensorRT EP turns into an engine on whatever GPU the bundle lands on. The second is written
+everywhere, so a bundle exported on a CPU-only workstation still runs INT8 on a Jetson's TensorRT.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeomni.bundle.manifest import Component
+from edgeomni.errors import ExportError
+from edgeomni.export.tensorrt import TensorRtSettings, build_target, engine_precision, tensorrt_form
+
+EP_NOTE = "onnxruntime's TensorRT EP builds its engine from this on the device's GPU (and caches it)"
+
+
+@dataclass(frozen=True)
+class TensorRtTarget:
+    """What the target made for one model: the engine (or None, and why in `record['status']`), the ONNX for the
+    TensorRT EP (None where the shipped ONNX already is that form), and the record for the report."""
+
+    engine: Path | None
+    ep_onnx: Path | None
+    record: dict[str, Any]
+
+
+def build_tensorrt_target(source: Path, shipped: Path, work: Path, stem: str, settings: TensorRtSettings,
+                          say: Callable[[str], None]) -> TensorRtTarget:
+    """`source`: the model TensorRT should run; `shipped`: the ONNX the bundle already carries for this role."""
+    try:
+        model, folded = tensorrt_form(source)
+    except ExportError as exc:
+        say(f"    {source.name}: not built: {exc}")
+        return TensorRtTarget(None, None, {"status": f"not built: {exc}", "profiles": [asdict(p) for p in
+                                                                                       settings.profiles]})
+    ep_onnx = None
+    if source != shipped or folded:
+        ep_onnx = work / f"{stem}.tensorrt.onnx"
+        ep_onnx.write_bytes(model)
+    engine, record = build_target(source, work / f"{stem}.engine", settings, say)
+    record["ep_onnx"] = {"file": (ep_onnx or shipped).name, "float_biases": folded, "note": EP_NOTE}
+    return TensorRtTarget(engine, ep_onnx, record)
+
+
+def target_components(staging: Path, folder: str, target: TensorRtTarget, *, name: str, role: str, license: str,
+                       provenance: dict[str, Any], preprocess: dict[str, Any]) -> list[Component]:
+    """Copy the target's files into the bundle's `folder` and describe them: `<role>-tensorrt` for the engine,
+    `<role>-tensorrt-onnx` for the EP's model (with the export's profiles, which the runtime hands the EP)."""
+    from edgeomni.bundle.describe import describe_file
+
+    components = []
+    common = {"license": license, "provenance": provenance, "preprocess": preprocess}
+    if target.engine is not None:  # tied to one TensorRT version and GPU: recorded in its report
+        shutil.copyfile(target.engine, staging / folder / target.engine.name)
+        components.append(describe_file(staging, f"{folder}/{target.engine.name}", name=f"{name}_tensorrt",
+                                        role=f"{role}-tensorrt", precision=engine_precision(target.record),
+                                        report=target.record, **common))
+    if target.ep_onnx is not None:
+        shutil.copyfile(target.ep_onnx, staging / folder / target.ep_onnx.name)
+        report = {"for": EP_NOTE, "from": target.record.get("from", ""), "profiles": target.record["profiles"],
+                  "float_biases": target.record["ep_onnx"]["float_biases"]}
+        components.append(describe_file(staging, f"{folder}/{target.ep_onnx.name}", name=f"{name}_tensorrt_onnx",
+                                        role=f"{role}-tensorrt-onnx",
+                                        precision="int8" if target.record.get("int8") else "fp32",
+                                        report=report, **common))
+    return components

@@ -283,6 +283,24 @@ def check_tensorrt_ep_model(bundle: VerifiedBundle, role: str) -> Any:
     return component
 
 
+def test_tensorrt_ep_caches_of_models_unused_for_30_days_are_removed(default_bundle: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import time
+
+    from edgeomni.engines.backend import EP_CACHE_KEEP_DAYS, _tensorrt_ep_model
+
+    monkeypatch.setenv("EDGEOMNI_CACHE", str(tmp_path))
+    root = tmp_path / "tensorrt-ep"
+    for name, age_days in (("replaced-model", EP_CACHE_KEEP_DAYS + 1), ("other-bundle", EP_CACHE_KEEP_DAYS - 1)):
+        (root / name).mkdir(parents=True)
+        (root / name / "x.engine").write_bytes(b"engine")
+        os.utime(root / name, (time.time() - age_days * 86400,) * 2)
+    component, options = _tensorrt_ep_model(verify_bundle(default_bundle), "ocr-detector")
+    assert sorted(p.name for p in root.iterdir()) == sorted(["other-bundle", component.sha256[:16]])
+    assert options["trt_engine_cache_path"] == str(root / component.sha256[:16])
+
+
 def test_tensorrt_ep_options_carry_the_exports_profiles(tmp_path: Path) -> None:
     from edgeomni.engines.session import tensorrt_ep_options
 

@@ -14,7 +14,11 @@ CPU run.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import onnxruntime as ort
@@ -28,6 +32,7 @@ from edgeomni.paths import cache_root
 
 log = logging.getLogger("edgeomni.engines")
 
+EP_CACHE_KEEP_DAYS = 30
 AUTO_ORDER = ("tensorrt", "tensorrt-ep", "cuda", "cpu")
 STEP_NAMES = {"tensorrt": "tensorrt engine", "tensorrt-ep": "onnxruntime TensorRT EP",
               "cuda": "onnxruntime CUDA EP", "cpu": "onnxruntime CPU"}
@@ -120,10 +125,22 @@ def _tensorrt_ep_model(bundle: VerifiedBundle, role: str) -> tuple[Component, di
             raise BackendUnavailable(f"no {ep_role} in bundle {bundle.manifest.name!r}, and its {component.precision} "
                                      f"ONNX is quantized for CPUs, which TensorRT refuses (export with the tensorrt "
                                      f"target)")
-    cache = cache_root() / "tensorrt-ep" / component.sha256[:16]
+    return component, tensorrt_ep_options(_ep_cache(component.sha256), int8=component.precision == "int8",
+                                          fp16=True, profiles=component.report.get("profiles", []))
+
+
+def _ep_cache(sha256: str) -> Path:
+    """This model's TensorRT EP cache directory (keyed by content), marked as used now; the caches of models no
+    session has opened for `EP_CACHE_KEEP_DAYS` (bundles replaced by updates) are removed: an engine is tens of MB."""
+    root = cache_root() / "tensorrt-ep"
+    cache = root / sha256[:16]
     cache.mkdir(parents=True, exist_ok=True)
-    return component, tensorrt_ep_options(cache, int8=component.precision == "int8", fp16=True,
-                                          profiles=component.report.get("profiles", []))
+    os.utime(cache)
+    stale_before = time.time() - EP_CACHE_KEEP_DAYS * 86400
+    for other in root.iterdir():
+        if other != cache and other.is_dir() and other.stat().st_mtime < stale_before:
+            shutil.rmtree(other, ignore_errors=True)
+    return cache
 
 
 def _open_tensorrt_engine(bundle: VerifiedBundle, role: str) -> TensorRtEngine:

@@ -131,8 +131,15 @@ def test_recipe_end_to_end_keeps_int8_only_where_the_text_holds(tmp_path: Path) 
 
     from edgeomni.bundle import verify_bundle
 
-    ep_model = check_tensorrt_ep_model(verify_bundle(tmp_path / "ok" / "bundle"), "ocr-detector")
+    verified = verify_bundle(tmp_path / "ok" / "bundle")
+    ep_model = check_tensorrt_ep_model(verified, "ocr-detector")
     assert ep_model.precision == "int8" and ep_model.report["profiles"] == engines["detector"]["profiles"]
+    assert ep_model.report["gate"]["metric"] == "text_unchanged" and ep_model.report["gate"]["passed"]
+    from edgeomni.engines.backend import _tensorrt_ep_model
+
+    # Whatever the recognizer ships (a TensorRT-form copy, or its FP32 ONNX as it is), the EP gets the profiles.
+    _, options = _tensorrt_ep_model(verified, "ocr-recognizer")
+    assert options["trt_profile_max_shapes"].endswith(":1x3x48x1536")
     assert report["fp32_pipeline"]["exact"] >= 0.75
     cal = report["calibration"]
     assert cal["count"] == 4 and cal["seed"] == 1234 and set(cal["inputs"]) == {"detector", "recognizer"}
@@ -179,12 +186,15 @@ def test_where_tensorrt_exists_each_engine_gets_the_model_it_can_take(tmp_path: 
     for stem, name in (("ppocrv4_det", "detector"), ("ppocrv4_rec", "recognizer")):
         source, settings, zero_points = handed[stem]
         shipped = report["components"][name]
-        if shipped["chosen_precision"] == "int8" and shipped["quantization"]["format"] == "QDQ":
+        static = shipped["chosen_precision"] == "int8" and shipped["quantization"]["format"] == "QDQ"
+        if static and "fallback" not in report["tensorrt"][name]:
             assert source.name == f"{stem}.int8_symmetric.onnx" and settings.int8
             # every zero point 0, none uint8 (int32 ones are the biases')
             assert zero_points and all(z.dtype in (np.int8, np.int32) and not z.any() for z in zero_points)
-        else:  # FP32, or dynamic INT8 (MatMulInteger: no TensorRT form): the FP32 graph as an FP16 engine
-            assert ".int8" not in source.name and not settings.int8 and settings.fp16
+            assert report["tensorrt"][name]["gate"]["passed"]
+        else:  # FP32, dynamic INT8 (MatMulInteger: no TensorRT form), or a symmetric form that failed the gate:
+            assert ".int8" not in source.name and not settings.int8 and settings.fp16  # the FP32 graph, FP16
+            assert not static or report["tensorrt"][name]["gate"]["passed"] is False
     assert "engine build failed" in report["targets"]["tensorrt"]
     assert not any(p.suffix == ".engine" for p in bundle.rglob("*")) and (bundle / "manifest.json").is_file()
 

@@ -158,7 +158,10 @@ def test_mobilenet_recipe_end_to_end_and_an_unmeetable_gate(tmp_path: Path) -> N
     if tensorrt_version() is None:  # the TensorRT target fails with its reason; the ONNX bundle is still written
         assert "not built" in report["targets"]["tensorrt"] and "not installed" in report["targets"]["tensorrt"]
     assert report["tensorrt"]["profiles"][0]["max"] == [8, 3, 224, 224]
-    assert "mobilenet-v2.tensorrt.onnx for onnxruntime's TensorRT EP" in report["targets"]["tensorrt"]
+    # The TensorRT form (symmetric int8 activations) is another model than the gated CPU one: gated too.
+    assert "onnxruntime's TensorRT EP: mobilenet-v2.tensorrt.onnx (top1_agreement " in report["targets"]["tensorrt"]
+    ep_gate = report["tensorrt"]["gate"]
+    assert ep_gate["passed"] and 0.5 <= ep_gate["value"] <= 1.0 and ep_gate["min"] == 0.5
     verify = subprocess.run([sys.executable, "-m", "edgeomni.cli", "bundle", "verify", str(bundle)],
                             capture_output=True, text=True, timeout=120)
     assert verify.returncode == 0, verify.stderr
@@ -253,6 +256,34 @@ def test_tensorrt_build_progress_reports_phases_and_throttles_steps() -> None:
     assert lines[0] == "    det.onnx: Building engine (3 steps)"
     assert lines[1] == "    det.onnx: Building engine > Tactic timing 10/100, 5 s"
     assert len(lines) == 1 + 10 + 1 and lines[-1] == "    det.onnx: Building engine done in 50.0 s"
+
+
+def test_a_tensorrt_form_that_fails_the_gate_ships_nothing_and_says_why(default_bundle: Path, tmp_path: Path) -> None:
+    from edgeomni.export.tensorrt_target import build_tensorrt_target, describe
+
+    gated: list[Path] = []
+
+    def failing_gate(model: Path) -> dict:
+        gated.append(model)
+        return {"passed": False, "summary": "top1_agreement 0.5000 on 4 held-out inputs (gate 0.9)"}
+
+    fp32 = default_bundle / "labeller" / "mobilenet_v2_fp32.onnx"  # (stands in for the symmetric copy too)
+    shipped = tmp_path / "shipped.onnx"
+    target = build_tensorrt_target(fp32, shipped, tmp_path, "m", TensorRtSettings(), lambda line: None, failing_gate)
+    assert gated == [tmp_path / "m.tensorrt.onnx"] and target.engine is None and target.ep_onnx is None
+    assert describe(target.record) == ("not built: its symmetric INT8 form fails the accuracy gate: top1_agreement "
+                                       "0.5000 on 4 held-out inputs (gate 0.9)")
+    # With the FP32 model at hand, the target falls back to it (FP16 on the GPU) instead of shipping nothing.
+    fallback = build_tensorrt_target(fp32, shipped, tmp_path, "f", TensorRtSettings(), lambda line: None,
+                                     failing_gate, fp32=fp32)
+    assert fallback.ep_onnx == tmp_path / "f.tensorrt.onnx" and fallback.record["int8"] is False
+    assert fallback.record["from"] == "FP32 ONNX, FP16 engine (mobilenet_v2_fp32.onnx)"
+    assert describe(fallback.record).endswith("onnxruntime's TensorRT EP: f.tensorrt.onnx (FP16 from FP32: its "
+                                              "symmetric INT8 form fails the accuracy gate: top1_agreement 0.5000 "
+                                              "on 4 held-out inputs (gate 0.9))")
+    shipped_form = build_tensorrt_target(fp32, fp32, tmp_path, "n", TensorRtSettings(), lambda line: None,
+                                         failing_gate)  # the shipped ONNX is the TensorRT form: gated already
+    assert len(gated) == 2 and shipped_form.ep_onnx is None and "accuracy gate" not in shipped_form.record["status"]
 
 
 def test_tensorrt_settings_are_checked() -> None:

@@ -313,7 +313,7 @@ def test_the_encoder_engine_is_built_from_a_symmetric_encoder_and_transcribes_bo
     assert target.ep_onnx == tmp_path / "whisper_encoder.tensorrt.onnx"
     assert engine is not None and record["status"].startswith("built: TensorRT ")
     assert "decoder stays" in record["decoder"]
-    assert record["from"] == "static INT8 QDQ encoder (encoder_int8_symmetric.onnx)" and record["float_biases"] >= 2
+    assert record["from"] == "static INT8 QDQ (encoder_int8_symmetric.onnx)" and record["float_biases"] >= 2
     assert record["profiles"][0]["min"][2] == 1500 and record["profiles"][0]["max"][2] == 3000
     parsed = [args["model"] for name, args in simulated_gpu.events if name == "OnnxParser.parse"]
     graph = onnx.load_from_string(bytes(parsed[-1])).graph

@@ -125,8 +125,10 @@ def _tensorrt_ep_model(bundle: VerifiedBundle, role: str) -> tuple[Component, di
             raise BackendUnavailable(f"no {ep_role} in bundle {bundle.manifest.name!r}, and its {component.precision} "
                                      f"ONNX is quantized for CPUs, which TensorRT refuses (export with the tensorrt "
                                      f"target)")
+    # The export's profiles: the copy's own, or (an FP32 model the EP takes as shipped) the role's record of them.
+    profiles = component.report.get("profiles") or component.report.get("tensorrt_profiles", [])
     return component, tensorrt_ep_options(_ep_cache(component.sha256), int8=component.precision == "int8",
-                                          fp16=True, profiles=component.report.get("profiles", []))
+                                          fp16=True, profiles=profiles)
 
 
 def _ep_cache(sha256: str) -> Path:

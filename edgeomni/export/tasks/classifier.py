@@ -11,7 +11,7 @@ from typing import Any
 from edgeomni.errors import ExportError
 from edgeomni.export.recipe import Recipe
 from edgeomni.export.runner import REPORT_MD, GateFailed, Report, publish_bundle
-from edgeomni.export.tensorrt_target import TensorRtTarget, target_components
+from edgeomni.export.tensorrt_target import Gate, TensorRtTarget, describe, target_components
 
 
 def run(recipe: Recipe, work: Path, bundle: Path, report: Report) -> None:
@@ -108,9 +108,15 @@ def run(recipe: Recipe, work: Path, bundle: Path, report: Report) -> None:
         raise GateFailed(f"accuracy gate not met: {why}; no bundle written, see {report.out / REPORT_MD}")
     target = None
     if "tensorrt" in recipe.targets:
+        def gate_tensorrt_form(model: Path) -> dict[str, Any]:
+            got = score(gate.metric, reference, logits(model, heldout.tensors))
+            return {"metric": gate.metric, "value": round(got, 4), "min": gate.min, "passed": got >= gate.min,
+                    "summary": f"{gate.metric} {got:.4f} on {len(heldout.tensors)} held-out inputs (gate {gate.min}, "
+                               f"the CPU model: {value:.4f})"}
+
         with report.step("TensorRT target: the engine (where TensorRT exists) and the TensorRT EP's ONNX"):
             target = _tensorrt(recipe, _symmetric_qdq(recipe, source, int8, calibration.tensors, excluded, work, say),
-                               source, int8, work, report.data, say)
+                               source, int8, work, report.data, say, gate_tensorrt_form)
     with report.step("writing the bundle"):
         _write_bundle(recipe, bundle, fp32, int8, report.data, target)
         say(f"    bundle at {bundle}")
@@ -198,7 +204,7 @@ def _symmetric_qdq(recipe: Recipe, fp32: Path, int8: Path, calibration: Any, exc
 
 
 def _tensorrt(recipe: Recipe, model: Path, fp32: Path, shipped: Path, work: Path, report: dict[str, Any],
-              say: Callable[[str], None]) -> TensorRtTarget:
+              say: Callable[[str], None], gate: Gate) -> TensorRtTarget:
     """The engine where TensorRT is installed (elsewhere the report says why and the export goes on) and the
     TensorRT EP's ONNX everywhere. A static QDQ model is built with explicit quantization; a dynamic-INT8 one has
     no TensorRT form, so its FP32 twin goes as FP16."""
@@ -209,10 +215,8 @@ def _tensorrt(recipe: Recipe, model: Path, fp32: Path, shipped: Path, work: Path
     source = model if static else fp32
     input_name, dims = next(iter(model_input_dims(source).items()))
     settings = TensorRtSettings(int8=static, profiles=[profile_for(input_name, dims, recipe.source.input_shape, 8)])
-    target = build_tensorrt_target(source, shipped, work, recipe.name, settings, say)
-    target.record["from"] = f"{'static INT8 QDQ' if static else 'FP32 ONNX, FP16 engine'} ({source.name})"
-    report["targets"]["tensorrt"] = target.record["status"] + (
-        f"; {target.ep_onnx.name} for onnxruntime's TensorRT EP" if target.ep_onnx else "")
+    target = build_tensorrt_target(source, shipped, work, recipe.name, settings, say, gate, fp32 if static else None)
+    report["targets"]["tensorrt"] = describe(target.record)
     report["tensorrt"] = target.record
     return target
 

@@ -23,7 +23,7 @@ import numpy as np
 from edgeomni.errors import ExportError
 from edgeomni.export.recipe import QuantizeSpec, Recipe
 from edgeomni.export.runner import GateFailed, Report
-from edgeomni.export.tensorrt_target import TensorRtTarget, target_components
+from edgeomni.export.tensorrt_target import Gate, TensorRtTarget, describe, target_components
 
 COMPONENT_NAMES = ("detector", "recognizer")
 ROLES = {"detector": "ocr-detector", "recognizer": "ocr-recognizer"}
@@ -119,8 +119,20 @@ def run(recipe: Recipe, work: Path, bundle: Path, report: Report) -> None:
     report.data["targets"] = {t: "built (the shipped ONNX pair)" for t in recipe.targets if t != "tensorrt"}
     targets: dict[str, TensorRtTarget] = {}
     if "tensorrt" in recipe.targets:
+        def gate_tensorrt_form(name: str) -> Gate:
+            """The component's TensorRT form, the other one FP32, on the held-out slides: the component gate."""
+            def gate(model: Path) -> dict[str, Any]:
+                pair = dict(fp32, **{name: model})
+                got = pipeline.read(pair["detector"], pair["recognizer"], heldout.slides).unchanged(reference)
+                return {"metric": "text_unchanged", "value": round(got, 4), "min": recipe.gate.min,
+                        "passed": got >= recipe.gate.min,
+                        "summary": f"text unchanged on {got:.0%} of {len(heldout.slides)} held-out slides (gate "
+                                   f"{recipe.gate.min:.0%})"}
+            return gate
+
         with report.step("TensorRT target of the shipped detector and recognizer (engines, the EP's ONNX)"):
-            targets = _tensorrt_targets(recipe, report.data, fp32, inputs["calibration"], work, say)
+            targets = _tensorrt_targets(recipe, report.data, fp32, inputs["calibration"], work, say,
+                                        gate_tensorrt_form)
     with report.step("writing the bundle"):
         _write_bundle(recipe, bundle, work, dictionary, report.data, targets)
         say(f"    bundle at {bundle}")
@@ -235,8 +247,8 @@ class ComponentGate:
 
 
 def _tensorrt_targets(recipe: Recipe, report: dict[str, Any], fp32: dict[str, Path],
-                      calibration: dict[str, list[np.ndarray]], work: Path,
-                      say: Callable[[str], None]) -> dict[str, TensorRtTarget]:
+                      calibration: dict[str, list[np.ndarray]], work: Path, say: Callable[[str], None],
+                      gate: Callable[[str], Gate] | None = None) -> dict[str, TensorRtTarget]:
     """The target per component, from what that component ships: a static INT8 component is quantized again with
     symmetric int8 activations (TensorRT takes no zero points; same ranges, same FP32 nodes) and built with
     explicit quantization; an FP32 or dynamic-INT8 one (MatMulInteger has no TensorRT form) from its FP32 ONNX in
@@ -264,13 +276,13 @@ def _tensorrt_targets(recipe: Recipe, report: dict[str, Any], fp32: dict[str, Pa
         input_name, dims = next(iter(model_input_dims(source).items()))
         profile = profile_for_range(input_name, dims, [t.shape for t in calibration[name]], bounds[name])
         settings = TensorRtSettings(int8=static_int8, profiles=[profile])
-        targets[name] = build_tensorrt_target(source, Path(entry["file"]), work, FILES[name], settings, say)
-        targets[name].record["from"] = (f"{'static INT8 QDQ' if static_int8 else 'FP32 ONNX, FP16 engine'} "
-                                        f"({source.name})")
+        targets[name] = build_tensorrt_target(  # (an FP32 source is the reference: nothing to gate)
+            source, Path(entry["file"]), work, FILES[name], settings, say,
+            gate(name) if gate and static_int8 else None, fp32[name] if static_int8 else None)
+        if targets[name].ep_onnx is None:  # the EP runs the shipped FP32 ONNX: the profiles spare it rebuilds
+            entry["tensorrt_profiles"] = targets[name].record["profiles"]
     report["tensorrt"] = {name: t.record for name, t in targets.items()}
-    report["targets"]["tensorrt"] = "; ".join(
-        f"{name} {t.record['status']}" + (f" ({t.ep_onnx.name} for onnxruntime's TensorRT EP)" if t.ep_onnx else "")
-        for name, t in targets.items())
+    report["targets"]["tensorrt"] = "; ".join(f"{name} {describe(t.record)}" for name, t in targets.items())
     return targets
 
 

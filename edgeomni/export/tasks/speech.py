@@ -81,7 +81,9 @@ def run(recipe: Recipe, work: Path, bundle: Path, report: Report) -> None:
                               for t in recipe.targets if t != "tensorrt"}
     if "tensorrt" in recipe.targets:
         engine = whisper["tensorrt"]
-        report.data["targets"]["tensorrt"] = f"encoder {engine['status']}; {engine['decoder']}"
+        from edgeomni.export.tensorrt_target import describe
+
+        report.data["targets"]["tensorrt"] = f"encoder {describe(engine)}; {engine['decoder']}"
 
 
 def _merge(report: Report, whisper: dict[str, Any]) -> None:

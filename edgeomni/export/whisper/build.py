@@ -347,11 +347,21 @@ def _build(options: WhisperExportOptions, out: Path, work: Path, report: dict[st
     if options.tensorrt:
         from edgeomni.export.whisper.tensorrt import encoder_target
 
+        def gate_encoder(encoder: Path) -> dict[str, Any]:
+            """The TensorRT-form encoder with the shipped INT8 decoder: the WER gate, on the same held-out clips."""
+            asr = _pair_asr(encoder, files["int8"][1], assets, pairs[""].decoding, threads=2)
+            got = score(lambda a: asr.transcribe(a).text, items, progress, "TensorRT-form encoder WER")["wer"]
+            base, cpu = accuracy["fp32"]["wer"], accuracy["int8"]["wer"]
+            return {"metric": "wer", "value": round(got, 4), "fp32": round(base, 4),
+                    "max_wer_delta": options.max_wer_delta, "passed": got - base <= options.max_wer_delta + 1e-9,
+                    "summary": f"WER {got:.2%} vs FP32 {base:.2%} (allowed +{options.max_wer_delta:.2%}, the CPU "
+                               f"model: {cpu:.2%})"}
+
         with steps.step("tensorrt", "TensorRT target of the encoder (engine, the EP's ONNX; static INT8 QDQ)"):
             kept = [node for node, *_ in report["gate"]["kept_fp32"].get("encoder", [])]
             target = encoder_target(pairs[""].fp32[0], files["int8"][0], features, clips,
                                     pairs[""].decoding.windows_s, options.method, options.activations, kept, work,
-                                    progress)
+                                    progress, gate_encoder)
             report["tensorrt"] = target.record
     with steps.step("bundle", "writing the bundle and its report"):
         write_bundle(out, work, files["int8"], assets, pairs[""].decoding, report, progress, target)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeomni.export.tensorrt_target import TensorRtTarget
+from edgeomni.export.tensorrt_target import Gate, TensorRtTarget
 
 DECODER_NOTE = ("the decoder stays on onnxruntime (CUDA EP where offered): its dynamic INT8 MatMulInteger has no "
                 "TensorRT form")
@@ -37,7 +37,7 @@ def encoder_profile(encoder: Path, windows_s: tuple[int, ...], clips: list[np.nd
 
 def encoder_target(fp32: Path, int8: Path, features: np.ndarray, clips: list[np.ndarray], windows_s: tuple[int, ...],
                    method: str, activations: str, kept_fp32: list[str], work: Path,
-                   progress: Callable[[str], None]) -> TensorRtTarget:
+                   progress: Callable[[str], None], gate: Gate | None = None) -> TensorRtTarget:
     """The encoder's engine where TensorRT is installed (elsewhere, none and the reason) and its TensorRT-EP ONNX.
     The CPU bundle's uint8 activations are quantized again as symmetric int8, same method, same nodes kept FP32."""
     from edgeomni.export.tensorrt import TensorRtSettings
@@ -49,6 +49,6 @@ def encoder_target(fp32: Path, int8: Path, features: np.ndarray, clips: list[np.
         source = work / "encoder_int8_symmetric.onnx"
         quantize_encoder(fp32, source, features, method, "int8-symmetric", progress, keep_fp32=kept_fp32, work=work)
     settings = TensorRtSettings(profiles=[encoder_profile(source, windows_s, clips)])
-    target = build_tensorrt_target(source, int8, work, "whisper_encoder", settings, progress)
-    target.record.update({"from": f"static INT8 QDQ encoder ({source.name})", "decoder": DECODER_NOTE})
+    target = build_tensorrt_target(source, int8, work, "whisper_encoder", settings, progress, gate, fp32)
+    target.record["decoder"] = DECODER_NOTE
     return target

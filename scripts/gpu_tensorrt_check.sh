@@ -24,7 +24,8 @@ echo "==> TensorRT + cuda-python (the 'tensorrt' extra, pinned in pyproject.toml
 if [ "${ORT_GPU:-0}" = 1 ]; then
   echo "==> onnxruntime-gpu (same version as the CPU build) for the CUDA / TensorRT execution providers"
   ver=$("$PY" -c "import onnxruntime; print(onnxruntime.__version__)")
-  "$PIP" uninstall -q -y onnxruntime && "$PIP" install -q "onnxruntime-gpu==$ver"
+  # (onnxruntime-gpu can trail the CPU build: 1.32.0 CPU, 1.31.1 GPU on PyPI in 2026-11; then the newest before it)
+  "$PIP" uninstall -q -y onnxruntime && { "$PIP" install -q "onnxruntime-gpu==$ver" || "$PIP" install -q "onnxruntime-gpu<=$ver"; }
 fi
 "$PY" - <<'PY'
 from edgeomni.engines.tensorrt_runner import gpu_identity, tensorrt_version
@@ -50,6 +51,22 @@ echo "==> the sample clip captioned with the Whisper bundle: which backend each 
 .venv/bin/edgeomni run --source sample --no-realtime --bundle "$OUT/whisper/bundle" --sink "jsonl:$OUT/whisper_run.jsonl" \
   >/dev/null
 head -1 "$OUT/whisper_run.jsonl" | "$PY" -c "import json, sys; print(json.dumps(json.load(sys.stdin)['backend'], indent=1))"
+
+echo "==> the TensorRT EP on each bundle's TensorRT-form copy (its engine cache: a second open loads, not builds)"
+for pair in export:image-labeller ocr:ocr-detector whisper:asr-whisper-encoder; do
+  bundle=${pair%%:*} role=${pair#*:}
+  "$PY" - "$OUT/$bundle/bundle" "$role" <<'PY'
+import sys, time
+from edgeomni.bundle import verify_bundle
+from edgeomni.engines.backend import open_engine
+from edgeomni.engines.session import EngineProfile
+bundle, role = verify_bundle(sys.argv[1]), sys.argv[2]
+for attempt in ("first open (builds)", "second open (cache)"):
+    started = time.perf_counter()
+    session, choice = open_engine(bundle, role, EngineProfile(backend="tensorrt-ep"))
+    print(f"{role}: {attempt} {time.perf_counter() - started:.1f} s on {session.get_providers()}")
+PY
+done
 
 echo "==> GPU tests (engine built from the INT8 ONNX, top-1 vs ORT CPU, profile refusal, labeller on the engine)"
 .venv/bin/pytest -q tests/test_tensorrt_runtime.py -rs

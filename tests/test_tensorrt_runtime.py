@@ -299,6 +299,11 @@ def test_tensorrt_ep_caches_of_models_unused_for_30_days_are_removed(default_bun
     component, options = _tensorrt_ep_model(verify_bundle(default_bundle), "ocr-detector")
     assert sorted(p.name for p in root.iterdir()) == sorted(["other-bundle", component.sha256[:16]])
     assert options["trt_engine_cache_path"] == str(root / component.sha256[:16])
+    (tmp_path / "read-only").write_text("a file where the cache folder should be")
+    monkeypatch.setenv("EDGEOMNI_CACHE", str(tmp_path / "read-only"))
+    with pytest.raises(BackendUnavailable, match=r"cannot keep its engine cache in .*read-only/tensorrt-ep/"
+                                                 r".*\(set EDGEOMNI_CACHE to a writable folder\)"):
+        _tensorrt_ep_model(verify_bundle(default_bundle), "ocr-detector")
 
 
 def test_tensorrt_ep_options_carry_the_exports_profiles(tmp_path: Path) -> None:

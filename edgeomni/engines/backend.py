@@ -136,12 +136,19 @@ def _ep_cache(sha256: str) -> Path:
     session has opened for `EP_CACHE_KEEP_DAYS` (bundles replaced by updates) are removed: an engine is tens of MB."""
     root = cache_root() / "tensorrt-ep"
     cache = root / sha256[:16]
-    cache.mkdir(parents=True, exist_ok=True)
-    os.utime(cache)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        os.utime(cache)
+    except OSError as exc:  # without a cache the EP would rebuild its engine (minutes on a Jetson) at every start
+        raise BackendUnavailable(f"cannot keep its engine cache in {cache}: {exc.strerror or exc} "
+                                 f"(set EDGEOMNI_CACHE to a writable folder)") from None
     stale_before = time.time() - EP_CACHE_KEEP_DAYS * 86400
     for other in root.iterdir():
-        if other != cache and other.is_dir() and other.stat().st_mtime < stale_before:
-            shutil.rmtree(other, ignore_errors=True)
+        try:
+            if other != cache and other.is_dir() and other.stat().st_mtime < stale_before:
+                shutil.rmtree(other, ignore_errors=True)
+        except OSError:  # another process pruning the same folder
+            continue
     return cache
 
 

@@ -188,9 +188,9 @@ def test_where_tensorrt_exists_each_engine_gets_the_model_it_can_take(tmp_path: 
         shipped = report["components"][name]
         static = shipped["chosen_precision"] == "int8" and shipped["quantization"]["format"] == "QDQ"
         if static and "fallback" not in report["tensorrt"][name]:
-            assert source.name == f"{stem}.int8_symmetric.onnx" and settings.int8
-            # every zero point 0, none uint8 (int32 ones are the biases')
-            assert zero_points and all(z.dtype in (np.int8, np.int32) and not z.any() for z in zero_points)
+            assert source.name == f"{stem}.tensorrt.onnx" and settings.int8  # the EP's file, folded from symmetric
+            # every zero point int8 and 0 (the int32 ones of ONNX Runtime's biases are folded away)
+            assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)
             assert report["tensorrt"][name]["gate"]["passed"]
         else:  # FP32, dynamic INT8 (MatMulInteger: no TensorRT form), or a symmetric form that failed the gate:
             assert ".int8" not in source.name and not settings.int8 and settings.fp16  # the FP32 graph, FP16

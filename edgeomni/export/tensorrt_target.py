@@ -64,7 +64,10 @@ def build_tensorrt_target(source: Path, shipped: Path, work: Path, stem: str, se
             target.record["fallback"] = f"FP16 from FP32: {failed}"
         target.record["gate"] = verdict
         return target
-    engine, record = build_target(source, work / f"{stem}.engine", settings, say)
+    # The engine is built from the very file the EP gets (TensorRT's form already: nothing left to fold).
+    engine, record = build_target(ep_onnx or source, work / f"{stem}.engine", settings, say)
+    if "float_biases" in record:
+        record["float_biases"] = folded
     record["from"] = f"{'static INT8 QDQ' if settings.int8 else 'FP32 ONNX, FP16 engine'} ({source.name})"
     if verdict is not None:
         record["gate"] = verdict

@@ -246,8 +246,7 @@ def _write_bundle(recipe: Recipe, bundle: Path, fp32: Path, int8: Path, report: 
     ]
     if target is not None:
         components += target_components(staging, "models", target, name=recipe.name, role=role,
-                                        license="see source",
-                                        provenance=provenance, preprocess=preprocess)
+                                        license="see source", provenance=provenance, preprocess=preprocess)
     if recipe.labels:
         labels = resolve_path(recipe, recipe.labels, "labels")
         shutil.copyfile(labels, staging / "models" / "labels.txt")

@@ -369,8 +369,7 @@ def _write_bundle(recipe: Recipe, bundle: Path, work: Path, dictionary: Path, re
                                         report={k: v for k, v in entry.items() if k != "file"}))
         if name in targets:
             components += target_components(staging, "ocr", targets[name], name=f"ocr_{name}", role=ROLES[name],
-                                            license="Apache-2.0",
-                                            provenance=provenance, preprocess=preprocess[name])
+                                            license="Apache-2.0", provenance=provenance, preprocess=preprocess[name])
     shutil.copyfile(dictionary, staging / "ocr" / dictionary.name)
     components.append(describe_file(staging, f"ocr/{dictionary.name}", name="ocr_dictionary", role="ocr-dictionary",
                                     precision="n/a", license="Apache-2.0",

@@ -288,7 +288,8 @@ def test_tensorrt_ep_caches_of_models_unused_for_30_days_are_removed(default_bun
     import os
     import time
 
-    from edgeomni.engines.backend import EP_CACHE_KEEP_DAYS, _tensorrt_ep_model
+    from edgeomni.engines.backend import _tensorrt_ep_model
+    from edgeomni.engines.session import EP_CACHE_KEEP_DAYS
 
     monkeypatch.setenv("EDGEOMNI_CACHE", str(tmp_path))
     root = tmp_path / "tensorrt-ep"
@@ -304,6 +305,44 @@ def test_tensorrt_ep_caches_of_models_unused_for_30_days_are_removed(default_bun
     with pytest.raises(BackendUnavailable, match=r"cannot keep its engine cache in .*read-only/tensorrt-ep/"
                                                  r".*\(set EDGEOMNI_CACHE to a writable folder\)"):
         _tensorrt_ep_model(verify_bundle(default_bundle), "ocr-detector")
+
+
+def test_models_without_an_engine_choice_get_a_cached_tensorrt_ep_engine(default_bundle: Path, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """VAD, ASR and faces take the provider order as it is; where that offers the TensorRT EP, their engines are
+    cached (same precision as before: no INT8, no FP16), in a folder that changes when the file does."""
+    import onnxruntime as ort
+
+    from edgeomni.engines import session as session_module
+
+    if "TensorrtExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has the TensorRT EP: it would be used for real")
+    monkeypatch.setenv("EDGEOMNI_CACHE", str(tmp_path / "cache"))
+    offered = ["TensorrtExecutionProvider", *ort.get_available_providers()]
+    monkeypatch.setattr(session_module.ort, "get_available_providers", lambda: offered)
+    handed: list[Any] = []
+    real = ort.InferenceSession
+
+    def recording(path: str, sess_options: Any = None, providers: Any = None) -> Any:
+        handed.append(providers)
+        return real(path, sess_options=sess_options, providers=providers)  # (this build then runs it on CPU)
+
+    monkeypatch.setattr(session_module.ort, "InferenceSession", recording)
+    vad = tmp_path / "silero_vad.onnx"
+    shutil.copyfile(default_bundle / "vad" / "silero_vad.onnx", vad)
+    create_session(vad)
+    name, options = handed[-1][0]
+    assert name == "TensorrtExecutionProvider" and options["trt_int8_enable"] is False
+    assert options["trt_fp16_enable"] is False and options["trt_engine_cache_enable"] is True
+    check_tensorrt_ep_options(options)
+    first = options["trt_engine_cache_path"]
+    create_session(vad)
+    assert handed[-1][0][1]["trt_engine_cache_path"] == first  # the same file: its cached engine again
+    import os
+
+    os.utime(vad, ns=(vad.stat().st_atime_ns, vad.stat().st_mtime_ns + 10**9))  # rewritten a second later
+    create_session(vad)
+    assert handed[-1][0][1]["trt_engine_cache_path"] != first
 
 
 def test_tensorrt_ep_options_carry_the_exports_profiles(tmp_path: Path) -> None:

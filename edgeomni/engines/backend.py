@@ -14,9 +14,6 @@ CPU run.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,14 +22,13 @@ import onnxruntime as ort
 
 from edgeomni.bundle import VerifiedBundle, sha256_of
 from edgeomni.bundle.manifest import Component
-from edgeomni.engines.session import EngineProfile, create_session, tensorrt_ep_options
+from edgeomni.engines.session import EngineProfile, create_session, tensorrt_ep_cache, tensorrt_ep_options
 from edgeomni.engines.tensorrt_runner import BackendUnavailable, TensorRtEngine
 from edgeomni.errors import EngineError
 from edgeomni.paths import cache_root
 
 log = logging.getLogger("edgeomni.engines")
 
-EP_CACHE_KEEP_DAYS = 30
 AUTO_ORDER = ("tensorrt", "tensorrt-ep", "cuda", "cpu")
 STEP_NAMES = {"tensorrt": "tensorrt engine", "tensorrt-ep": "onnxruntime TensorRT EP",
               "cuda": "onnxruntime CUDA EP", "cpu": "onnxruntime CPU"}
@@ -132,24 +128,12 @@ def _tensorrt_ep_model(bundle: VerifiedBundle, role: str) -> tuple[Component, di
 
 
 def _ep_cache(sha256: str) -> Path:
-    """This model's TensorRT EP cache directory (keyed by content), marked as used now; the caches of models no
-    session has opened for `EP_CACHE_KEEP_DAYS` (bundles replaced by updates) are removed: an engine is tens of MB."""
-    root = cache_root() / "tensorrt-ep"
-    cache = root / sha256[:16]
     try:
-        cache.mkdir(parents=True, exist_ok=True)
-        os.utime(cache)
+        return tensorrt_ep_cache(sha256)
     except OSError as exc:  # without a cache the EP would rebuild its engine (minutes on a Jetson) at every start
+        cache = cache_root() / "tensorrt-ep" / sha256[:16]
         raise BackendUnavailable(f"cannot keep its engine cache in {cache}: {exc.strerror or exc} "
                                  f"(set EDGEOMNI_CACHE to a writable folder)") from None
-    stale_before = time.time() - EP_CACHE_KEEP_DAYS * 86400
-    for other in root.iterdir():
-        try:
-            if other != cache and other.is_dir() and other.stat().st_mtime < stale_before:
-                shutil.rmtree(other, ignore_errors=True)
-        except OSError:  # another process pruning the same folder
-            continue
-    return cache
 
 
 def _open_tensorrt_engine(bundle: VerifiedBundle, role: str) -> TensorRtEngine:

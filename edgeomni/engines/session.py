@@ -6,6 +6,10 @@ bundle runs on a Jetson (TensorRT EP), a desktop GPU (CUDA EP) and a laptop (CPU
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +17,9 @@ from typing import Any
 
 import onnxruntime as ort
 
+from edgeomni.paths import cache_root
+
+EP_CACHE_KEEP_DAYS = 30
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 # Providers a forced backend leaves to the models that have no choice of backend (VAD, ASR, ...).
 _BACKEND_PROVIDERS = {"cpu": ("CPUExecutionProvider",), "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider")}
@@ -66,5 +73,37 @@ def create_session(path: Path, profile: EngineProfile | None = None,
     options.intra_op_num_threads = profile.intra_op_threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    providers = [(p, dict(provider_options[p])) if p in provider_options else p for p in profile.available()]
+    chosen = profile.available()
+    if "TensorrtExecutionProvider" in chosen and "TensorrtExecutionProvider" not in provider_options:
+        # A model with no engine choice (VAD, ASR, faces) that the TensorRT EP takes: same precision as ever, but
+        # its engine cached, or a Jetson rebuilds it at every start. Keyed by file identity, not content (no
+        # hashing tens of MB at start-up): a replaced file has another size or mtime.
+        stat = Path(path).stat()
+        identity = hashlib.sha256(f"{Path(path).resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
+        try:
+            cache = tensorrt_ep_cache(identity)
+        except OSError:  # (an unwritable cache: the EP still runs, rebuilding its engine each start)
+            pass
+        else:
+            provider_options = {**provider_options, "TensorrtExecutionProvider": tensorrt_ep_options(
+                cache, int8=False, fp16=False)}
+    providers = [(p, dict(provider_options[p])) if p in provider_options else p for p in chosen]
     return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+
+
+def tensorrt_ep_cache(key: str) -> Path:
+    """The TensorRT EP cache directory of one model (`key`: its content hash or file identity), marked as used
+    now; the caches of models no session has opened for `EP_CACHE_KEEP_DAYS` (bundles replaced by updates) are
+    removed, since an engine is tens of MB. Raises OSError where the cache folder cannot be written."""
+    root = cache_root() / "tensorrt-ep"
+    cache = root / key[:16]
+    cache.mkdir(parents=True, exist_ok=True)
+    os.utime(cache)
+    stale_before = time.time() - EP_CACHE_KEEP_DAYS * 86400
+    for other in root.iterdir():
+        try:
+            if other != cache and other.is_dir() and other.stat().st_mtime < stale_before:
+                shutil.rmtree(other, ignore_errors=True)
+        except OSError:  # another process pruning the same folder
+            continue
+    return cache

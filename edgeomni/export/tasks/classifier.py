@@ -11,7 +11,7 @@ from typing import Any
 from edgeomni.errors import ExportError
 from edgeomni.export.recipe import Recipe
 from edgeomni.export.runner import REPORT_MD, GateFailed, Report, publish_bundle
-from edgeomni.export.tensorrt_target import Gate, TensorRtTarget, describe, target_components
+from edgeomni.export.tensorrt_target import Gate, TensorRtTarget, build_tensorrt_target, describe, target_components
 
 
 def run(recipe: Recipe, work: Path, bundle: Path, report: Report) -> None:
@@ -209,7 +209,6 @@ def _tensorrt(recipe: Recipe, model: Path, fp32: Path, shipped: Path, work: Path
     TensorRT EP's ONNX everywhere. A static QDQ model is built with explicit quantization; a dynamic-INT8 one has
     no TensorRT form, so its FP32 twin goes as FP16."""
     from edgeomni.export.tensorrt import TensorRtSettings, model_input_dims, profile_for
-    from edgeomni.export.tensorrt_target import build_tensorrt_target
 
     static = recipe.quantize.mode == "static"
     source = model if static else fp32

@@ -23,7 +23,7 @@ import numpy as np
 from edgeomni.errors import ExportError
 from edgeomni.export.recipe import QuantizeSpec, Recipe
 from edgeomni.export.runner import GateFailed, Report
-from edgeomni.export.tensorrt_target import Gate, TensorRtTarget, describe, target_components
+from edgeomni.export.tensorrt_target import Gate, TensorRtTarget, build_tensorrt_target, describe, target_components
 
 COMPONENT_NAMES = ("detector", "recognizer")
 ROLES = {"detector": "ocr-detector", "recognizer": "ocr-recognizer"}
@@ -257,7 +257,6 @@ def _tensorrt_targets(recipe: Recipe, report: dict[str, Any], fp32: dict[str, Pa
     from edgeomni.engines.ocr import TextDetector, TextRecognizer
     from edgeomni.export.ocr_quant import quantize_component
     from edgeomni.export.tensorrt import TensorRtSettings, model_input_dims, profile_for_range
-    from edgeomni.export.tensorrt_target import build_tensorrt_target
     from edgeomni.export.vision_models import OCR_DETECTOR_PREPROCESS, OCR_RECOGNIZER_PREPROCESS
 
     bounds = {"detector": TextDetector.input_bounds(OCR_DETECTOR_PREPROCESS),

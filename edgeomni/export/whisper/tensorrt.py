@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeomni.export.tensorrt_target import Gate, TensorRtTarget
+from edgeomni.export.tensorrt_target import Gate, TensorRtTarget, build_tensorrt_target
 
 DECODER_NOTE = ("the decoder stays on onnxruntime (CUDA EP where offered): its dynamic INT8 MatMulInteger has no "
                 "TensorRT form")
@@ -41,7 +41,6 @@ def encoder_target(fp32: Path, int8: Path, features: np.ndarray, clips: list[np.
     """The encoder's engine where TensorRT is installed (elsewhere, none and the reason) and its TensorRT-EP ONNX.
     The CPU bundle's uint8 activations are quantized again as symmetric int8, same method, same nodes kept FP32."""
     from edgeomni.export.tensorrt import TensorRtSettings
-    from edgeomni.export.tensorrt_target import build_tensorrt_target
     from edgeomni.export.whisper.quantize import quantize_encoder
 
     source = int8

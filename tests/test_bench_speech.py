@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from edgeomni.bench.metrics import match_endpoints, score_stream
-from edgeomni.bench.speechset import QUICK, SpeechSet, load_speech_set, make_speech_set, read_wav, speech_segments
-from edgeomni.bench.systems import offline_spans
+from edgeomni.datasets.audio import decode, offline_spans
+from edgeomni.datasets.speechset import QUICK, SpeechSet, load_speech_set, make_speech_set, read_wav, speech_segments
 
 pytestmark = pytest.mark.slow
 
@@ -137,7 +137,7 @@ def test_pocketsphinx_peer_transcribes_a_clip(speech_set: SpeechSet) -> None:
         print(f"SKIP: {reason}")
         pytest.skip(reason)
     from edgeomni.bench.peers import make_peer
-    from edgeomni.bench.systems import decode, pace_peer
+    from edgeomni.bench.systems import pace_peer
 
     peer = make_peer("pocketsphinx")
     peer.load()

@@ -95,7 +95,7 @@ def test_distill_spec_defaults_are_valid_and_spread_the_init_layers() -> None:
 
 
 def test_training_text_is_disjoint_from_the_bench_speech_set() -> None:
-    from edgeomni.bench.speechset import SENTENCES
+    from edgeomni.datasets.speechset import SENTENCES
     from edgeomni.export.whisper.distill import bench_references
     from edgeomni.export.whisper.distill_corpus import TRAIN_SENTENCES, check_disjoint
 

@@ -13,9 +13,7 @@ import numpy as np
 import onnx
 import pytest
 
-from edgeomni.errors import ExportError
-from edgeomni.export.recipe import Recipe
-from edgeomni.export.slides import (
+from edgeomni.datasets.slides import (
     RESOLUTIONS,
     TEMPLATES,
     VOCABULARY,
@@ -24,6 +22,8 @@ from edgeomni.export.slides import (
     generated_slides,
     load_slides,
 )
+from edgeomni.errors import ExportError
+from edgeomni.export.recipe import Recipe
 from edgeomni.export.tasks.ocr import char_error_rate
 
 ROOT = Path(__file__).resolve().parents[1]

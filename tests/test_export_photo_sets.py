@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from edgeomni.datasets.media_sets import load_image_set, unlabeled_images
+from edgeomni.datasets.photo_sets import cutouts, paste_cutout, photo_pool
 from edgeomni.errors import ExportError
-from edgeomni.export.media_sets import load_image_set, unlabeled_images
-from edgeomni.export.photo_sets import cutouts, paste_cutout, photo_pool
 from edgeomni.export.recipe import DataSpec, Recipe
 
 

@@ -10,8 +10,8 @@ import pytest
 import yaml
 from media_factory import make_speech_wav
 
+from edgeomni.datasets.audio_sets import calibration_audio, heldout_items
 from edgeomni.errors import ExportError
-from edgeomni.export.audio_sets import calibration_audio, heldout_items
 from edgeomni.export.recipe import Recipe
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -135,7 +135,7 @@ def test_camera_frames_become_the_export_s_calibration_and_heldout_sets(default_
     about, sync -> Mosquitto -> trainer, build-sets splits them, and `edgeomni export` calibrates, fine-tunes
     and gates MobileNetV2 INT8 on them."""
     from edgeomni.bench.video_media import letterbox, make_scene_clip
-    from edgeomni.export.photo_sets import photo_pool
+    from edgeomni.datasets.photo_sets import photo_pool
 
     broker = mqtt_broker(users={"dev-a": "pw-a"}, fleet="test")
     data, outbox, sets = tmp_path / "data", tmp_path / "outbox.sqlite", tmp_path / "sets"

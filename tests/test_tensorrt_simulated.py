@@ -258,10 +258,10 @@ def test_the_ppocr_recipe_ships_engines_the_text_reader_reads_through(simulated_
     what it reads on ONNX Runtime, for frames from 64 px to 4K and a line wider than the recognizer takes (every
     shape its pre-processing makes must fall inside the engines' profiles, or the run would stop)."""
     from edgeomni.bundle import verify_bundle
+    from edgeomni.datasets.slides import generated_slides
     from edgeomni.engines.ocr import TextReader
     from edgeomni.engines.session import EngineProfile
     from edgeomni.export.runner import run_recipe
-    from edgeomni.export.slides import generated_slides
 
     recipe = Recipe.load(ROOT / "export" / "ppocr_v4.yaml",
                          ["targets=[onnxruntime-cpu, tensorrt]", "calibration.count=4", "heldout.count=4",

@@ -1,4 +1,7 @@
-"""`edgeomni bench speech` and `edgeomni bench speechset`; `edgeomni/cli.py` calls `add_bench_parser(commands)`."""
+"""`edgeomni bench speech|speechset|video`; `edgeomni/cli.py` calls `add_bench_parser(commands)`.
+
+The other benchmarks run as modules: `python -m edgeomni.bench.NAME --help` (docs/BENCHMARKS.md lists them).
+"""
 
 from __future__ import annotations
 
@@ -8,13 +11,12 @@ import sys
 import time
 from pathlib import Path
 
+from edgeomni.bench.peers import PEERS
+from edgeomni.bench.speech import SpeechBenchOptions, rescore, run_speech_bench, write_report
+from edgeomni.bench.video_cli import add_video_parser
+from edgeomni.datasets.speechset import default_speech_set_dir, load_speech_set, make_speech_set
 from edgeomni.errors import EdgeOmniError
-
-
-def default_set_dir() -> Path:
-    from edgeomni.paths import cache_root
-
-    return cache_root() / "bench" / "speechset"
+from edgeomni.paths import default_bundle_dir
 
 
 def _streams(value: str) -> int | None:
@@ -30,8 +32,6 @@ def _streams(value: str) -> int | None:
 
 
 def _peers(value: str) -> list[str]:
-    from edgeomni.bench.peers import PEERS
-
     if value.strip() == "none":
         return []
     names = [p.strip() for p in value.split(",") if p.strip()]
@@ -42,8 +42,6 @@ def _peers(value: str) -> list[str]:
 
 
 def _cmd_speech(args: argparse.Namespace) -> int:
-    from edgeomni.bench.speech import SpeechBenchOptions, rescore, run_speech_bench, write_report
-
     if args.rescore:
         report = rescore(args.rescore)
         _, md_path = write_report(report, args.rescore.parent)
@@ -70,8 +68,6 @@ def _cmd_speech(args: argparse.Namespace) -> int:
 
 
 def _cmd_speechset(args: argparse.Namespace) -> int:
-    from edgeomni.bench.speechset import load_speech_set, make_speech_set
-
     sset = make_speech_set(args.out) if args.force else load_speech_set(args.out)
     speech = sum(c.seconds for c in sset.clips if c.kind == "speech")
     print(f"{sset.root}: {len(sset.clips)} clips, {speech:.0f} s speech + {sset.seconds - speech:.0f} s non-speech")
@@ -79,15 +75,14 @@ def _cmd_speechset(args: argparse.Namespace) -> int:
 
 
 def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add `bench speech` and `bench speechset` (reusing a `bench` command another module already added)."""
-    from edgeomni.paths import default_bundle_dir
-
+    """Add `bench speech`, `bench speechset` and `bench video` (reusing a `bench` command another module already
+    added)."""
     bench = subparsers.choices.get("bench") or subparsers.add_parser("bench", help="benchmarks (figures, not tests)")
     existing = [a for a in bench._actions if isinstance(a, argparse._SubParsersAction)]
     kinds = existing[0] if existing else bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
 
     speech = kinds.add_parser("speech", help="streaming speech captions vs three peers, same audio")
-    speech.add_argument("--set", type=Path, default=default_set_dir(),
+    speech.add_argument("--set", type=Path, default=default_speech_set_dir(),
                         help="speech set directory, generated on first use (default: %(default)s)")
     speech.add_argument("--out", type=Path, default=Path("bench-out"), help="report directory (default: %(default)s)")
     speech.add_argument("--bundle", type=Path, default=default_bundle_dir(), help="bundle (default: %(default)s)")
@@ -106,11 +101,10 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:  # type: i
     speech.set_defaults(func=_cmd_speech)
 
     speechset = kinds.add_parser("speechset", help="generate the speech set (wav + reference txt per clip)")
-    speechset.add_argument("--out", type=Path, default=default_set_dir(), help="directory (default: %(default)s)")
+    speechset.add_argument("--out", type=Path, default=default_speech_set_dir(),
+                           help="directory (default: %(default)s)")
     speechset.add_argument("--force", action="store_true", help="regenerate even if a complete set is there")
     speechset.set_defaults(func=_cmd_speechset)
-
-    from edgeomni.bench.video_cli import add_video_parser  # issue 5: `bench video`
 
     add_video_parser(kinds)
 

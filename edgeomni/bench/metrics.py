@@ -10,7 +10,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgeomni.bench.speechset import Clip
+from edgeomni.datasets.speechset import Clip
 from edgeomni.telemetry import percentiles
 from edgeomni.wer import edit_distance, words
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeomni.bench.metrics import EOS_DEFINITION, PARTIAL_DEFINITION, ratio
-from edgeomni.bench.speechset import SET_VERSION, SpeechSet
+from edgeomni.datasets.speechset import SET_VERSION, SpeechSet
 
 REPORT_VERSION = 1
 OFFLINE = "moonshine-offline"

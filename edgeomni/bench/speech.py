@@ -20,7 +20,8 @@ from typing import Any
 
 from edgeomni.bench.metrics import median_summary, summarise_pass
 from edgeomni.bench.peers import BENCH_HINT, PEERS, PeerUnavailable, package_file
-from edgeomni.bench.speechset import QUICK, SpeechSet, load_speech_set
+from edgeomni.bench.report import build_report, render_markdown
+from edgeomni.datasets.speechset import QUICK, SpeechSet, load_speech_set
 from edgeomni.errors import EdgeOmniError
 
 FINAL_BUDGET_MS = 500.0  # end-of-speech -> final, p95
@@ -106,7 +107,6 @@ def _paced(system: str, options: SpeechBenchOptions) -> str:
 
 
 def run_speech_bench(options: SpeechBenchOptions, progress: Progress = print) -> dict[str, Any]:
-    from edgeomni.bench.report import build_report
     from edgeomni.bundle import verify_bundle
 
     verify_bundle(options.bundle)  # a bad bundle is reported now, not after the peers have run
@@ -182,8 +182,6 @@ def _streams_result(rows: list[dict[str, Any]], options: SpeechBenchOptions, bud
 def rescore(path: Path, progress: Progress = print) -> dict[str, Any]:
     """Score the raw events saved in a speech.json again with the current scoring code, without re-running
     anything (passes take as long as the audio; definitions get refined)."""
-    from edgeomni.bench.report import build_report
-
     old = json.loads(path.read_text())
     o = old["options"]
     options = SpeechBenchOptions(
@@ -209,8 +207,6 @@ def rescore(path: Path, progress: Progress = print) -> dict[str, Any]:
 
 
 def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
-    from edgeomni.bench.report import render_markdown
-
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / "speech.json", out / "speech.md"
     json_path.write_text(json.dumps(report, indent=1, default=str))

@@ -11,7 +11,6 @@ Systems: "edgeomni" (Pipeline, N concurrent streams sharing one Engines and one 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import os
 import queue
@@ -25,12 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from edgeomni.bench.speechset import Clip, SpeechSet, load_speech_set
+from edgeomni.datasets.audio import OFFLINE_LIMIT_S, decode, offline_spans
+from edgeomni.datasets.speechset import Clip, SpeechSet, load_speech_set
 from edgeomni.errors import EdgeOmniError
-from edgeomni.frames import AUDIO_RATE, AudioFrame
+from edgeomni.frames import AUDIO_RATE
 
 CHUNK = 512  # 32 ms: what a microphone callback typically delivers, and EdgeOmni's VAD frame
-OFFLINE_LIMIT_S = 30.0
 
 
 def _rss_mb() -> float:
@@ -49,15 +48,6 @@ def _say(spec: dict[str, Any], i: int, n: int, clip: Clip, started: float) -> No
     label = spec["system"] + (f" x{spec['streams']}" if spec.get("streams", 1) > 1 else "")
     print(f"  {label:<20} clip {i}/{n} {clip.name} ({clip.seconds:.1f} s)  elapsed {time.monotonic() - started:.0f} s",
           file=sys.stderr, flush=True)
-
-
-async def decode(path: Path) -> np.ndarray:
-    """The clip as 16 kHz mono float32, decoded once through EdgeOmni's own sources (as fast as possible)."""
-    from edgeomni.sources import open_source
-
-    source = open_source(str(path), realtime=False, require_audio=True)
-    parts = [frame.samples async for frame in source.frames() if isinstance(frame, AudioFrame)]
-    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 
 # -- peers: a shared pacer --------------------------------------------------------------------------------
@@ -189,20 +179,6 @@ async def _edgeomni_clip(path: Path, engines: Any, config: Any, executor: Thread
 
 
 # -- Moonshine offline on whole clips ---------------------------------------------------------------------
-def offline_spans(seconds: float, segments: list[list[float]],
-                  limit: float = OFFLINE_LIMIT_S) -> list[tuple[float, float]]:
-    """Cut a clip into pieces of at most `limit` seconds, in the middle of pauses between speech segments."""
-    pauses = [(a[1] + b[0]) / 2 for a, b in itertools.pairwise(segments)]
-    spans, start = [], 0.0
-    while seconds - start > limit:
-        inside = [p for p in pauses if start < p <= start + limit]
-        cut = max(inside) if inside else start + limit
-        spans.append((start, cut))
-        start = cut
-    spans.append((start, seconds))
-    return spans
-
-
 def run_offline(spec: dict[str, Any], sset: SpeechSet) -> dict[str, Any]:
     from edgeomni.bundle import verify_bundle
     from edgeomni.engines.asr import MoonshineAsr

@@ -22,9 +22,13 @@ from typing import Any
 import numpy as np
 
 from edgeomni.bundle import VerifiedBundle, verify_bundle
+from edgeomni.datasets.audio_sets import calibration_audio
+from edgeomni.datasets.slides import generated_slides
 from edgeomni.engines.backend import open_engine
 from edgeomni.engines.image_preprocess import preprocess_rgb
+from edgeomni.engines.ocr import TextReader
 from edgeomni.engines.session import EngineProfile
+from edgeomni.engines.whisper_asr import WhisperAsr
 from edgeomni.errors import EngineError
 from edgeomni.telemetry import percentiles
 
@@ -44,17 +48,11 @@ def _batches(bundle: VerifiedBundle, role: str) -> list[np.ndarray]:
         photos = [(color.gray2rgb(p) if p.ndim == 2 else p[..., :3]).astype(np.uint8) for p in photos]
         return [preprocess_rgb(p, int(params["size"]), tuple(params["mean"]), tuple(params["std"])) for p in photos]
     if role.startswith("ocr-"):
-        from edgeomni.engines.ocr import TextReader
-        from edgeomni.export.slides import generated_slides
-
         reader, slides = TextReader(bundle), generated_slides("heldout", 6, 1234).slides
         if role == "ocr-detector":
             return [reader.detector.preprocess(s.image) for s in slides]
         return [reader.recognizer.preprocess(crop) for s in slides for _, crop in reader.crops(s.image)][:12]
     if role == "asr-whisper-encoder":
-        from edgeomni.engines.whisper_asr import WhisperAsr
-        from edgeomni.export.audio_sets import calibration_audio
-
         asr = WhisperAsr(bundle)
         clips, _ = calibration_audio("builtin", 6, 0, Path, lambda line: None)
         return [asr.features(clip)[None][:, :, : asr.window_frames(len(clip))] for clip in clips]

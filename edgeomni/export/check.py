@@ -9,7 +9,7 @@ from pathlib import Path
 from edgeomni.errors import ExportError
 from edgeomni.export.recipe import Recipe
 
-# Media names that are not paths: generated or package-shipped sets (edgeomni.export.media_sets, audio_sets).
+# Media names that are not paths: generated or package-shipped sets (edgeomni.datasets.media_sets, audio_sets).
 BUILTIN_MEDIA = ("skimage:", "slides:", "photos:", "builtin", "speechset")
 
 

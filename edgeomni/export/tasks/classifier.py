@@ -15,8 +15,8 @@ from edgeomni.export.tensorrt_target import Gate, TensorRtTarget, build_tensorrt
 
 
 def run(recipe: Recipe, work: Path, bundle: Path, report: Report) -> None:
+    from edgeomni.datasets.media_sets import load_image_set
     from edgeomni.export.gate import agreement_by_margin, fp32_self_agreement, score, sensitive_nodes
-    from edgeomni.export.media_sets import load_image_set
     from edgeomni.export.model_source import export_fp32
     from edgeomni.export.quantize import latency_ms, logits, quantize_dynamic_int8, quantize_int8
 
@@ -127,10 +127,10 @@ def _finetune(recipe: Recipe, fp32: Path, int8: Path, calibration: Any, heldout:
     """Train the weights on the INT8 model's grid to match the FP32 model; returns the FP32 twin to quantize."""
     import numpy as np
 
+    from edgeomni.datasets.media_sets import unlabeled_images
+    from edgeomni.datasets.photo_sets import cutouts, paste_cutout
     from edgeomni.engines.image_preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess_rgb
     from edgeomni.export.calibration import augment
-    from edgeomni.export.media_sets import unlabeled_images
-    from edgeomni.export.photo_sets import cutouts, paste_cutout
     from edgeomni.export.qat import FinetuneConfig, finetune_for_int8
 
     spec = recipe.finetune

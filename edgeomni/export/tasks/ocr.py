@@ -54,8 +54,8 @@ class Variant:
 
 
 def run(recipe: Recipe, work: Path, bundle: Path, report: Report) -> None:
+    from edgeomni.datasets.slides import check_disjoint, load_slides
     from edgeomni.export.ocr_quant import ragged_stats
-    from edgeomni.export.slides import check_disjoint, load_slides
     from edgeomni.export.vision_models import (
         OCR_DETECTOR_PREPROCESS,
         OCR_RECOGNIZER_PREPROCESS,

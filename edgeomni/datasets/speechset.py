@@ -1,5 +1,6 @@
-"""The speech set `bench speech` measures on: real read speech, espeak-ng speech with exact references
-(clean and with noise), and non-speech (silence, room tone, noise) with empty references.
+"""The speech set `edgeomni bench speech` measures on and the Whisper export's WER gate scores on: real read
+speech, espeak-ng speech with exact references (clean and with noise), and non-speech (silence, room tone,
+noise) with empty references.
 
 Only the recipe lives in the repository; the audio is generated (deterministically: fixed sentences,
 voices, speeds, gaps, and sox's repeatable noise) into a directory with one ``NAME.wav`` (16 kHz mono
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from edgeomni.errors import EdgeOmniError
+from edgeomni.paths import cache_root
 from edgeomni.sources.sample import BECKETT_TEXT, TWO_CITIES_TEXT
 
 SET_VERSION = 1  # bump when any clip's recipe changes: a cached set of another version is rebuilt
@@ -143,6 +145,11 @@ class SpeechSet:
 
 
 Progress = Callable[[str], Any]
+
+
+def default_speech_set_dir() -> Path:
+    """Where the set is generated on first use unless a directory is named."""
+    return cache_root() / "bench" / "speechset"
 
 
 def load_speech_set(root: Path, *, progress: Progress = print) -> SpeechSet:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeomni.datasets.media_sets import IMAGE_SUFFIXES, folder_strata, stratified
 from edgeomni.errors import ExportError
 
 RESOLUTIONS = ((640, 360), (960, 540), (1280, 720), (1920, 1080))
@@ -91,8 +92,6 @@ def generated_slides(which: str, count: int, seed: int) -> SlideSet:
 
 def folder_slides(folder: Path, count: int, seed: int, role: str) -> SlideSet:
     """Images from a folder (sub-folders are strata, equal shares), seeded; ground truth unknown."""
-    from edgeomni.export.media_sets import IMAGE_SUFFIXES, folder_strata, stratified
-
     if not folder.is_dir():
         raise ExportError(f"{role}.images: {folder} is not a directory (nor slides:calibration/slides:heldout)")
     strata = folder_strata(folder, IMAGE_SUFFIXES, f"{role}.images", "images")

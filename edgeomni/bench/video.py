@@ -24,8 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 
+from edgeomni.bench.video_media import make_scene_clip, render_photo, render_slide
+from edgeomni.sources.sample import speech_asset
 from edgeomni.telemetry import percentiles
 
 SIZES = {"480p": (854, 480), "720p": (1280, 720), "1080p": (1920, 1080)}
@@ -50,9 +53,6 @@ class VideoBenchOptions:
 
 def scenes_clip(media: Path, size_name: str, seconds_each: float) -> Path:
     """The scene clip at one size (cached: built once per size and hold time)."""
-    from edgeomni.bench.video_media import make_scene_clip, render_photo, render_slide
-    from edgeomni.sources.sample import speech_asset
-
     path = media / f"scenes_{size_name}_{seconds_each:g}s.mp4"
     if not path.is_file():
         size = SIZES[size_name]
@@ -68,9 +68,6 @@ def scenes_clip(media: Path, size_name: str, seconds_each: float) -> Path:
 def talking_head_clip(media: Path, size_name: str, seconds: float) -> Path:
     """A portrait held still while a mouth-sized patch changes every frame (plus sensor-like noise):
     what a video call looks like to the change score."""
-    from edgeomni.bench.video_media import make_scene_clip, render_photo
-    from edgeomni.sources.sample import speech_asset
-
     path = media / f"talking_head_{size_name}_{seconds:g}s.mp4"
     if not path.is_file():
         size = SIZES[size_name]
@@ -201,9 +198,6 @@ def _median_ms(fn: Callable[[], object], repeat: int) -> dict[str, float]:
 def stage_costs(bundle: Path, media: Path, sizes: list[str], seconds_each: float, repeat: int = 20) -> dict[str, Any]:
     """Per-stage costs in this process, one thread each, as fast as possible (not paced): decode + scale
     to visual.frame_width per size, the thumbnail, and every visual model on a 640x360 frame."""
-    import av
-
-    from edgeomni.bench.video_media import render_photo, render_slide
     from edgeomni.bundle import verify_bundle
     from edgeomni.engines.faces import FaceDetector
     from edgeomni.engines.labeller import ImageLabeller

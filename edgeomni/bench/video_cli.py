@@ -8,10 +8,12 @@ import shlex
 import sys
 from pathlib import Path
 
+from edgeomni.bench.video import SIZES, VideoBenchOptions, run_video_bench, stage_costs
+from edgeomni.bench.video_report import write_video_report
+from edgeomni.paths import cache_root, default_bundle_dir
+
 
 def _sizes(value: str) -> list[str]:
-    from edgeomni.bench.video import SIZES
-
     sizes = [s.strip() for s in value.split(",") if s.strip()]
     unknown = [s for s in sizes if s not in SIZES]
     if not sizes or unknown:
@@ -21,9 +23,6 @@ def _sizes(value: str) -> list[str]:
 
 
 def _cmd_video(args: argparse.Namespace) -> int:
-    from edgeomni.bench.video import VideoBenchOptions, run_video_bench, stage_costs
-    from edgeomni.bench.video_report import write_video_report
-
     if args.stages_only:
         print(json.dumps(stage_costs(args.bundle, args.media, args.sizes, args.seconds_each), indent=2))
         return 0
@@ -39,8 +38,6 @@ def _cmd_video(args: argparse.Namespace) -> int:
 
 
 def add_video_parser(kinds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from edgeomni.paths import cache_root, default_bundle_dir
-
     video = kinds.add_parser("video", help="video path at 480p/720p/1080p30, real time: latency, CPU, INT8 vs FP32")
     video.add_argument("--out", type=Path, default=Path("bench-out"), help="report directory (default: %(default)s)")
     video.add_argument("--bundle", type=Path, default=default_bundle_dir(), help="bundle (default: %(default)s)")

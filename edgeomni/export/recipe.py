@@ -10,9 +10,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any
 
 from edgeomni.errors import ExportError
+from edgeomni.typed import build, check, one_of
 
 SOURCE_KINDS = ("onnx", "pytorch", "huggingface", "ctranslate2")
 TASKS = ("image-classification", "encoder", "speech-recognition", "ocr")
@@ -36,13 +37,13 @@ class SourceSpec:
     input_shape: list[int] = field(default_factory=lambda: [1, 3, 224, 224])
 
     def validate(self, where: str) -> None:
-        _one_of(self.kind, SOURCE_KINDS, f"{where}.kind")
-        _check(bool(self.path) or bool(self.components), f"{where}.path",
-               "a file or directory (weights are never downloaded)", self.path)
+        one_of(self.kind, SOURCE_KINDS, f"{where}.kind", error=ExportError)
+        check(bool(self.path) or bool(self.components), f"{where}.path",
+              "a file or directory (weights are never downloaded)", self.path, error=ExportError)
         if self.kind == "pytorch":
-            _check(":" in self.factory, f"{where}.factory", "'package.module:function'", self.factory)
-        _check(len(self.input_shape) >= 2 and all(isinstance(d, int) and d > 0 for d in self.input_shape),
-               f"{where}.input_shape", "a list of positive ints (batch first)", self.input_shape)
+            check(":" in self.factory, f"{where}.factory", "'package.module:function'", self.factory, error=ExportError)
+        check(len(self.input_shape) >= 2 and all(isinstance(d, int) and d > 0 for d in self.input_shape),
+              f"{where}.input_shape", "a list of positive ints (batch first)", self.input_shape, error=ExportError)
 
 
 @dataclass
@@ -60,10 +61,10 @@ class DataSpec:
     seed: int = 1234
 
     def validate(self, where: str) -> None:
-        _check(bool(self.images) != bool(self.audio), f"{where}.images or {where}.audio",
-               "exactly one of them (an image folder/skimage:/slides:, or an audio folder/trainer:/speechset/builtin)",
-               self.images or self.audio or "neither")
-        _check(1 <= self.count <= 100_000, f"{where}.count", "1..100000", self.count)
+        check(bool(self.images) != bool(self.audio), f"{where}.images or {where}.audio",
+              "exactly one of them (an image folder/skimage:/slides:, or an audio folder/trainer:/speechset/builtin)",
+              self.images or self.audio or "neither", error=ExportError)
+        check(1 <= self.count <= 100_000, f"{where}.count", "1..100000", self.count, error=ExportError)
 
 
 @dataclass
@@ -75,10 +76,10 @@ class QuantizeSpec:
     per_channel: bool = True
 
     def validate(self, where: str) -> None:
-        _one_of(self.mode, QUANT_MODES, f"{where}.mode")
-        _one_of(self.method, METHODS, f"{where}.method")
-        _one_of(self.activations, ACTIVATIONS, f"{where}.activations")
-        _check(90.0 <= self.percentile <= 100.0, f"{where}.percentile", "90..100", self.percentile)
+        one_of(self.mode, QUANT_MODES, f"{where}.mode", error=ExportError)
+        one_of(self.method, METHODS, f"{where}.method", error=ExportError)
+        one_of(self.activations, ACTIVATIONS, f"{where}.activations", error=ExportError)
+        check(90.0 <= self.percentile <= 100.0, f"{where}.percentile", "90..100", self.percentile, error=ExportError)
 
 
 @dataclass
@@ -96,13 +97,13 @@ class FinetuneSpec:
     seed: int = 1234
 
     def validate(self, where: str) -> None:
-        _check(1 <= self.steps <= 100_000, f"{where}.steps", "1..100000", self.steps)
-        _check(1 <= self.batch <= 1024, f"{where}.batch", "1..1024", self.batch)
-        _check(0.0 < self.lr <= 10.0, f"{where}.lr", "in (0, 10]", self.lr)
-        _check(0.1 <= self.temperature <= 20.0, f"{where}.temperature", "0.1..20", self.temperature)
-        _check(0 <= self.views <= 100_000, f"{where}.views", "0..100000", self.views)
-        _check(self.cutouts in ("", "photos:calibration"), f"{where}.cutouts",
-               "'' or 'photos:calibration' (the held-out side is never trained on)", self.cutouts)
+        check(1 <= self.steps <= 100_000, f"{where}.steps", "1..100000", self.steps, error=ExportError)
+        check(1 <= self.batch <= 1024, f"{where}.batch", "1..1024", self.batch, error=ExportError)
+        check(0.0 < self.lr <= 10.0, f"{where}.lr", "in (0, 10]", self.lr, error=ExportError)
+        check(0.1 <= self.temperature <= 20.0, f"{where}.temperature", "0.1..20", self.temperature, error=ExportError)
+        check(0 <= self.views <= 100_000, f"{where}.views", "0..100000", self.views, error=ExportError)
+        check(self.cutouts in ("", "photos:calibration"), f"{where}.cutouts",
+              "'' or 'photos:calibration' (the held-out side is never trained on)", self.cutouts, error=ExportError)
 
 
 @dataclass
@@ -115,11 +116,12 @@ class GateSpec:
     max_excluded: int = 8
 
     def validate(self, where: str) -> None:
-        _one_of(self.metric, tuple(METRICS), f"{where}.metric")
-        _check(0.0 <= self.min <= 1.0, f"{where}.min", "0..1", self.min)
-        _check(0.0 <= self.max_delta <= 1.0, f"{where}.max_delta", "0..1", self.max_delta)
-        _check(0.0 <= self.min_size_ratio <= 100.0, f"{where}.min_size_ratio", "0..100", self.min_size_ratio)
-        _check(0 <= self.max_excluded <= 200, f"{where}.max_excluded", "0..200", self.max_excluded)
+        one_of(self.metric, tuple(METRICS), f"{where}.metric", error=ExportError)
+        check(0.0 <= self.min <= 1.0, f"{where}.min", "0..1", self.min, error=ExportError)
+        check(0.0 <= self.max_delta <= 1.0, f"{where}.max_delta", "0..1", self.max_delta, error=ExportError)
+        check(0.0 <= self.min_size_ratio <= 100.0, f"{where}.min_size_ratio", "0..100", self.min_size_ratio,
+              error=ExportError)
+        check(0 <= self.max_excluded <= 200, f"{where}.max_excluded", "0..200", self.max_excluded, error=ExportError)
 
 
 @dataclass
@@ -142,37 +144,37 @@ class Recipe:
     base_dir: Path = field(default=Path("."), repr=False, compare=False)  # relative paths resolve from here
 
     def validate(self) -> Recipe:
-        _check(bool(self.name) and self.name.replace("-", "").replace("_", "").isalnum(), "name",
-               "letters, digits, - and _", self.name)
-        _one_of(self.task, TASKS, "task")
+        check(bool(self.name) and self.name.replace("-", "").replace("_", "").isalnum(), "name",
+              "letters, digits, - and _", self.name, error=ExportError)
+        one_of(self.task, TASKS, "task", error=ExportError)
         for i, step in enumerate(self.steps):
-            _one_of(step, STEPS, f"steps[{i}]")
-        _check("distill" not in self.steps or self.task == "speech-recognition", "steps",
-               "distill only for task speech-recognition (the Whisper student)", self.steps)
-        _check("finetune" not in self.steps or (self.task == "image-classification" and
-                                                self.quantize.mode == "static"), "steps",
-               "finetune only for task image-classification with quantize.mode static", self.steps)
-        _check(len(set(self.steps)) == len(self.steps) and [s for s in STEPS if s in self.steps] == self.steps,
-               "steps", f"each at most once, in the order {list(STEPS)}", self.steps)
+            one_of(step, STEPS, f"steps[{i}]", error=ExportError)
+        check("distill" not in self.steps or self.task == "speech-recognition", "steps",
+              "distill only for task speech-recognition (the Whisper student)", self.steps, error=ExportError)
+        check("finetune" not in self.steps or (self.task == "image-classification" and
+                                               self.quantize.mode == "static"), "steps",
+              "finetune only for task image-classification with quantize.mode static", self.steps, error=ExportError)
+        check(len(set(self.steps)) == len(self.steps) and [s for s in STEPS if s in self.steps] == self.steps,
+              "steps", f"each at most once, in the order {list(STEPS)}", self.steps, error=ExportError)
         self.source.validate("source")
         self.calibration.validate("calibration")
         self.heldout.validate("heldout")
         media = "audio" if self.task == "speech-recognition" else "images"
         for where, spec in (("calibration", self.calibration), ("heldout", self.heldout)):
-            _check(bool(getattr(spec, media)), f"{where}.{media}", f"{media} for task {self.task!r}",
-                   spec.images or spec.audio)
+            check(bool(getattr(spec, media)), f"{where}.{media}", f"{media} for task {self.task!r}",
+                  spec.images or spec.audio, error=ExportError)
         self.quantize.validate("quantize")
         self.finetune.validate("finetune")
         self.gate.validate("gate")
-        _check(METRICS[self.gate.metric] == self.task, "gate.metric",
-               f"a metric for task {self.task!r} ({[m for m, t in METRICS.items() if t == self.task]})",
-               self.gate.metric)
-        _check(bool(self.targets), "targets", f"a non-empty list of {TARGETS}", self.targets)
+        check(METRICS[self.gate.metric] == self.task, "gate.metric",
+              f"a metric for task {self.task!r} ({[m for m, t in METRICS.items() if t == self.task]})",
+              self.gate.metric, error=ExportError)
+        check(bool(self.targets), "targets", f"a non-empty list of {TARGETS}", self.targets, error=ExportError)
         for i, target in enumerate(self.targets):
-            _one_of(target, TARGETS, f"targets[{i}]")
-        _check(1 <= self.latency_runs <= 10_000, "latency_runs", "1..10000", self.latency_runs)
-        _check(not self.distill or "distill" in self.steps, "distill", "no settings unless steps has distill",
-               self.distill)
+            one_of(target, TARGETS, f"targets[{i}]", error=ExportError)
+        check(1 <= self.latency_runs <= 10_000, "latency_runs", "1..10000", self.latency_runs, error=ExportError)
+        check(not self.distill or "distill" in self.steps, "distill", "no settings unless steps has distill",
+              self.distill, error=ExportError)
         if "distill" in self.steps:
             self.distill_spec()
         return self
@@ -227,56 +229,12 @@ class Recipe:
             raise ExportError(f"recipe {path}: expected a mapping of fields, got {type(raw).__name__}")
         for override in overrides or []:
             _apply_override(raw, override)
-        recipe = _build(cls, raw, f"recipe {path.name}")
+        recipe = build(cls, raw, f"recipe {path.name}", ExportError, skip=("base_dir",))
         recipe.base_dir = path.parent.resolve()
         try:
             return recipe.validate()
         except ExportError as exc:
             raise ExportError(f"recipe {path.name}: {exc}") from None
-
-
-def _build(kind: type, raw: dict[str, Any], where: str) -> Any:
-    hints = get_type_hints(kind)
-    known = {f.name for f in dataclasses.fields(kind) if f.name != "base_dir"}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ExportError(f"{where}: unknown field(s) {unknown} (known: {sorted(known)})")
-    values: dict[str, Any] = {}
-    for name, value in raw.items():
-        hint = hints[name]
-        spot = f"{where}: {name}" if ":" not in where else f"{where}.{name}"
-        if dataclasses.is_dataclass(hint):
-            if not isinstance(value, dict):
-                raise ExportError(f"{spot}: expected a mapping, got {value!r}")
-            values[name] = _build(hint, value, spot)
-        else:
-            values[name] = _coerce(value, hint, spot)
-    return kind(**values)
-
-
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    origin = getattr(hint, "__origin__", None)
-    if origin is dict:
-        key_type, item = hint.__args__
-        if item is Any:  # checked by the section's own spec (distill -> DistillSpec)
-            if not isinstance(value, dict):
-                raise ExportError(f"{where}: expected a mapping, got {value!r}")
-            return value
-        if not isinstance(value, dict):
-            raise ExportError(f"{where}: expected a mapping of {key_type.__name__} to {item.__name__}, got {value!r}")
-        return {_coerce(k, key_type, f"{where} key"): _coerce(v, item, f"{where}.{k}") for k, v in value.items()}
-    if origin is list:
-        (item,) = hint.__args__
-        if not isinstance(value, list):
-            raise ExportError(f"{where}: expected a list of {item.__name__}, got {value!r}")
-        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is str and isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)  # `version: 2` is meant as text
-    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        raise ExportError(f"{where}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
-    return value
 
 
 def _apply_override(raw: dict[str, Any], override: str) -> None:
@@ -292,15 +250,6 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
         if not isinstance(node, dict):
             raise ExportError(f"--set {override!r}: {part!r} is not a section")
     node[leaf] = yaml.safe_load(text)
-
-
-def _check(ok: bool, where: str, expected: str, got: Any) -> None:
-    if not ok:
-        raise ExportError(f"{where}: expected {expected}, got {got!r}")
-
-
-def _one_of(value: str, allowed: tuple[str, ...], where: str) -> None:
-    _check(value in allowed, where, f"one of {list(allowed)}", value)
 
 
 __all__ = ["DataSpec", "GateSpec", "QuantizeSpec", "Recipe", "SourceSpec"]

@@ -1,4 +1,8 @@
-"""Benchmarks (figures, not timed tests): `edgeomni bench speech` and the speech set it measures on.
+"""Benchmarks (figures for docs/BENCHMARKS.md, not timed tests). Nothing here is on the runtime path.
 
-Nothing here is on the runtime path; the peers' packages are optional (requirements/bench.txt).
+`edgeomni bench speech|speechset|video` (cli.py); the others run as `python -m edgeomni.bench.NAME`:
+labeller (MobileNetV2 INT8 vs FP32), tensorrt_latency (one model per backend), webrtc (participants at
+once), sync (outbox throughput, caption latency with sync), compaction (the trainer's readers),
+fleet_frames (the vision data loop), burned_video (captions drawn on unpaced files).
+The peers' packages are optional (requirements/bench.txt), and so are the extras a benchmark names.
 """

@@ -1,13 +1,16 @@
 """Sync benchmarks (figures for docs/BENCHMARKS.md, not a test): a private Mosquitto, real processes.
 
-  python tests/bench_sync.py throughput --records 50000 --batch 50 200 --runs 3 --out bench-out/sync-throughput.json
-  python tests/bench_sync.py latency --runs 3 --out bench-out/sync-latency.json
+  python -m edgeomni.bench.sync throughput --records 50000 --batch 50 200 --runs 3 --out bench-out/sync-throughput.json
+  python -m edgeomni.bench.sync latency --runs 3 --out bench-out/sync-latency.json
 
 throughput: an outbox of N telemetry records drained by `edgeomni sync --exit-when-empty` into a running
 `edgeomni trainer`: device-side records/s (all acknowledged by the broker) and end-to-end records/s (all
 committed to the trainer's Parquet dataset).
 latency: `edgeomni run --source sample` (real time) with and without `--sync`, alternating; the end
 summary's partial/final latency p50/p95 per run, and their medians.
+
+It runs from a source checkout: the broker and the trainer/sync processes are started by the sync tests' own
+helpers (tests/mqtt_broker.py, tests/sync_support.py), so the figures come from the set-up the tests check.
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 from mqtt_broker import Broker
 from sync_support import fill_outbox, ingest_counters, spawn, start_trainer, stop, wait_for
 
@@ -47,8 +51,6 @@ def throughput(records: int, batch: int, workdir: Path) -> dict[str, float]:
 
 
 def caption_latency(sync_url: str | None, workdir: Path, tag: str) -> dict[str, float]:
-    import subprocess
-
     out = workdir / f"{tag}.jsonl"
     cmd = [sys.executable, "-m", "edgeomni", "run", "--source", "sample", "--sink", f"jsonl:{out}"]
     if sync_url:
@@ -61,7 +63,7 @@ def caption_latency(sync_url: str | None, workdir: Path, tag: str) -> dict[str, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(prog="python -m edgeomni.bench.sync")
     parser.add_argument("what", choices=["throughput", "latency"])
     parser.add_argument("--records", type=int, default=50_000)
     parser.add_argument("--batch", type=int, nargs="+", default=[200])

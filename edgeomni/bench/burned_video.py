@@ -6,7 +6,7 @@ checkout given by --repo, so two versions can be compared in one run) writes the
 inside a final's span is read back with the bundle's OCR and counts as covered when its caption band reads as
 that final (WER <= 0.25). --load N runs N busy processes beside it (a loaded machine, as under CI).
 
-    .venv/bin/python scripts/burned_video_bench.py --repo . --repo /tmp/old --load 0 --load 2
+    .venv/bin/python -m edgeomni.bench.burned_video --repo . --repo /tmp/old --load 0 --load 2
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def coverage(out: Path, finals: list[dict[str, object]], reader: TextReader) -> 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m edgeomni.bench.burned_video", description=__doc__.split("\n\n")[0])
     parser.add_argument("--repo", type=Path, action="append", required=True, help="checkout to run edgeomni from")
     parser.add_argument("--load", type=int, action="append", help="busy processes beside the run (default 0)")
     parser.add_argument("--runs", type=int, default=3)

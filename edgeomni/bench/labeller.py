@@ -1,6 +1,6 @@
 """Benchmark the default bundle's image labeller: FP32 vs INT8 size, latency and agreement.
 
-    python -m edgeomni.export.bench_labeller --build --variants --out bench-out/labeller.json
+    python -m edgeomni.bench.labeller --build --variants --out bench-out/labeller.json
 
 Prints a Markdown section (pasted into docs/BENCHMARKS.md) and writes the raw figures as JSON.
 """
@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime
 
 from edgeomni.bundle.verify import verify_bundle
 from edgeomni.engines.image_preprocess import preprocess_rgb
+from edgeomni.export.calibration import build_calibration_sets
 from edgeomni.export.default_bundle import LABELLER_METHOD, LABELLER_PERCENTILE, build_default_bundle
 from edgeomni.paths import default_bundle_dir
 
@@ -35,8 +37,6 @@ VARIANTS = (  # (calibration method, percentile, activations)
 
 
 def machine() -> dict[str, Any]:
-    import onnxruntime
-
     cpu = platform.processor() or platform.machine()
     with open("/proc/cpuinfo") as fh:  # Linux only, like the devices this targets
         for line in fh:
@@ -63,7 +63,7 @@ def preprocess_latency(runs: int) -> dict[str, dict[str, float]]:
 
 
 def variants(fp32: Path, calibration: np.ndarray, heldout: np.ndarray, runs: int) -> list[dict[str, Any]]:
-    from edgeomni.export.quantize import compare_classifiers, quantize_int8
+    from edgeomni.export.quantize import compare_classifiers, quantize_int8  # onnxruntime.quantization
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgeomni-bench-") as tmp:
@@ -133,10 +133,10 @@ def markdown(r: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edgeomni.export.calibration import build_calibration_sets
-    from edgeomni.export.quantize import compare_classifiers
+    from edgeomni.export.quantize import compare_classifiers  # onnxruntime.quantization: export-only, heavy
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m edgeomni.bench.labeller", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, default=None, help="bundle directory (default: the default bundle)")
     parser.add_argument("--build", action="store_true", help="rebuild the bundle first and time the build")
     parser.add_argument("--runs", type=int, default=100, help="latency runs per model and thread count (>= 50)")
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                    f"{quant.get('calibration_images', len(sets.calibration))} images, "
                    f"{quant.get('activations', '?')} activations, per-channel int8 symmetric weights, QDQ")
     result: dict[str, Any] = {
-        "command": "python -m edgeomni.export.bench_labeller " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m edgeomni.bench.labeller " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": datetime.now(UTC).date().isoformat(),
         "machine": machine(),
         "bundle": str(bundle),

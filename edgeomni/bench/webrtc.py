@@ -1,6 +1,6 @@
 """Server-side caption latency and CPU with N participants at once (docs/BENCHMARKS.md, "WebRTC").
 
-    python -m edgeomni.webrtc.bench --participants 1 4 [--wav FILE --text REF] [--video [--burn-in]]
+    python -m edgeomni.bench.webrtc --participants 1 4 [--wav FILE --text REF] [--video [--burn-in]]
                                     [--out bench-out/webrtc]
 
 The server runs in this process; each participant is a `python -m edgeomni.webrtc.client` subprocess sending
@@ -17,11 +17,15 @@ import asyncio
 import json
 import resource
 import sys
+import tempfile
 import time
+import wave
 from pathlib import Path
 from typing import Any
 
+from edgeomni.bench.video_media import SCENE_PHOTOS, make_scene_clip, render_photo
 from edgeomni.config import RunConfig
+from edgeomni.sources.sample import TWO_CITIES_TEXT, speech_asset
 from edgeomni.telemetry import percentiles
 from edgeomni.wer import wer
 
@@ -30,6 +34,7 @@ TOKEN = "bench-token-0000"
 
 async def _one_run(participants: int, wav: Path, reference: str, bundle: Path | None,
                    burn_in: bool = False) -> dict[str, Any]:
+    # The optional webrtc extra (aiohttp, aiortc): needed once a run starts, not to read --help.
     from aiohttp import web
 
     from edgeomni.webrtc.server import ServeConfig, load_server
@@ -74,11 +79,6 @@ async def _one_run(participants: int, wav: Path, reference: str, bundle: Path | 
 
 def _with_video(wav: Path) -> Path:
     """The speech as the sound of a 640x360 15 fps clip of real photos (5 s each), made once per speech file."""
-    import tempfile
-    import wave
-
-    from edgeomni.bench.video_media import SCENE_PHOTOS, make_scene_clip, render_photo
-
     with wave.open(str(wav)) as speech:
         seconds = speech.getnframes() / speech.getframerate()
     clip = Path(tempfile.gettempdir()) / f"edgeomni-webrtc-bench-{wav.stem}.mp4"
@@ -95,9 +95,7 @@ def _children_cpu() -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edgeomni.sources.sample import TWO_CITIES_TEXT, speech_asset
-
-    parser = argparse.ArgumentParser(prog="python -m edgeomni.webrtc.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m edgeomni.bench.webrtc", description=__doc__.splitlines()[0])
     parser.add_argument("--participants", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--wav", type=Path, default=None, help="speech to send (default: two_cities.wav)")
     parser.add_argument("--text", default=None, help="reference transcript of --wav")

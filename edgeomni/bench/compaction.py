@@ -6,8 +6,7 @@ devices send them) over several devices and past days, then times `fleet_report`
 in batches of 5000 and compacts them (untimed): the id index a trainer carries after months of ingest,
 which every later batch and compaction works against.
 
-    .venv/bin/python scripts/trainer_compaction_bench.py [--batches 1500] [--per-batch 200] [--devices 4]
-                                                         [--history 0]
+    .venv/bin/python -m edgeomni.bench.compaction [--batches 1500] [--per-batch 200] [--devices 4] [--history 0]
 """
 
 from __future__ import annotations
@@ -19,18 +18,19 @@ import tempfile
 import time
 from pathlib import Path
 
+from edgeomni.trainer.dataset import Dataset, read_dataset
+from edgeomni.trainer.report import fleet_report
+
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m edgeomni.bench.compaction", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", type=int, default=1500)
     parser.add_argument("--per-batch", type=int, default=200)
     parser.add_argument("--devices", type=int, default=4)
     parser.add_argument("--days", type=int, default=3)
     parser.add_argument("--history", type=int, default=0, help="records already stored and compacted")
     args = parser.parse_args()
-
-    from edgeomni.trainer.dataset import Dataset, read_dataset
-    from edgeomni.trainer.report import fleet_report
 
     root = Path(tempfile.mkdtemp(prefix="compaction-bench-"))
     dataset = Dataset(root)

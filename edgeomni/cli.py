@@ -9,64 +9,64 @@ import json
 import os
 import signal
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 from edgeomni import __version__
+from edgeomni.bench.cli import add_bench_parser
+from edgeomni.bundle import verify_bundle
+from edgeomni.bundle.manifest import Manifest
+from edgeomni.bundle.show import format_manifest
+from edgeomni.config import RunConfig
 from edgeomni.errors import EdgeOmniError
+from edgeomni.events import EndEvent
+from edgeomni.export.cli import add_export_parser
+from edgeomni.ota.cli import add_signing_parsers
+from edgeomni.paths import default_bundle_dir
+from edgeomni.runtime import Runtime
+from edgeomni.sinks import SINK_FORMS, open_sink
+from edgeomni.sources import list_devices, open_source
+from edgeomni.sources.sample import ensure_sample
+from edgeomni.sync.cli import add_sync_parser
+from edgeomni.sync.device import DeviceSync, add_sync_arguments
+from edgeomni.trainer.cli import add_trainer_parser
+from edgeomni.webrtc.cli import add_serve_parser
 
 EXIT_OK, EXIT_STREAM_ERROR, EXIT_USAGE = 0, 1, 2
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from edgeomni.bundle import verify_bundle
-    from edgeomni.config import RunConfig
-    from edgeomni.pipeline import Engines, Pipeline
-    from edgeomni.sinks import SinkSet, open_sink
-    from edgeomni.sources import open_source
-    from edgeomni.sync.device import DeviceSync
-
-    config = RunConfig.load(args.config)
-    if args.no_speech:
-        config.speech.enabled = False
-    if args.no_visual:
-        config.visual.enabled = False
-    if args.ota:
-        config.ota.broker = args.ota
-        config.ota.validate()
+    config = RunConfig.load(args.config).override({
+        "speech.enabled": False if args.no_speech else None, "visual.enabled": False if args.no_visual else None,
+        "ota.broker": args.ota, "sync.broker": args.sync, "sync.device": args.device, "sync.fleet": args.fleet,
+        "outbox.path": str(args.outbox) if args.outbox else None}, source="command line")
     bundle = verify_bundle(args.bundle)  # the runtime never loads an unverified bundle
     width = config.visual.frame_width
     source = open_source(args.source, realtime=args.realtime, video_size=(width, -1) if width else None,
                          require_audio=config.speech.enabled)
     sinks = [open_sink(spec, bundle) for spec in (args.sink or ["terminal"])]
-    engines = Engines.load(bundle, config)
-    device_sync = DeviceSync.from_args(args, config)  # outbox + MQTT sync (issue 8); None when not asked for
+    runtime = Runtime.open(bundle, config)
+    device_sync = DeviceSync.open(config)  # outbox + MQTT sync; None when neither is configured
     sinks += device_sync.sinks if device_sync else []
 
-    async def main() -> dict[str, Any]:
-        with ThreadPoolExecutor(config.engine.workers, thread_name_prefix="edgeomni-infer") as executor:
-            sink_set = SinkSet(sinks)
-            pipeline = Pipeline(source, engines, sink_set, config, executor,
-                                frame_tap=device_sync.tap if device_sync else None)
-            loop = asyncio.get_running_loop()
-            with contextlib.suppress(NotImplementedError):  # Ctrl+C: finish the utterance in progress, then stop
-                loop.add_signal_handler(signal.SIGINT, pipeline.stop)
-                loop.add_signal_handler(signal.SIGTERM, pipeline.stop)
-            from edgeomni.ota.updater import updates_for
-
-            try:  # with [ota] on, new signed bundles are installed and switched to between utterances
-                async with updates_for(config, bundle, engines, [pipeline], sink_set.publish):
-                    return await pipeline.run()
-            finally:
-                await sink_set.close()
+    async def main() -> EndEvent:
+        pipeline = runtime.stream(source, sinks, frame_tap=device_sync.tap if device_sync else None)
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError):  # Ctrl+C: finish the utterance in progress, then stop
+            loop.add_signal_handler(signal.SIGINT, pipeline.stop)
+            loop.add_signal_handler(signal.SIGTERM, pipeline.stop)
+        try:  # with [ota] on, new signed bundles are installed and switched to between utterances
+            async with runtime.updates(pipeline.sinks.publish):
+                return await pipeline.run()
+        finally:
+            await pipeline.sinks.close()
 
     try:
-        end = asyncio.run(main())
+        with runtime:
+            end = asyncio.run(main())
     finally:
         if device_sync:
             device_sync.close()
-    return EXIT_STREAM_ERROR if end.get("error") else EXIT_OK
+    return EXIT_STREAM_ERROR if end.error else EXIT_OK
 
 
 def _cmd_bundle_build(args: argparse.Namespace) -> int:
@@ -78,8 +78,6 @@ def _cmd_bundle_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_bundle_verify(args: argparse.Namespace) -> int:
-    from edgeomni.bundle import verify_bundle
-
     bundle = verify_bundle(args.dir)
     total = sum(c.size for c in bundle.manifest.components.values())
     print(f"OK {bundle.path}: {bundle.manifest.name} {bundle.manifest.version}, "
@@ -88,39 +86,27 @@ def _cmd_bundle_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_bundle_show(args: argparse.Namespace) -> int:
-    from edgeomni.bundle.manifest import Manifest
-    from edgeomni.bundle.show import format_manifest
-
     manifest = Manifest.load(Path(args.dir).expanduser())
     print(json.dumps(manifest.to_dict(), indent=2) if args.json else format_manifest(manifest))
     return EXIT_OK
 
 
 def _cmd_config_show(args: argparse.Namespace) -> int:
-    from edgeomni.config import RunConfig
-
     print(RunConfig.load(args.config).to_toml(redact=True), end="")
     return EXIT_OK
 
 
 def _cmd_devices(_: argparse.Namespace) -> int:
-    from edgeomni.sources import list_devices
-
     print(list_devices())
     return EXIT_OK
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from edgeomni.sources.sample import ensure_sample
-
     print(ensure_sample(args.out))
     return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from edgeomni.paths import default_bundle_dir
-    from edgeomni.sinks import SINK_FORMS
-
     parser = argparse.ArgumentParser(prog="edgeomni", description="Real-time multimodal captioning at the edge.")
     parser.add_argument("--version", action="version", version=f"edgeomni {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -139,9 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ota", metavar="URL", help="follow signed bundle updates from this MQTT broker "
                      "(overrides [ota] broker; needs [ota] public_key)")
     run.set_defaults(func=_cmd_run)
-    from edgeomni.sync.device import add_sync_arguments
-
-    add_sync_arguments(run)  # --sync URL, --outbox, --device, --fleet (issue 8)
+    add_sync_arguments(run)  # --sync URL, --outbox, --device, --fleet
 
     bundle = commands.add_parser("bundle", help="build, verify and inspect model bundles")
     bundle_cmds = bundle.add_subparsers(dest="bundle_command", required=True, metavar="ACTION")
@@ -156,8 +140,6 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("dir", type=Path)
     show.add_argument("--json", action="store_true", help="print the manifest as JSON")
     show.set_defaults(func=_cmd_bundle_show)
-    from edgeomni.ota.cli import add_signing_parsers
-
     add_signing_parsers(bundle_cmds)  # `edgeomni bundle keygen|sign` (Ed25519, for OTA updates)
 
     config = commands.add_parser("config", help="show the effective configuration")
@@ -169,21 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     devices = commands.add_parser("devices", help="list webcams and microphones")
     devices.set_defaults(func=_cmd_devices)
 
-    from edgeomni.bench.cli import add_bench_parser
-
     add_bench_parser(commands)  # `edgeomni bench speech|speechset` (peers live in the optional bench extra)
 
-    from edgeomni.export.cli import add_export_parser
-
     add_export_parser(commands)  # `edgeomni export RECIPE.yaml` (torch and onnx are imported only when it runs)
-    from edgeomni.sync.cli import add_sync_parser
-
-    add_sync_parser(commands)  # `edgeomni sync`: drain an outbox to MQTT (issue 8)
-    from edgeomni.trainer.cli import add_trainer_parser
-
-    add_trainer_parser(commands)  # `edgeomni trainer [run]|report|build-sets|publish` (issue 8)
-    from edgeomni.webrtc.cli import add_serve_parser
-
+    add_sync_parser(commands)  # `edgeomni sync`: drain an outbox to MQTT
+    add_trainer_parser(commands)  # `edgeomni trainer [run]|report|build-sets|publish`
     add_serve_parser(commands)  # `edgeomni serve`: WebRTC meeting server (aiortc/aiohttp load only when it runs)
 
     sample = commands.add_parser("sample", help="build the demo clip (real speech + photos + slides)")

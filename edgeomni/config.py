@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +16,11 @@ from edgeomni.errors import ConfigError
 from edgeomni.ota.config import OtaConfig
 from edgeomni.outbox.config import OutboxConfig
 from edgeomni.sync.config import SyncConfig
+from edgeomni.typed import build
+from edgeomni.typed import check as _check
 
 
-def _check(ok: bool, where: str, expected: str, got: Any) -> None:
-    if not ok:
-        raise ConfigError(f"{where}: expected {expected}, got {got!r}")
-
-
-@dataclass
+@dataclass(frozen=True)
 class SpeechConfig:
     """VAD gating and endpointing: when an utterance starts, ends, and how long it may grow."""
 
@@ -70,7 +67,7 @@ class SpeechConfig:
                self.min_confidence)
 
 
-@dataclass
+@dataclass(frozen=True)
 class VisualConfig:
     """What is on screen: sampled frames grouped into blocks; the expensive models run only on change."""
 
@@ -114,16 +111,14 @@ class VisualConfig:
 BACKENDS = ("auto", "tensorrt", "tensorrt-ep", "cuda", "cpu")
 
 
-@dataclass
+@dataclass(frozen=True)
 class EngineConfig:
     providers: list[str] = field(
         default_factory=lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     )
     threads_per_engine: int = 1
     workers: int = 2  # inference threads shared by all engines
-    # issue 6: "auto" = TensorRT engine -> TensorRT EP -> CUDA EP -> CPU; "tensorrt" | "tensorrt-ep" | "cuda" |
-    # "cpu" forces one and fails where it cannot run (edgeomni.engines.backend)
-    backend: str = "auto"
+    backend: str = "auto"  # one of BACKENDS
 
     def validate(self, section: str = "engine") -> None:
         _check(bool(self.providers) and all(p.endswith("ExecutionProvider") for p in self.providers),
@@ -133,14 +128,16 @@ class EngineConfig:
         _check(self.backend in BACKENDS, f"{section}.backend", f"one of {', '.join(BACKENDS)}", self.backend)
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunConfig:
+    """Everything a run is configured by. Immutable once validated: a change is a new config (`override`)."""
+
     speech: SpeechConfig = field(default_factory=SpeechConfig)
     visual: VisualConfig = field(default_factory=VisualConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
-    outbox: OutboxConfig = field(default_factory=OutboxConfig)  # issue 8: device outbox
-    sync: SyncConfig = field(default_factory=SyncConfig)  # issue 8: outbox -> MQTT
-    ota: OtaConfig = field(default_factory=OtaConfig)  # issue 8: signed bundle updates
+    outbox: OutboxConfig = field(default_factory=OutboxConfig)  # the device's record of captions and hard examples
+    sync: SyncConfig = field(default_factory=SyncConfig)  # outbox -> MQTT
+    ota: OtaConfig = field(default_factory=OtaConfig)  # signed bundle updates
 
     def validate(self) -> RunConfig:
         self.speech.validate()
@@ -150,6 +147,18 @@ class RunConfig:
         self.sync.validate()
         self.ota.validate()
         return self
+
+    def override(self, changes: dict[str, Any], source: str = "override") -> RunConfig:
+        """A validated copy with `{"section.field": value}` changed (command-line flags over the file); a value of
+        None leaves the field as it is (a flag not given)."""
+        sections: dict[str, dict[str, Any]] = {}
+        for key, value in changes.items():
+            name, _, item = key.partition(".")
+            if value is not None:
+                sections.setdefault(name, {})[item] = value
+        raw = {name: {**_section_dict(getattr(self, name)), **values} for name, values in sections.items()}
+        updated = type(self).from_dict(raw, source)
+        return replace(self, **{name: getattr(updated, name) for name in sections}).validate()
 
     def to_toml(self, redact: bool = False) -> str:
         """The whole config as TOML; `redact` hides secrets (passwords, a password inside a broker URL), for
@@ -168,27 +177,8 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "config") -> RunConfig:
-        config = cls()
-        for section_name, values in raw.items():
-            section = getattr(config, section_name, None)
-            if section is None or section_name.startswith("_"):
-                known_sections = ", ".join(f.name for f in fields(cls))
-                raise ConfigError(f"{source}: unknown section [{section_name}] (known: {known_sections})")
-            if not isinstance(values, dict):
-                raise ConfigError(f"{source}: [{section_name}] must be a table, got {values!r}")
-            known = {f.name: f for f in fields(section)}
-            for key, value in values.items():
-                if key not in known:
-                    raise ConfigError(
-                        f"{source}: unknown field {section_name}.{key} (known: {', '.join(sorted(known))})"
-                    )
-                default = getattr(section, key)
-                if not _same_kind(default, value):
-                    raise ConfigError(
-                        f"{source}: {section_name}.{key} expected {type(default).__name__}, got {value!r}"
-                    )
-                setattr(section, key, float(value) if isinstance(default, float) else value)
-        return config.validate()
+        """Sections as TOML tables; a field left out keeps its default; unknown or mistyped fields are named."""
+        return build(cls, raw, source, ConfigError).validate()
 
     @classmethod
     def load(cls, path: Path | None) -> RunConfig:
@@ -203,12 +193,8 @@ class RunConfig:
         return cls.from_dict(raw, source=str(path))
 
 
-def _same_kind(default: Any, value: Any) -> bool:
-    if isinstance(default, bool) or isinstance(value, bool):
-        return isinstance(default, bool) and isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, int | float)
-    return isinstance(value, type(default))
+def _section_dict(section: Any) -> dict[str, Any]:
+    return {f.name: getattr(section, f.name) for f in fields(section)}
 
 
 def _redacted(name: str, value: str) -> str:

@@ -26,9 +26,11 @@ def test_file_overrides_only_the_fields_it_names(tmp_path: Path) -> None:
     ("toml", "needle"),
     [
         ("[speech]\nthreshold = 1.5\n", "speech.threshold: expected a probability in (0, 1), got 1.5"),
-        ("[speech]\nbogus = 1\n", "unknown field speech.bogus"),
-        ("[nope]\nx = 1\n", "unknown section [nope]"),
-        ("[speech]\nmin_silence_ms = 'long'\n", "speech.min_silence_ms expected int, got 'long'"),
+        ("[speech]\nbogus = 1\n", "speech: unknown field(s) ['bogus']"),
+        ("[nope]\nx = 1\n", "unknown field(s) ['nope'] (known: ['engine', 'ota', 'outbox', 'speech', 'sync', 'visual'])"),
+        ("[speech]\nmin_silence_ms = 'long'\n", "speech.min_silence_ms: expected int, got str 'long'"),
+        ("[engine]\nproviders = [1]\n", "engine.providers[0]: expected str, got int 1"),
+        ("[speech]\nenabled = 1\n", "speech.enabled: expected bool, got int 1"),
         ("[visual]\nblock_frames = 0\n", "visual.block_frames: expected 1..256, got 0"),
         ("[engine]\nproviders = ['GPU']\n", "engine.providers"),
         ("[speech\n", "not valid TOML"),
@@ -40,6 +42,18 @@ def test_bad_fields_are_named(tmp_path: Path, toml: str, needle: str) -> None:
     with pytest.raises(ConfigError, match=None) as err:
         RunConfig.load(path)
     assert needle in str(err.value)
+
+
+def test_a_validated_config_is_immutable_and_overrides_make_a_validated_copy() -> None:
+    config = RunConfig().validate()
+    with pytest.raises(AttributeError):
+        config.speech.enabled = False  # type: ignore[misc]
+    changed = config.override({"speech.enabled": False, "ota.broker": None})
+    assert changed.speech.enabled is False and config.speech.enabled is True and changed.ota == config.ota
+    with pytest.raises(ConfigError, match=r"speech.threshold: expected a probability in \(0, 1\), got 1.5"):
+        config.override({"speech.threshold": 1.5})
+    with pytest.raises(ConfigError, match=r"speech: unknown field\(s\) \['bogus'\]"):
+        config.override({"speech.bogus": 1})
 
 
 def test_config_show_prints_every_section(capsys: pytest.CaptureFixture[str]) -> None:

@@ -25,6 +25,7 @@ from ota_factory import announcement_for, bumped, first_engine_file, identity, m
 
 from edgeomni.bundle import VerifiedBundle, verify_bundle
 from edgeomni.errors import OtaError
+from edgeomni.events import Event
 from edgeomni.ota.config import OtaConfig
 from edgeomni.ota.publish import ArchiveServer, announce, pack_bundle
 from edgeomni.ota.updater import bundle_updates
@@ -240,42 +241,45 @@ class _ListSink(Sink):
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
 
-    async def send(self, event: dict[str, Any]) -> None:
-        self.events.append(event)
+    async def send(self, event: Event) -> None:
+        self.events.append(event.to_dict())
 
 
-def test_engine_switch_moves_both_heads_of_a_running_stream(default_bundle: Path, tmp_path: Path, release) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
+def test_engine_switch_moves_every_model_of_both_heads_of_a_running_stream(default_bundle: Path, tmp_path: Path,
+                                                                           release) -> None:
+    """Speech moves its ASR and VAD, vision its labeller, face detector and OCR reader, all at once: a visual event
+    stamped with the new bundle must come from the new bundle's models only."""
     from media_factory import make_video_file
 
+    from edgeomni.captions import VisualTagger
     from edgeomni.config import RunConfig
-    from edgeomni.ota.swap import EngineSwitch
-    from edgeomni.pipeline import Engines, Pipeline
-    from edgeomni.sinks import SinkSet
+    from edgeomni.runtime import Runtime
     from edgeomni.sources import open_source
 
     bundle = release[0]
     new = "{}@{}".format(*identity(bundle))
-    config = RunConfig()
     clip = make_video_file(tmp_path / "clip.mp4", seconds=4.0)
-    engines = Engines.load(verify_bundle(default_bundle), config)
     sink = _ListSink()
+    runtime = Runtime.open(default_bundle, RunConfig())
+    old_vision = runtime.engines.vision
+    assert old_vision.labeller and old_vision.faces and old_vision.reader  # the default bundle has all three
 
-    async def scenario() -> dict[str, Any]:
-        with ThreadPoolExecutor(2) as executor:
-            sinks = SinkSet([sink])
-            source = open_source(str(clip), realtime=True, video_size=(320, -1))
-            pipeline = Pipeline(source, engines, sinks, config, executor)
-            switch = EngineSwitch(config, [pipeline], engines)
-            running = asyncio.create_task(pipeline.run())
-            await asyncio.sleep(1.0)  # mid-stream
-            await switch(verify_bundle(bundle))
-            end = await running
-            await sinks.close()
-            return end
+    async def scenario() -> tuple[dict[str, Any], Any]:
+        pipeline = runtime.stream(open_source(str(clip), realtime=True, video_size=(320, -1)), [sink])
+        running = asyncio.create_task(pipeline.run())
+        await asyncio.sleep(1.0)  # mid-stream
+        await runtime.switch(verify_bundle(bundle))
+        end = await running
+        await pipeline.sinks.close()
+        [visual] = [head for head in pipeline.heads if isinstance(head, VisualTagger)]
+        return end.to_dict(), visual
 
-    end = asyncio.run(scenario())
+    with runtime:
+        end, visual = asyncio.run(scenario())
+    running_vision = visual._analyzer.engines
+    assert running_vision is runtime.engines.vision and runtime.engines.bundle.path == verify_bundle(bundle).path
+    for model in ("labeller", "faces", "reader"):  # every visual model is the new bundle's, none the old one's
+        assert getattr(running_vision, model) is not getattr(old_vision, model), model
     assert end["error"] is None and end["counters"]["video_blocks"] >= 3
     switched = {e["head"]: e for e in sink.events if e["type"] == "ota" and e["status"] == "switched"}
     # a tone is not speech: the speech head is never mid-utterance, so it switches at once; vision at its next block
@@ -291,7 +295,7 @@ def test_context_carries_over_a_switch_only_between_identical_tokenizers_of_one_
     from types import SimpleNamespace
 
     from edgeomni.bundle.manifest import Manifest
-    from edgeomni.pipeline import Engines
+    from edgeomni.engines.bundle_engines import Engines
 
     raw = json.loads((default_bundle / "manifest.json").read_text())
 
@@ -301,7 +305,8 @@ def test_context_carries_over_a_switch_only_between_identical_tokenizers_of_one_
             if component["role"] == "asr-tokenizer":
                 component["role"] = role
                 component["sha256"] = sha or component["sha256"]
-        return SimpleNamespace(bundle=SimpleNamespace(manifest=Manifest.from_dict(changed)))
+        return SimpleNamespace(bundle=SimpleNamespace(manifest=Manifest.from_dict(changed)),
+                               asr=SimpleNamespace(tokenizer_role=role))
 
     moonshine, whisper = engines("asr-tokenizer"), engines("asr-whisper-tokenizer")
     assert Engines.same_tokenizer(moonshine, engines("asr-tokenizer"))

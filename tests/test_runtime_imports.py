@@ -6,7 +6,7 @@ import sys
 RUNTIME_MODULES = ["edgeomni.cli", "edgeomni.pipeline", "edgeomni.sources", "edgeomni.engines.asr",
                    "edgeomni.engines.vad", "edgeomni.engines.labeller", "edgeomni.captions.speech",
                    "edgeomni.captions.visual", "edgeomni.sinks", "edgeomni.bundle", "edgeomni.config"]
-RUNTIME_MODULES += ["edgeomni.ota.updater", "edgeomni.ota.install", "edgeomni.ota.swap", "edgeomni.ota.signing"]
+RUNTIME_MODULES += ["edgeomni.ota.updater", "edgeomni.ota.install", "edgeomni.runtime", "edgeomni.ota.signing"]
 RUNTIME_MODULES += ["edgeomni.outbox", "edgeomni.outbox.sink", "edgeomni.sync.device", "edgeomni.sync.worker"]
 RUNTIME_MODULES += ["edgeomni.webrtc.server", "edgeomni.webrtc.session", "edgeomni.webrtc.client"]  # edgeomni serve
 RUNTIME_MODULES += ["edgeomni.engines.faces", "edgeomni.engines.ocr", "edgeomni.vision.analyzer",

@@ -3,12 +3,14 @@ import json
 from pathlib import Path
 
 import pytest
+from event_records import event
 
 from edgeomni.errors import SinkError
+from edgeomni.events import Event
 from edgeomni.sinks import Sink, SinkSet, open_sink
 
-FINAL = {"type": "final", "stream": "main", "text": "fail better", "start": 61.5, "end": 3725.25,
-         "emitted": 1.0, "latency_ms": 120.0}
+FINAL = event({"type": "final", "stream": "main", "text": "fail better", "start": 61.5, "end": 3725.25,
+               "emitted": 1.0, "latency_ms": 120.0})
 
 
 def run(coro):
@@ -20,7 +22,7 @@ def test_jsonl_sink_writes_one_flushed_object_per_line(tmp_path: Path) -> None:
 
     async def go() -> None:
         sink = open_sink(f"jsonl:{path}")
-        await sink.send({"type": "start", "wall": 1.0, "source": "x"})
+        await sink.send(event({"type": "start", "wall": 1.0, "source": "x"}))
         assert json.loads(path.read_text().splitlines()[0])["type"] == "start"  # flushed before close
         await sink.send(FINAL)
         await sink.close()
@@ -37,9 +39,9 @@ def test_subtitle_sinks_write_cues_for_finals_and_screen_notes(tmp_path: Path, f
 
     async def go() -> None:
         sink = open_sink(f"{fmt}:{path}")
-        await sink.send({"type": "partial", "text": "fail", "start": 0, "end": 1})
+        await sink.send(event({"type": "partial", "text": "fail", "start": 0.0, "end": 1.0}))
         await sink.send(FINAL)
-        await sink.send({"type": "visual", "text": "on screen: tabby", "start": 2.0, "end": 2.1})
+        await sink.send(event({"type": "visual", "text": "on screen: tabby", "start": 2.0, "end": 2.1}))
         await sink.close()
 
     run(go())
@@ -61,9 +63,9 @@ class _Slow(Sink):
     name = "slow"
 
     def __init__(self) -> None:
-        self.got: list[dict] = []
+        self.got: list[Event] = []
 
-    async def send(self, event: dict) -> None:
+    async def send(self, event: Event) -> None:
         await asyncio.sleep(0.01)
         self.got.append(event)
 
@@ -71,7 +73,7 @@ class _Slow(Sink):
 class _Broken(Sink):
     name = "broken"
 
-    async def send(self, event: dict) -> None:
+    async def send(self, event: Event) -> None:
         raise OSError("disk full")
 
 
@@ -79,9 +81,9 @@ class _Fast(Sink):
     name = "fast"
 
     def __init__(self) -> None:
-        self.got: list[dict] = []
+        self.got: list[Event] = []
 
-    async def send(self, event: dict) -> None:
+    async def send(self, event: Event) -> None:
         self.got.append(event)
 
 
@@ -91,7 +93,7 @@ def test_slow_or_broken_sinks_do_not_hold_up_the_others_and_finals_are_never_dro
     async def go() -> SinkSet:
         sinks = SinkSet([slow, _Broken(), fast], depth=4)
         for i in range(40):
-            await sinks.publish({"type": "partial", "text": str(i)})
+            await sinks.publish(event({"type": "partial", "text": str(i)}))
             await asyncio.sleep(0)  # a real producer yields between events (it awaits frames)
         await sinks.publish(FINAL)
         await sinks.close()
@@ -106,7 +108,8 @@ def test_slow_or_broken_sinks_do_not_hold_up_the_others_and_finals_are_never_dro
 def test_terminal_partial_line_fits_one_line_and_dims_only_tentative_words() -> None:
     from edgeomni.sinks.terminal import _partial_line
 
-    line = _partial_line({"text": "x", "committed": "It was the best of times, it was", "tentative": "the worst"}, 30)
+    line = _partial_line(event({"type": "partial", "text": "x", "committed": "It was the best of times, it was",
+                                "tentative": "the worst"}), 30)
     visible = line.replace("\x1b[2m", "").replace("\x1b[0m", "")
     assert len(visible) <= 30 and visible.endswith("the worst") and "…" in visible
     assert line.index("\x1b[2m") < line.index("the worst")  # tentative words are the dimmed part

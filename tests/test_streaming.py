@@ -15,8 +15,10 @@ from media_factory import make_speech_turns, make_speech_wav
 
 from edgeomni.bundle import verify_bundle
 from edgeomni.config import RunConfig
+from edgeomni.engines.bundle_engines import Engines
+from edgeomni.events import Event
 from edgeomni.frames import AUDIO_RATE, AudioFrame
-from edgeomni.pipeline import Engines, Pipeline
+from edgeomni.pipeline import Pipeline
 from edgeomni.sinks import Sink, SinkSet
 from edgeomni.sources import Source, open_source
 from edgeomni.wer import wer
@@ -57,10 +59,10 @@ class Collect(Sink):
         self.name, self.delay_s, self.events = name, delay_s, []
         self.received_at: list[float] = []
 
-    async def send(self, event: dict) -> None:
+    async def send(self, event: Event) -> None:
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
-        self.events.append(event)
+        self.events.append(event.to_dict())
         self.received_at.append(time.monotonic())
 
 
@@ -90,7 +92,7 @@ def run_pipelines(engines: Engines, sources: list[Source], sinks: list[Sink],
             ends = await asyncio.gather(*(p.run() for p in pipelines))
             for s in sets:
                 await s.close()
-            return list(ends)
+            return [end.to_dict() for end in ends]
 
     return asyncio.run(go())
 
@@ -152,8 +154,8 @@ def test_final_is_decoded_during_the_endpoint_silence_and_a_resumed_speaker_void
             audio = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).astype(np.float32) / 32768
         return audio[: int(np.flatnonzero(np.abs(audio) > 0.02)[-1]) + 1]
 
-    run_config = RunConfig()
-    run_config.speech.partials = False  # an idle worker starts each guess at once, however busy the machine is
+    # No partials: an idle worker starts each guess at once, however busy the machine is.
+    run_config = RunConfig().override({"speech.partials": False})
     config = run_config.speech
     # Silent long enough for the whole pad to arrive (a guess starts) but short of min_silence_ms (no endpoint).
     assert config.pad_ms + 64 < config.min_silence_ms

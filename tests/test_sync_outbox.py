@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from event_records import event
 
 from edgeomni.config import RunConfig
 from edgeomni.errors import ConfigError
@@ -100,8 +101,8 @@ def _event(kind: str, **extra: object) -> dict:
 
 
 async def _feed(sink: OutboxSink, events: list[dict]) -> None:
-    for event in events:
-        await sink.send(event)
+    for record in events:
+        await sink.send(event(record))
 
 
 def test_sink_records_captions_metrics_counters_errors_and_hard_examples(tmp_path: Path) -> None:
@@ -158,13 +159,13 @@ def test_sink_keeps_unsure_visual_notes_with_the_frame_they_were_about(tmp_path:
                       labels=[{"label": "tabby", "score": score}, {"label": "tiger cat", "score": 0.1}])
 
     async def play() -> None:
-        await sink.send({"type": "start", "stream": "main", "source": "cam.mp4"})
+        await sink.send(event({"type": "start", "stream": "main", "source": "cam.mp4"}))
         notes = {2.0: note(2.0, 0.3), 3.0: note(3.0, 0.3), 8.0: note(8.0, 0.9), 9.0: note(9.0, 0.2)}
         for i in range(101):  # 10 fps; each frame's grey level says when it was shown
             pts = i / 10
             sink.tap(VideoFrame(np.full((120, 200, 3), i, np.uint8), pts, 0.0))
             if round(pts - 0.6, 1) in notes:  # vision reports on a block ~0.6 s after its last frame
-                await sink.send(notes[round(pts - 0.6, 1)])
+                await sink.send(event(notes[round(pts - 0.6, 1)]))
 
     asyncio.run(play())
     hard = [r.data() for r in outbox.pending(limit=100) if r.kind == "hard_example"]

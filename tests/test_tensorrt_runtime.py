@@ -26,6 +26,7 @@ from edgeomni.engines.labeller import ImageLabeller
 from edgeomni.engines.session import EngineProfile, create_session
 from edgeomni.engines.tensorrt_runner import BackendUnavailable, GpuIdentity, ShapeRange, check_shape, mismatch
 from edgeomni.errors import ConfigError, EdgeOmniError, EngineError
+from edgeomni.events import StartEvent
 
 ROLE = "image-labeller"
 ORIN_RECORD = {"tensorrt": "10.3.0.30", "gpu": "Orin", "compute_capability": "8.7"}
@@ -360,20 +361,21 @@ def test_the_run_header_names_every_role_with_a_backend_once(default_bundle: Pat
     import asyncio
 
     from edgeomni.engines.backend import STEP_NAMES
-    from edgeomni.pipeline import Engines
+    from edgeomni.engines.bundle_engines import Engines
     from edgeomni.sinks.terminal import TerminalSink
 
     engines = Engines.load(verify_bundle(default_bundle), RunConfig.from_dict({"speech": {"enabled": False}}))
     assert list(engines.backends) == [ROLE, "ocr-detector", "ocr-recognizer"]
     out = io.StringIO()
-    asyncio.run(TerminalSink(out).send({"type": "start", "source": "x.mp4", "backend": engines.backends}))
+    asyncio.run(TerminalSink(out).send(StartEvent(source="x.mp4", wall=0.0, describe="", bundle=engines.tag,
+                                                  backend=engines.backends)))
     where = {choice["backend"] for choice in engines.backends.values()}
     if len(where) == 1:  # (the default bundle ships no engine, so nothing was skipped for a reason worth showing)
         assert f"  engines: {ROLE}, ocr-detector, ocr-recognizer on {STEP_NAMES[where.pop()]}\n" in out.getvalue()
 
 
 def test_forced_tensorrt_stops_the_run_before_it_starts(default_bundle: Path) -> None:
-    from edgeomni.pipeline import Engines
+    from edgeomni.engines.bundle_engines import Engines
 
     if _tensorrt_runs_here():
         pytest.skip("TensorRT and a GPU are present here")
@@ -383,8 +385,8 @@ def test_forced_tensorrt_stops_the_run_before_it_starts(default_bundle: Path) ->
 
 
 def test_labels_are_unchanged_through_the_fallback_and_reported_in_the_header(default_bundle: Path) -> None:
+    from edgeomni.engines.bundle_engines import Engines
     from edgeomni.engines.image_preprocess import preprocess_rgb
-    from edgeomni.pipeline import Engines
     from edgeomni.sinks.terminal import TerminalSink
 
     bundle = verify_bundle(default_bundle)
@@ -405,8 +407,8 @@ def test_labels_are_unchanged_through_the_fallback_and_reported_in_the_header(de
     out = io.StringIO()
     import asyncio
 
-    asyncio.run(TerminalSink(out).send({"type": "start", "source": "x.mp4", "describe": "video",
-                                        "backend": engines.backends}))
+    asyncio.run(TerminalSink(out).send(StartEvent(source="x.mp4", wall=0.0, describe="video", bundle=engines.tag,
+                                                  backend=engines.backends)))
     assert f"  engines: image-labeller on {engines.labeller.backend.summary.split(' on ', 1)[1]}" in out.getvalue()
 
 

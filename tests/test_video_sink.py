@@ -12,15 +12,18 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from event_records import event as typed_event
 from media_factory import make_scene_clip, make_speech_turns, make_speech_wav, render_photo, render_slide
 from video_cli import run_cli, visual
 
 from edgeomni.bundle import verify_bundle
 from edgeomni.config import RunConfig
+from edgeomni.engines.bundle_engines import Engines
 from edgeomni.engines.ocr import TextReader
 from edgeomni.errors import SinkError
+from edgeomni.events import Event
 from edgeomni.frames import VideoFrame
-from edgeomni.pipeline import Engines, Pipeline
+from edgeomni.pipeline import Pipeline
 from edgeomni.sinks import Sink, SinkSet
 from edgeomni.sinks.overlay import GlyphFont, draw_lines
 from edgeomni.sinks.video import BurnedVideoSink, CaptionBoard
@@ -49,12 +52,12 @@ def test_glyph_font_measures_wraps_and_draws(font: GlyphFont) -> None:
 
 def test_caption_board_shows_what_covers_each_moment() -> None:
     board = CaptionBoard()
-    board.update({"type": "visual", "start": 0.0, "end": 1.0, "text": "slide: Intro"})
-    board.update({"type": "partial", "start": 1.0, "end": 1.5, "text": "Hello th"})
+    board.update(typed_event({"type": "visual", "start": 0.0, "end": 1.0, "text": "slide: Intro"}))
+    board.update(typed_event({"type": "partial", "start": 1.0, "end": 1.5, "text": "Hello th"}))
     assert board.at(0.5) == ("", "slide: Intro")
     assert board.at(1.6) == ("Hello th", "slide: Intro")
-    board.update({"type": "final", "start": 1.0, "end": 2.0, "text": "Hello there."})
-    board.update({"type": "visual", "start": 3.0, "end": 4.0, "text": "on screen: cat"})
+    board.update(typed_event({"type": "final", "start": 1.0, "end": 2.0, "text": "Hello there."}))
+    board.update(typed_event({"type": "visual", "start": 3.0, "end": 4.0, "text": "on screen: cat"}))
     assert board.at(1.8) == ("Hello there.", "slide: Intro")
     assert board.at(3.5) == ("Hello there.", "on screen: cat")  # a final is held a while after its speech
     assert board.at(9.0) == ("", "on screen: cat")
@@ -77,7 +80,8 @@ def test_frames_wait_for_the_settled_marker_unless_the_source_is_real_time(defau
             sinks.push_frame("main", VideoFrame(render_slide("Agenda"), pts=i / 15, arrival=now))
         await sinks.settle("main", 0.0, realtime)
         await asyncio.sleep(1.0)  # five times the hold
-        await sinks.publish({"type": "final", "stream": "main", "start": 0.5, "end": 2.9, "text": "Welcome everyone."})
+        await sinks.publish(typed_event({"type": "final", "stream": "main", "start": 0.5, "end": 2.9,
+                                   "text": "Welcome everyone."}))
         await sinks.settle("main", 3.0, realtime)
         await sinks.close()
         assert sink.frames_written == 45 and sink.error is None
@@ -109,7 +113,7 @@ def test_a_failed_writer_never_holds_up_an_unpaced_source(default_bundle: Path, 
         time.sleep(0.05)
     assert sink.error is not None and not sink.backlogged
     with pytest.raises(SinkError, match=r"out\.mp4"):
-        asyncio.run(sink.send({"type": "final", "stream": "main", "start": 0.0, "end": 1.0, "text": "x"}))
+        asyncio.run(sink.send(typed_event({"type": "final", "stream": "main", "start": 0.0, "end": 1.0, "text": "x"})))
     asyncio.run(sink.close())
 
 
@@ -120,8 +124,8 @@ class _SettledLog(Sink):
     def __init__(self) -> None:
         self.events: list[dict] = []
 
-    async def send(self, event: dict) -> None:
-        self.events.append(event)
+    async def send(self, event: Event) -> None:
+        self.events.append(event.to_dict())
 
 
 @pytest.mark.slow

@@ -143,7 +143,7 @@ def test_full_server_answers_503(server: ServerThread) -> None:
 
 
 def test_slow_receiver_loses_partials_first_and_stays_bounded() -> None:
-    from edgeomni.captions.events import MediaClock
+    from edgeomni.events import MediaClock
     from edgeomni.webrtc.metrics import SessionMetrics
     from edgeomni.webrtc.room import QUEUE_DEPTH, CaptionChannel
 

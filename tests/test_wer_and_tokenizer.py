@@ -39,7 +39,8 @@ def test_local_agreement_commits_whole_agreed_words_only() -> None:
 
 
 def test_asr_loop_guard_cuts_immediate_repeats() -> None:
-    from edgeomni.engines.asr import _drop_loop, _loop_length
+    from edgeomni.engines.asr import drop_loop as _drop_loop
+    from edgeomni.engines.asr import loop_length as _loop_length
 
     phrase = [5, 6, 7, 8, 9]
     assert _loop_length([1, 2, *phrase, *phrase], fresh_from=2) == 5

@@ -18,16 +18,22 @@ import resource
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgeomni.bundle import verify_bundle
+from edgeomni.config import RunConfig
 from edgeomni.datasets.audio import OFFLINE_LIMIT_S, decode, offline_spans
 from edgeomni.datasets.speechset import Clip, SpeechSet, load_speech_set
+from edgeomni.engines.asr_families import open_asr
 from edgeomni.errors import EdgeOmniError
+from edgeomni.events import Event, FinalEvent, PartialEvent
 from edgeomni.frames import AUDIO_RATE
+from edgeomni.runtime import Runtime
+from edgeomni.sinks import Sink
+from edgeomni.sources import open_source
 
 CHUNK = 512  # 32 ms: what a microphone callback typically delivers, and EdgeOmni's VAD frame
 
@@ -122,21 +128,17 @@ def run_peer(spec: dict[str, Any], sset: SpeechSet) -> dict[str, Any]:
 
 # -- EdgeOmni ---------------------------------------------------------------------------------------------
 def run_edgeomni(spec: dict[str, Any], sset: SpeechSet) -> dict[str, Any]:
-    from edgeomni.bundle import verify_bundle
-    from edgeomni.config import RunConfig
-    from edgeomni.pipeline import Engines
-
-    config = RunConfig.load(Path(spec["config"]) if spec.get("config") else None)
-    config.visual.enabled = False  # audio-only clips: do not load (or count the memory of) the image labeller
+    # Audio-only clips: do not load (or count the memory of) the visual models.
+    config = RunConfig.load(Path(spec["config"]) if spec.get("config") else None).override({"visual.enabled": False})
     loaded = time.perf_counter()
-    engines = Engines.load(verify_bundle(Path(spec["bundle"])), config)
+    runtime = Runtime.open(Path(spec["bundle"]), config)
     load_s = time.perf_counter() - loaded
     files, started = [], time.monotonic()
-    with ThreadPoolExecutor(config.engine.workers, thread_name_prefix="edgeomni-infer") as executor:
+    with runtime:
         for i, clip in enumerate(sset.clips, 1):
             _say(spec, i, len(sset.clips), clip, started)
             cpu, wall = time.process_time(), time.monotonic()
-            streams = asyncio.run(_edgeomni_clip(sset.wav(clip), engines, config, executor, spec))
+            streams = asyncio.run(_edgeomni_clip(sset.wav(clip), runtime, spec))
             ends = [s["end"] for s in streams]
             busy = sum(e["counters"].get("asr_seconds", 0.0) for e in ends)
             files.append({"name": clip.name, "media_s": ends[0]["media_seconds"], "busy_s": round(busy, 4),
@@ -146,49 +148,39 @@ def run_edgeomni(spec: dict[str, Any], sset: SpeechSet) -> dict[str, Any]:
             "load_s": round(load_s, 3), "files": files}
 
 
-async def _edgeomni_clip(path: Path, engines: Any, config: Any, executor: ThreadPoolExecutor,
-                         spec: dict[str, Any]) -> list[dict[str, Any]]:
-    from edgeomni.pipeline import Pipeline
-    from edgeomni.sinks import Sink, SinkSet
-    from edgeomni.sources import open_source
+class _SpeechCollector(Sink):
+    name = "bench"
 
-    class Collect(Sink):
-        name = "bench"
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
 
-        def __init__(self) -> None:
-            self.events: list[dict[str, Any]] = []
+    async def send(self, event: Event) -> None:
+        if isinstance(event, PartialEvent | FinalEvent):
+            self.events.append({"type": event.type, "text": event.text, "emitted": event.emitted,
+                                "latency_ms": event.latency_ms, "start": event.start, "end": event.end})
 
-        async def send(self, event: dict[str, Any]) -> None:
-            if event.get("type") in ("partial", "final"):
-                self.events.append({k: event.get(k) for k in ("type", "text", "emitted", "latency_ms", "start", "end")})
 
+async def _edgeomni_clip(path: Path, runtime: Runtime, spec: dict[str, Any]) -> list[dict[str, Any]]:
     n = int(spec.get("streams", 1))
-    collectors = [Collect() for _ in range(n)]
-    sink_sets = [SinkSet([c]) for c in collectors]
-    pipelines = [Pipeline(open_source(str(path), realtime=spec["realtime"], require_audio=True), engines, sinks,
-                          config, executor, stream=f"s{k}") for k, sinks in enumerate(sink_sets)]
+    collectors = [_SpeechCollector() for _ in range(n)]
+    pipelines = [runtime.stream(open_source(str(path), realtime=spec["realtime"], require_audio=True), [collector],
+                                stream=f"s{k}") for k, collector in enumerate(collectors)]
     try:
         ends = await asyncio.gather(*(p.run() for p in pipelines))  # started together, one loop
     finally:
-        for sinks in sink_sets:
-            await sinks.close()
+        for pipeline in pipelines:
+            await pipeline.sinks.close()
     for end in ends:
-        if end.get("error"):
-            raise EdgeOmniError(f"{path.name}: EdgeOmni stream failed: {end['error']}")
-    return [{"events": c.events, "end": e} for c, e in zip(collectors, ends, strict=True)]
+        if end.error:
+            raise EdgeOmniError(f"{path.name}: EdgeOmni stream failed: {end.error}")
+    return [{"events": c.events, "end": e.to_dict()} for c, e in zip(collectors, ends, strict=True)]
 
 
 # -- Moonshine offline on whole clips ---------------------------------------------------------------------
 def run_offline(spec: dict[str, Any], sset: SpeechSet) -> dict[str, Any]:
-    from edgeomni.bundle import verify_bundle
-    from edgeomni.engines.asr import MoonshineAsr
-    from edgeomni.engines.whisper_asr import WhisperAsr
-
     loaded = time.perf_counter()
-    bundle = verify_bundle(Path(spec["bundle"]))
-    # issue 6: a Whisper bundle is run by its own engine (the pass keeps its name; its info names the ASR).
-    asr_cls = WhisperAsr if bundle.manifest.has_role("asr-whisper-encoder") else MoonshineAsr
-    asr = asr_cls(bundle)
+    # Whichever ASR family the bundle ships (the pass keeps its name; its info names the ASR).
+    asr = open_asr(verify_bundle(Path(spec["bundle"])))
     load_s = time.perf_counter() - loaded
     files, started = [], time.monotonic()
     for i, clip in enumerate(sset.clips, 1):
@@ -203,7 +195,7 @@ def run_offline(spec: dict[str, Any], sset: SpeechSet) -> dict[str, Any]:
         files.append({"name": clip.name, "media_s": round(len(audio) / AUDIO_RATE, 3), "busy_s": round(busy, 4),
                       "cpu_s": round(time.process_time() - cpu, 4), "wall_s": 0.0,
                       "streams": [{"events": [event] if event["text"] else []}]})
-    return {"info": {"bundle": spec["bundle"], "asr": asr_cls.__name__,
+    return {"info": {"bundle": spec["bundle"], "asr": type(asr).__name__,
                      "chunking": f"<= {OFFLINE_LIMIT_S:.0f} s, cut in pauses"},
             "load_s": round(load_s, 3), "files": files}
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeomni.config import SpeechConfig
-from edgeomni.engines.asr import MoonshineAsr, Transcript
+from edgeomni.engines.asr import Asr, Transcript
 from edgeomni.frames import AUDIO_RATE
 
 _CONTEXT_GAP = np.zeros(int(0.3 * AUDIO_RATE), dtype=np.float32)
@@ -31,7 +31,7 @@ class ContextDecoder:
     """Decodes each utterance after the previous one (`remember` keeps it); counts ASR time and echoes in
     `stats` (the captioner's own counters)."""
 
-    def __init__(self, asr: MoonshineAsr, config: SpeechConfig, stats: dict[str, float | int]) -> None:
+    def __init__(self, asr: Asr, config: SpeechConfig, stats: dict[str, float | int]) -> None:
         self.asr, self.config, self.stats = asr, config, stats
         self.context: Context | None = None
 

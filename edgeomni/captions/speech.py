@@ -11,23 +11,23 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from concurrent.futures import Executor
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
 from edgeomni.captions.agreement import LocalAgreement
 from edgeomni.captions.context import Context, ContextDecoder
 from edgeomni.captions.endpoint import Endpointer, Utterance
-from edgeomni.captions.events import CaptionEvent, MediaClock
+from edgeomni.captions.head import HeadContext
 from edgeomni.chunking import AudioFramer, FixedFrame
-from edgeomni.config import SpeechConfig
-from edgeomni.engines.asr import MoonshineAsr, Transcript
-from edgeomni.engines.vad import SileroVad
+from edgeomni.engines.asr import Asr, Transcript
+from edgeomni.engines.bundle_engines import Engines
+from edgeomni.engines.vad import VadStream
+from edgeomni.events import FinalEvent, PartialEvent
 from edgeomni.frames import AUDIO_RATE, AudioFrame
-
-Emit = Callable[[CaptionEvent], Awaitable[None]]
+from edgeomni.sources.base import Source
 
 _MAX_QUEUED_FINALS = 8
 _MAX_INTERVAL_MS = 2000
@@ -52,7 +52,8 @@ class _Speculation:
 
 
 class SpeechCaptioner:
-    """One per audio stream. The ASR engine is shared; the VAD, endpointer and agreement state are not.
+    """The speech head: one per audio stream. The ASR engine is shared; the VAD state, endpointer and agreement
+    state are not.
 
     Scheduling (one worker task per stream): finals always go first; partial requests coalesce into one
     slot, so when inference is slower than the update interval the newest audio wins and the merged
@@ -61,15 +62,25 @@ class SpeechCaptioner:
     back-pressure on the source).
     """
 
-    def __init__(self, stream: str, vad: SileroVad, asr: MoonshineAsr, config: SpeechConfig,
-                 executor: Executor, emit: Emit, clock: MediaClock, realtime: bool = True) -> None:
-        """realtime=False (a file read as fast as possible): the captions depend on the audio alone, never on
+    name: ClassVar[str] = "speech"
+    frame_type: ClassVar[type[AudioFrame]] = AudioFrame
+
+    @classmethod
+    def open(cls, engines: Engines, source: Source, context: HeadContext) -> SpeechCaptioner | None:
+        if engines.asr is None or engines.vad is None or not source.has_audio:
+            return None
+        return cls(context, engines.asr, engines.vad.stream())
+
+    def __init__(self, context: HeadContext, asr: Asr, vad: VadStream) -> None:
+        """context.realtime=False (a file read as fast as possible): the captions depend on the audio alone, never on
         how fast this machine is: each partial is decoded before more audio is taken (none is merged or
         skipped, the update interval never widens, so the words it commits are the same on every run), no
         final is guessed early, and a pause in the audio is our own work (vision, a sink's back-pressure),
         not the speaker cut off, so it never finalises the utterance as a stall."""
-        self.stream, self.config, self.realtime = stream, config, realtime
-        self._vad, self._asr, self._executor, self._emit, self._clock = vad, asr, executor, emit, clock
+        config = context.config.speech
+        self.stream, self.config, self.realtime = context.stream, config, context.realtime
+        self._vad, self._asr, self._executor = vad, asr, context.executor
+        self._emit, self._clock = context.publish, context.clock
         self._framer = AudioFramer(vad.frame_samples)
         self._endpointer = Endpointer(config, vad.frame_samples, asr.min_pad_ms)
         self._agreement = LocalAgreement(asr.detokenizer.starts_word)
@@ -88,7 +99,7 @@ class SpeechCaptioner:
         self._pending_engines: _PendingEngines | None = None  # OTA: applied by the worker between utterances
         self._heard_until = 0.0  # media end of the audio the endpointer has seen
         self._decoding_from: float | None = None  # start of the final the worker is decoding now
-        self._worker = asyncio.create_task(self._work(), name=f"asr:{stream}")
+        self._worker = asyncio.create_task(self._work(), name=f"asr:{self.stream}")
         self.stats: dict[str, float | int] = {
             "audio_seconds": 0.0, "asr_seconds": 0.0, "merged_updates": 0, "interval_widened": 0,
             "no_speech_rejected": 0, "empty_transcripts": 0, "stalls": 0, "speculations": 0,
@@ -125,6 +136,10 @@ class SpeechCaptioner:
     async def cancel(self) -> None:
         self._worker.cancel()
         await asyncio.gather(self._worker, return_exceptions=True)
+
+    @property
+    def compute_seconds(self) -> float:
+        return float(self.stats["asr_seconds"])
 
     def counters(self) -> dict[str, float | int]:
         out = {k: round(v, 3) if isinstance(v, float) else v for k, v in self.stats.items()}
@@ -239,8 +254,9 @@ class SpeechCaptioner:
         text = self._asr.detokenizer.decode(own).strip()
         if not text:
             return
-        event = CaptionEvent.stamped("partial", self.stream, _capitalise(text), snapshot.start, snapshot.end,
-                                     snapshot.last_arrival, self._clock, committed=_capitalise(committed_text),
+        event = PartialEvent.stamped(stream=self.stream, text=_capitalise(text), start=snapshot.start,
+                                     end=snapshot.end, last_arrival=snapshot.last_arrival, clock=self._clock,
+                                     committed=_capitalise(committed_text),
                                      tentative=text[len(committed_text):].strip())
         if self.realtime:
             self._adapt_interval(event.latency_ms)
@@ -297,9 +313,10 @@ class SpeechCaptioner:
 
     async def _emit_final(self, utterance: Utterance, text: str, confidence: float | None) -> None:
         shown = _capitalise(text)
-        await self._emit(CaptionEvent.stamped(
-            "final", self.stream, shown, utterance.start, utterance.end, utterance.last_arrival, self._clock,
-            committed=shown, tentative="", confidence=confidence, split=utterance.split,
+        await self._emit(FinalEvent.stamped(
+            stream=self.stream, text=shown, start=utterance.start, end=utterance.end,
+            last_arrival=utterance.last_arrival, clock=self._clock, committed=shown, tentative="",
+            confidence=confidence, split=utterance.split,
         ))
 
     def _committable_words(self, hypothesis: list[int], seconds: float) -> int:
@@ -322,8 +339,13 @@ class SpeechCaptioner:
         elif latency_ms < self.config.budget_ms / 2 and self._interval > base:
             self._interval = max(base, int(self._interval / 1.25))
 
-    # -- bundle switch (OTA, edgeomni/ota) ----------------------------------------------------------
-    def use_engines(self, asr: MoonshineAsr, vad: SileroVad, keep_context: bool = True,
+    # -- bundle switch (OTA) ------------------------------------------------------------------------
+    def switch(self, engines: Engines, previous: Engines, applied: Callable[[], None]) -> None:
+        """A bundle without speech models leaves this head on the ones it runs."""
+        if engines.asr is not None and engines.vad is not None:
+            self.use_engines(engines.asr, engines.vad.stream(), previous.same_tokenizer(engines), applied)
+
+    def use_engines(self, asr: Asr, vad: VadStream, keep_context: bool = True,
                     applied: Callable[[], None] | None = None) -> None:
         """Use another bundle's engines from the next utterance on. The worker swaps them only between
         utterances (not in speech, nothing queued), so no utterance is decoded by two models; `applied`
@@ -350,8 +372,8 @@ class SpeechCaptioner:
 
 @dataclass(slots=True)
 class _PendingEngines:
-    asr: MoonshineAsr
-    vad: SileroVad
+    asr: Asr
+    vad: VadStream
     keep_context: bool
     applied: Callable[[], None] | None
 
@@ -360,4 +382,4 @@ def _capitalise(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-__all__ = ["Emit", "SpeechCaptioner"]
+__all__ = ["SpeechCaptioner"]

@@ -1,7 +1,7 @@
 """What is on screen, for one video stream: blocks of sampled frames in, visual events out on change.
 
 Events go out when something changes - a new scene, new on-screen text, people entering or leaving -
-never for every block. Budget and degradation (issue 5): a visual event is due ``budget_ms`` after its
+never for every block. Budget and degradation: a visual event is due ``budget_ms`` after its
 block's last frame. Video never queues and never delays speech:
 - vision runs on its own single worker thread at a lower CPU priority (nice +10), so the speech
   engines' pool is never occupied by vision and the OS scheduler prefers speech on a busy machine;
@@ -21,13 +21,14 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import ClassVar
 
-from edgeomni.captions.events import CaptionEvent, MediaClock
-from edgeomni.captions.speech import Emit
+from edgeomni.captions.head import HeadContext
 from edgeomni.chunking import VideoBlock, VideoBlocker
-from edgeomni.config import VisualConfig
-from edgeomni.engines.labeller import ImageLabeller
+from edgeomni.engines.bundle_engines import Engines
+from edgeomni.events import VisualEvent
 from edgeomni.frames import VideoFrame
+from edgeomni.sources.base import Source
 from edgeomni.vision.analyzer import BlockAnalyzer, VisionEngines
 from edgeomni.vision.state import BlockFindings
 
@@ -56,14 +57,27 @@ def describe(findings: BlockFindings, min_score: float, faces_before: int | None
 
 
 class VisualTagger:
-    def __init__(self, stream: str, engines: VisionEngines, config: VisualConfig, emit: Emit,
-                 clock: MediaClock, realtime: bool = True) -> None:
-        """realtime=False (a file read as fast as possible): no block is skipped; push waits for vision instead."""
-        self.stream, self.realtime = stream, realtime
-        self._config, self._emit, self._clock = config, emit, clock
+    """The visual head: one per video stream; the models are shared, the blocker and scene state are not."""
+
+    name: ClassVar[str] = "visual"
+    frame_type: ClassVar[type[VideoFrame]] = VideoFrame
+
+    @classmethod
+    def open(cls, engines: Engines, source: Source, context: HeadContext) -> VisualTagger | None:
+        if not engines.vision.any or not source.has_video:
+            return None
+        return cls(context, engines.vision)
+
+    def __init__(self, context: HeadContext, engines: VisionEngines) -> None:
+        """context.realtime=False (a file read as fast as possible): no block is skipped; push waits for vision
+        instead."""
+        config = context.config.visual
+        self.stream, self.realtime = context.stream, context.realtime
+        self._config, self._emit, self._clock = config, context.publish, context.clock
         self._analyzer = BlockAnalyzer(engines, config)
         self._blocker = VideoBlocker(config.block_frames, config.sample_fps, config.block_stride)
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"vision-{stream}", initializer=_lower_priority)
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"vision-{self.stream}",
+                                            initializer=_lower_priority)
         self._waiting: VideoBlock | None = None
         self._analysing_from: float | None = None  # start of the block the worker is analysing now
         self._seen_until = -math.inf  # media time of the newest frame pushed
@@ -75,7 +89,7 @@ class VisualTagger:
         self._first = True
         self._fast_blocks = self._slow_blocks = 0
         self._pending: tuple[VisionEngines, Callable[[], None] | None] | None = None
-        self._worker = asyncio.create_task(self._analyse_loop(), name=f"vision:{stream}")
+        self._worker = asyncio.create_task(self._analyse_loop(), name=f"vision:{self.stream}")
         self.blocks = 0
         self.skipped_blocks = 0
         self.failed_blocks = 0
@@ -101,7 +115,7 @@ class VisualTagger:
                 await self._idle.wait()
             self._offer(block)
 
-    async def finish(self) -> None:
+    async def finish(self, last_arrival: float = 0.0) -> None:
         block = self._blocker.flush()
         if block is not None:
             if not self.realtime:
@@ -119,13 +133,18 @@ class VisualTagger:
         await asyncio.gather(self._worker, return_exceptions=True)
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    def switch(self, engines: Engines, previous: Engines, applied: Callable[[], None]) -> None:
+        """Every visual model (labeller, faces, OCR) moves at once; a bundle with none keeps the running ones."""
+        if engines.vision.any:
+            self.use_engines(engines.vision, applied)
+
     def use_engines(self, engines: VisionEngines, applied: Callable[[], None] | None = None) -> None:
         """Switch models (OTA) between blocks: no block is analysed half with the old, half with the new ones."""
         self._pending = (engines, applied)
 
-    def use_labeller(self, labeller: ImageLabeller, applied: Callable[[], None] | None = None) -> None:
-        current = self._analyzer.engines
-        self.use_engines(VisionEngines(labeller, current.faces, current.reader), applied)
+    @property
+    def compute_seconds(self) -> float:
+        return self.vision_seconds
 
     def counters(self) -> dict[str, float | int | str | None]:
         return {"video_blocks": self.blocks, "skipped_blocks": self.skipped_blocks,
@@ -214,8 +233,9 @@ class VisualTagger:
             return
         text = describe(findings, self._config.min_score, self._emitted_faces)
         self._first, self._emitted_faces = False, findings.faces
-        await self._emit(CaptionEvent.stamped(
-            "visual", self.stream, text, findings.start, findings.end, findings.last_arrival, self._clock,
+        await self._emit(VisualEvent.stamped(
+            stream=self.stream, text=text, start=findings.start, end=findings.end,
+            last_arrival=findings.last_arrival, clock=self._clock,
             labels=[{"label": label.name, "score": round(label.score, 3)} for label in findings.labels],
             faces=findings.faces, ocr=findings.ocr, scene_change=findings.scene_change, scene=findings.scene,
         ))

@@ -1,16 +1,21 @@
-"""Moonshine speech recognition: encoder + merged KV-cached decoder, driven with plain onnxruntime."""
+"""The speech-recognition seam: what an ASR family implements, and the greedy-decoding helpers they share.
+
+A family (Moonshine, Whisper, ...) is one class satisfying `Asr`: it transcribes one utterance at a time with an
+optional forced prefix, says which sample rate it takes and how much audio padding it needs around speech, and
+carries the detokenizer the caption heads use to turn its tokens into words. Instances are stateless between calls
+and shared by every stream (onnxruntime sessions run from several threads at once); everything per stream (VAD,
+endpointing, agreement, context) lives in the speech head. `open_asr` picks the family a bundle ships.
+"""
 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from edgeomni.bundle import VerifiedBundle
-from edgeomni.engines.session import EngineProfile, create_session
-from edgeomni.engines.tokenizer import Detokenizer
+from edgeomni.engines.backend import BackendChoice
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,81 +27,42 @@ class Transcript:
     decode_s: float
 
 
-class MoonshineAsr:
-    """Greedy decoding of one utterance at a time.
+EMPTY_TRANSCRIPT = Transcript("", [], 0.0, 0.0, 0.0)
 
-    Stateless between calls, so one instance is shared by every stream; onnxruntime sessions are
-    safe to run from several threads at once. Calls are batch 1: the shipped encoder is not batch-safe (rows
-    of one batch change each other's outputs, see docs/ARCHITECTURE.md), so streams cannot share a batch.
+
+class Detokenizer(Protocol):
+    """Token ids -> text, and where words begin (what the agreement and the commit lag count in)."""
+
+    def decode(self, ids: list[int]) -> str: ...
+
+    def starts_word(self, token_id: int) -> bool: ...
+
+
+@runtime_checkable
+class Asr(Protocol):
+    """One ASR family's engine, shared by every stream.
+
+    - `transcribe(audio, prefix, own_from)`: greedy text of one utterance (float32 mono at `sample_rate`,
+      `min_seconds`..`max_seconds`; shorter gives an empty transcript, longer is a ValueError). `prefix` forces the
+      first tokens (words already shown as committed, or the previous utterance replayed as context), so the result
+      extends them; `own_from` is where this utterance's own tokens start inside `prefix`, for the loop guard.
+    - `min_pad_ms`: audio the speech head keeps around speech at least (a family that misreads speech starting on
+      its first frame asks for more).
+    - `tokenizer_role`: the bundle role of its vocabulary; context carries over a bundle switch only when that
+      file is the same (token ids would mean other words otherwise).
+    - `backend`: what its heaviest graph runs on where the bundle offers a choice (TensorRT ... CPU), else None.
     """
 
-    min_pad_ms = 0  # the speech head's pad_ms (150) suits it; decode cost grows with every padded frame
+    family: str
+    sample_rate: int
+    min_seconds: float
+    max_seconds: float
+    min_pad_ms: int
+    tokenizer_role: str
+    detokenizer: Detokenizer
+    backend: BackendChoice | None
 
-    def __init__(self, bundle: VerifiedBundle, profile: EngineProfile | None = None) -> None:
-        manifest = bundle.manifest
-        encoder, decoder = manifest.by_role("asr-encoder"), manifest.by_role("asr-decoder")
-        self.min_seconds = float(encoder.preprocess.get("min_seconds", 0.1))
-        self.max_seconds = float(encoder.preprocess.get("max_seconds", 64))
-        self.sample_rate = int(encoder.preprocess.get("sample_rate", 16_000))
-        params = decoder.preprocess
-        self._layers = int(params.get("num_layers", 6))
-        self._heads = int(params.get("num_kv_heads", 8))
-        self._head_dim = int(params.get("head_dim", 36))
-        self._start = int(params.get("start_token", 1))
-        self._eos = int(params.get("eos_token", 2))
-        self._tokens_per_second = float(params.get("max_tokens_per_second", 6.5))
-        self._encoder = create_session(bundle.path / encoder.file, profile)
-        self._decoder = create_session(bundle.path / decoder.file, profile)
-        self._decoder_inputs = {i.name for i in self._decoder.get_inputs()}
-        self._cache_names = [
-            f"past_key_values.{layer}.{part}.{kind}"
-            for layer in range(self._layers)
-            for part in ("decoder", "encoder")
-            for kind in ("key", "value")
-        ]
-        self.detokenizer = Detokenizer(bundle.role_file("asr-tokenizer"))
-
-    def transcribe(self, audio: np.ndarray, prefix: list[int] | None = None, own_from: int = 0) -> Transcript:
-        """Transcribe one utterance. `prefix` forces the first tokens (words already shown to the viewer as
-        committed), so the result always extends them and they are decoded in a single decoder pass."""
-        seconds = utterance_seconds(audio, self.sample_rate, self.min_seconds, self.max_seconds)
-        if seconds is None:
-            return Transcript("", [], 0.0, 0.0, 0.0)
-        started = time.perf_counter()
-        values = np.ascontiguousarray(audio, dtype=np.float32)[None, :]
-        mask = np.ones_like(values, dtype=np.int64)
-        hidden = self._encoder.run(None, {"input_values": values, "attention_mask": mask})[0]
-        encoded = time.perf_counter()
-        budget = math.ceil(seconds * self._tokens_per_second)
-        tokens, logprob = self._greedy_decode(hidden, mask, list(prefix or []), max_tokens=budget, own_from=own_from)
-        decoded = time.perf_counter()
-        text = self.detokenizer.decode(tokens).strip()
-        return Transcript(text, tokens, logprob, encoded - started, decoded - encoded)
-
-    def _greedy_decode(self, hidden: np.ndarray, mask: np.ndarray, prefix: list[int],
-                       max_tokens: int, own_from: int = 0) -> tuple[list[int], float]:
-        empty = np.zeros((1, self._heads, 0, self._head_dim), dtype=np.float32)
-        cache = dict.fromkeys(self._cache_names, empty)
-        feed_mask = "encoder_attention_mask" in self._decoder_inputs
-        tokens: list[int] = list(prefix)
-        logprob_sum = 0.0
-        next_ids = np.array([[self._start, *prefix]], dtype=np.int64)
-        for step in range(max(4, max_tokens - len(prefix))):
-            inputs = {"input_ids": next_ids, "encoder_hidden_states": hidden,
-                      "use_cache_branch": np.array([step > 0]), **cache}
-            if feed_mask:
-                inputs["encoder_attention_mask"] = mask
-            logits, *present = self._decoder.run(None, inputs)
-            stop, logprob = take_greedy(logits[0, -1], tokens, len(prefix), self._eos, own_from)
-            logprob_sum += logprob
-            if stop:
-                break
-            next_ids = np.array([[tokens[-1]]], dtype=np.int64)
-            # The encoder half of the cache is computed once on step 0 and reused; only the decoder half grows.
-            for name, value in zip(self._cache_names, present, strict=True):
-                if step == 0 or ".decoder." in name:
-                    cache[name] = value
-        return _drop_loop(tokens, len(prefix), own_from), logprob_sum / max(1, len(tokens) - len(prefix) + 1)
+    def transcribe(self, audio: np.ndarray, prefix: list[int] | None = None, own_from: int = 0) -> Transcript: ...
 
 
 def utterance_seconds(audio: np.ndarray, rate: int, min_seconds: float, max_seconds: float) -> float | None:
@@ -113,21 +79,21 @@ def take_greedy(last: np.ndarray, tokens: list[int], fresh_from: int, eos: int,
                 own_from: int = 0) -> tuple[bool, float]:
     """One greedy step on the last position's logits: appends the argmax token unless it is `eos`; returns
     (stop decoding, the token's log-probability). Stops at EOS and when the newest tokens start a loop.
-    `own_from`: where this utterance's tokens start after the replayed context (see _loop_length)."""
+    `own_from`: where this utterance's tokens start after the replayed context (see loop_length)."""
     token = int(last.argmax())
     # The argmax token's log-softmax is -log(sum(exp(logits - max))): stable, no full softmax kept.
     logprob = -math.log(float(np.exp(last - last[token]).sum()))
     if token == eos:
         return True, logprob
     tokens.append(token)
-    return _loop_length(tokens, fresh_from, own_from) > 0, logprob
+    return loop_length(tokens, fresh_from, own_from) > 0, logprob
 
 
 _MIN_LOOP = 4  # tokens; shorter immediate repeats ("no, no") are real speech often enough
 _MAX_LOOP = 24
 
 
-def _loop_length(tokens: list[int], fresh_from: int, own_from: int = 0) -> int:
+def loop_length(tokens: list[int], fresh_from: int, own_from: int = 0) -> int:
     """Length k of an immediate repeat at the end (tokens[-k:] == tokens[-2k:-k]) that includes at least one
     newly decoded token, or 0. Greedy decoding past the end of the audio falls into such loops. Both copies
     must lie in this utterance's own tokens (from `own_from`): a speaker who says the previous utterance again
@@ -138,6 +104,16 @@ def _loop_length(tokens: list[int], fresh_from: int, own_from: int = 0) -> int:
     return 0
 
 
-def _drop_loop(tokens: list[int], fresh_from: int, own_from: int = 0) -> list[int]:
-    k = _loop_length(tokens, fresh_from, own_from)
+def drop_loop(tokens: list[int], fresh_from: int, own_from: int = 0) -> list[int]:
+    """`tokens` without a trailing loop (see loop_length)."""
+    k = loop_length(tokens, fresh_from, own_from)
     return tokens[:-k] if k else tokens
+
+
+def mean_logprob(total: float, tokens: list[int], prefix: list[int]) -> float:
+    """Average log-probability over the decoded tokens and the end-of-text step."""
+    return total / max(1, len(tokens) - len(prefix) + 1)
+
+
+__all__ = ["EMPTY_TRANSCRIPT", "Asr", "Detokenizer", "Transcript", "drop_loop", "loop_length", "mean_logprob",
+           "take_greedy", "utterance_seconds"]

@@ -3,7 +3,7 @@
 The encoder graph turns 30 s of log-mel features into every decoder layer's cross-attention keys/values;
 the decoder graph is called once for the prompt (+ forced prefix) and then once per token, feeding its
 self-attention cache back. Greedy, English, no timestamps: the prompt is <|startoftranscript|><|notimestamps|>.
-Same interface as MoonshineAsr (`transcribe`, `detokenizer`, `close`), so the caption heads take either.
+Implements `edgeomni.engines.asr.Asr`, like MoonshineAsr, so the speech head takes either.
 """
 
 from __future__ import annotations
@@ -17,7 +17,15 @@ from typing import Any
 import numpy as np
 
 from edgeomni.bundle import VerifiedBundle
-from edgeomni.engines.asr import Transcript, _drop_loop, take_greedy, utterance_seconds
+from edgeomni.bundle.manifest import Manifest
+from edgeomni.engines.asr import (
+    EMPTY_TRANSCRIPT,
+    Transcript,
+    drop_loop,
+    mean_logprob,
+    take_greedy,
+    utterance_seconds,
+)
 from edgeomni.engines.backend import BackendChoice, open_engine
 from edgeomni.engines.session import EngineProfile, create_session
 from edgeomni.engines.whisper_features import CHUNK_SAMPLES, FRAMES, HOP, SAMPLE_RATE, LogMel
@@ -93,10 +101,12 @@ class WhisperDecoding:
 class WhisperAsr:
     """Greedy decoding of one utterance (<= 30 s) at a time; stateless between calls, shared by all streams.
 
-    `max_batch` is accepted for interface parity with MoonshineAsr; encoder calls are not batched here (every
-    call is a fixed 15 or 30 s window, so batching would only multiply the padding work).
+    Encoder calls are not batched across streams: every call is a whole 15 or 30 s window, so batching would only
+    multiply the padding work.
     """
 
+    family = "whisper"
+    tokenizer_role = ROLES[2]
     min_seconds = 0.1
     max_seconds = CHUNK_SAMPLES / SAMPLE_RATE
     # tiny.en misreads speech that starts on (nearly) the first frame it hears: on the bench's speech set the
@@ -104,10 +114,13 @@ class WhisperAsr:
     # call pays a whole 15 or 30 s window anyway, so the extra audio costs next to nothing.
     min_pad_ms = 500
     sample_rate = SAMPLE_RATE
-    batcher = None
     backend: BackendChoice | None = None  # what the bundle's encoder runs on (TensorRT engine ... CPU)
 
-    def __init__(self, bundle: VerifiedBundle, profile: EngineProfile | None = None, max_batch: int = 1) -> None:
+    @staticmethod
+    def fits(manifest: Manifest) -> bool:
+        return all(manifest.has_role(role) for role in ROLES)
+
+    def __init__(self, bundle: VerifiedBundle, profile: EngineProfile | None = None) -> None:
         manifest = bundle.manifest
         decoder = manifest.by_role(ROLES[1])
         # The encoder may ship as a TensorRT engine too (export target `tensorrt`); the decoder is ONNX only.
@@ -147,9 +160,6 @@ class WhisperAsr:
         self._first_mask = self._mask.copy()
         self._first_mask[list(decoding.suppress_begin)] = -np.inf
 
-    def close(self) -> None:
-        """Nothing to release (no batcher thread); present for parity with MoonshineAsr."""
-
     def encode(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         features = self.features(audio)[None]
         frames = self.window_frames(len(audio))
@@ -176,7 +186,7 @@ class WhisperAsr:
         """Transcribe one utterance; `prefix` (already committed tokens) is forced in the first decoder pass."""
         seconds = utterance_seconds(audio, self.sample_rate, self.min_seconds, self.max_seconds)
         if seconds is None:
-            return Transcript("", [], 0.0, 0.0, 0.0)
+            return EMPTY_TRANSCRIPT
         started = time.perf_counter()
         cross_k, cross_v = self.encode(audio)
         encoded = time.perf_counter()
@@ -203,4 +213,4 @@ class WhisperAsr:
             if stop:
                 break
             next_ids = np.array([[tokens[-1]]], dtype=np.int64)
-        return _drop_loop(tokens, len(prefix), own_from), logprob_sum / max(1, len(tokens) - len(prefix) + 1)
+        return drop_loop(tokens, len(prefix), own_from), mean_logprob(logprob_sum, tokens, prefix)

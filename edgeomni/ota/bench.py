@@ -15,21 +15,20 @@ import json
 import shutil
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from edgeomni.bundle import verify_bundle
 from edgeomni.bundle.manifest import MANIFEST_NAME
 from edgeomni.config import RunConfig
+from edgeomni.engines.bundle_engines import Engines
+from edgeomni.events import CaptionEvent, Event, FinalEvent, OtaEvent
 from edgeomni.ota.announcement import Announcement
 from edgeomni.ota.install import BundleInstaller, background_executor
 from edgeomni.ota.publish import ArchiveServer, pack_bundle
 from edgeomni.ota.signing import generate_keypair, load_private_key, load_public_key, sign_manifest
-from edgeomni.ota.swap import EngineSwitch
 from edgeomni.paths import default_bundle_dir
-from edgeomni.pipeline import Engines, Pipeline
-from edgeomni.sinks import SinkSet
+from edgeomni.runtime import Runtime
 from edgeomni.sinks.base import Sink
 from edgeomni.sources import open_source
 from edgeomni.telemetry import percentiles
@@ -74,35 +73,33 @@ class _Collect(Sink):
     name = "collect"
 
     def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
+        self.events: list[Event] = []
 
-    async def send(self, event: dict[str, Any]) -> None:
+    async def send(self, event: Event) -> None:
         self.events.append(event)
 
 
 async def _caption_run(bundle: Path, speech: Path, update: tuple[Path, str, Announcement] | None) -> dict[str, Any]:
     """One real-time paced run; with `update`, the bundle is installed and switched to after the first final."""
-    config = RunConfig()
-    config.visual.enabled = False
-    engines = Engines.load(verify_bundle(bundle), config)
+    config = RunConfig().override({"visual.enabled": False})
     sink = _Collect()
-    with ThreadPoolExecutor(config.engine.workers) as executor:
-        sinks = SinkSet([sink])
-        pipeline = Pipeline(open_source(str(speech), realtime=True), engines, sinks, config, executor)
+    with Runtime.open(bundle, config) as runtime:
+        pipeline = runtime.stream(open_source(str(speech), realtime=True), [sink])
         running = asyncio.create_task(pipeline.run())
         if update is not None:
             cache, public, announcement = update
-            while not any(e["type"] == "final" for e in sink.events) and not running.done():
+            while not any(isinstance(e, FinalEvent) for e in sink.events) and not running.done():
                 await asyncio.sleep(0.02)
             installer = BundleInstaller(cache, load_public_key(public), 10**10, 600)
             with background_executor() as pool:  # as the updater does it
                 installed = await asyncio.get_running_loop().run_in_executor(pool, installer.install, announcement)
-            await EngineSwitch(config, [pipeline], engines)(installed)
+            await runtime.switch(installed)
         await running
-        await sinks.close()
-    if update is not None and not any(e.get("status") == "switched" for e in sink.events):
+        await pipeline.sinks.close()
+    if update is not None and not any(isinstance(e, OtaEvent) and e.status == "switched" for e in sink.events):
         raise RuntimeError("the update was installed but no stream switched to it")
-    return {kind: [e["latency_ms"] for e in sink.events if e["type"] == kind] for kind in ("partial", "final")}
+    return {kind: [e.latency_ms for e in sink.events if isinstance(e, CaptionEvent) and e.type == kind]
+            for kind in ("partial", "final")}
 
 
 def compare_latency(source: Path, speech: Path, work: Path, rounds: int) -> dict[str, Any]:

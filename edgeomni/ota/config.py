@@ -5,14 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgeomni.errors import ConfigError, OtaError
+from edgeomni.ota.announcement import check_name
+from edgeomni.ota.signing import load_public_key
+from edgeomni.sync.config import BrokerAddress
+from edgeomni.typed import check
 
 
-def _check(ok: bool, where: str, expected: str, got: object) -> None:
-    if not ok:
-        raise ConfigError(f"{where}: expected {expected}, got {got!r}")
-
-
-@dataclass
+@dataclass(frozen=True)
 class OtaConfig:
     """Signed bundle updates. Off unless `broker` is set (here or with `edgeomni run --ota URL`).
 
@@ -35,11 +34,7 @@ class OtaConfig:
         return bool(self.broker)
 
     def validate(self, section: str = "ota") -> None:
-        from edgeomni.ota.announcement import check_name
-
         if self.broker:
-            from edgeomni.sync.config import BrokerAddress
-
             BrokerAddress.parse(self.broker, f"{section}.broker")
         for name in ("fleet", "bundle"):
             value = getattr(self, name)
@@ -48,16 +43,14 @@ class OtaConfig:
                     check_name(name, value, where=section)
                 except OtaError as exc:
                     raise ConfigError(str(exc)) from None
-        _check(1.0 <= self.max_mb <= 100_000, f"{section}.max_mb", "1..100000 MB", self.max_mb)
-        _check(1.0 <= self.download_timeout_s <= 86_400, f"{section}.download_timeout_s", "1..86400 s",
-               self.download_timeout_s)
+        check(1.0 <= self.max_mb <= 100_000, f"{section}.max_mb", "1..100000 MB", self.max_mb)
+        check(1.0 <= self.download_timeout_s <= 86_400, f"{section}.download_timeout_s", "1..86400 s",
+              self.download_timeout_s)
         if self.enabled:
-            _check(bool(self.public_key), f"{section}.public_key",
-                   "the publisher's Ed25519 public key when ota.broker is set (from `edgeomni bundle keygen`)",
-                   self.public_key)
+            check(bool(self.public_key), f"{section}.public_key",
+                  "the publisher's Ed25519 public key when ota.broker is set (from `edgeomni bundle keygen`)",
+                  self.public_key)
         if self.public_key:
-            from edgeomni.ota.signing import load_public_key
-
             try:
                 load_public_key(self.public_key)
             except OtaError as exc:

@@ -15,24 +15,21 @@ import logging
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from edgeomni.bundle import VerifiedBundle
 from edgeomni.errors import OtaError
+from edgeomni.events import OtaEvent
 from edgeomni.ota.announcement import Announcement, bundle_topic, version_key
 from edgeomni.ota.config import OtaConfig
 from edgeomni.ota.install import BundleInstaller, DownloadError, background_executor
 from edgeomni.ota.mqtt import new_client, parse_broker
 from edgeomni.paths import cache_root
 
-if TYPE_CHECKING:
-    from edgeomni.config import RunConfig
-    from edgeomni.pipeline import Engines, Pipeline
-
 log = logging.getLogger("edgeomni.ota")
 
 Switch = Callable[[VerifiedBundle], Awaitable[None]]
-Report = Callable[[dict[str, Any]], Awaitable[None]]
+Report = Callable[[OtaEvent], Awaitable[None]]
 
 
 class BundleUpdater:
@@ -130,14 +127,14 @@ class BundleUpdater:
         if version_key(announcement.version) < version_key(running) and not self.config.allow_downgrade:
             raise OtaError(f"announcement.version: {announcement.version} is older than the running {running} "
                            "(set ota.allow_downgrade = true to accept rollbacks)")
-        await self._report({"type": "ota", "status": "downloading", "bundle": announcement.tag,
-                            "running": self.running_tag, "url": announcement.url})
+        await self._report(OtaEvent(status="downloading", bundle=announcement.tag, running=self.running_tag,
+                                    url=announcement.url))
         loop = asyncio.get_running_loop()
         bundle = await loop.run_in_executor(self._install_pool, self.installer.install, announcement)
         # Reported before the switch: a server hands the new engines to new sessions as soon as they load, so
         # /health can show the new tag while running streams are still moving; "verified" covers that span.
-        await self._report({"type": "ota", "status": "verified", "bundle": announcement.tag,
-                            "running": self.running_tag, "path": str(bundle.path)})
+        await self._report(OtaEvent(status="verified", bundle=announcement.tag, running=self.running_tag,
+                                    path=str(bundle.path)))
         try:
             await self._switch(bundle)
         except Exception as exc:  # a bundle that verifies but cannot load (bad engine file) is refused too
@@ -145,8 +142,8 @@ class BundleUpdater:
         previous, self.running = self.running_tag, bundle
         log.info("switching %s -> %s (%s); streams change over between utterances", previous, announcement.tag,
                  bundle.path)
-        await self._report({"type": "ota", "status": "installed", "bundle": announcement.tag, "previous": previous,
-                            "path": str(bundle.path)})
+        await self._report(OtaEvent(status="installed", bundle=announcement.tag, previous=previous,
+                                    path=str(bundle.path)))
 
     async def _refuse(self, payload: bytes, reason: str) -> None:
         try:
@@ -154,8 +151,7 @@ class BundleUpdater:
         except OtaError:
             tag = None
         log.warning("refused: %s; keeping %s", reason, self.running_tag)
-        await self._report({"type": "ota", "status": "refused", "bundle": tag, "running": self.running_tag,
-                            "reason": reason})
+        await self._report(OtaEvent(status="refused", bundle=tag, running=self.running_tag, reason=reason))
 
 
 @contextlib.asynccontextmanager
@@ -177,10 +173,3 @@ async def bundle_updates(config: OtaConfig, running: VerifiedBundle, switch: Swi
     finally:
         await updater.close()
 
-
-def updates_for(config: RunConfig, running: VerifiedBundle, engines: Engines, pipelines: list[Pipeline],
-                report: Report) -> contextlib.AbstractAsyncContextManager[BundleUpdater | None]:
-    """What `edgeomni run` wraps its pipelines in: OTA updates for them when `[ota]` (or --ota) is on."""
-    from edgeomni.ota.swap import EngineSwitch
-
-    return bundle_updates(config.ota, running, EngineSwitch(config, pipelines, engines), report)

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgeomni.errors import ConfigError
+from edgeomni.typed import check
 
 
-def _check(ok: bool, where: str, expected: str, got: object) -> None:
-    if not ok:
-        raise ConfigError(f"{where}: expected {expected}, got {got!r}")
-
-
-@dataclass
+@dataclass(frozen=True)
 class OutboxConfig:
     """The device outbox (SQLite, WAL). Empty `path` = the cache default, used only when sync is on."""
 
@@ -28,17 +23,17 @@ class OutboxConfig:
     metrics_interval_s: float = 10.0  # how often per-stage latency figures are written
 
     def validate(self, section: str = "outbox") -> None:
-        _check(1.0 <= self.max_mb <= 1_000_000, f"{section}.max_mb", "1..1000000 MB", self.max_mb)
-        _check(0.01 <= self.max_age_h <= 24 * 365, f"{section}.max_age_h", "0.01..8760 hours", self.max_age_h)
-        _check(-10.0 <= self.hard_example_below <= 0.0, f"{section}.hard_example_below",
-               "a log-probability in [-10, 0]", self.hard_example_below)
-        _check(1.0 <= self.hard_example_max_s <= 60.0, f"{section}.hard_example_max_s", "1..60 s",
-               self.hard_example_max_s)
-        _check(0.0 <= self.hard_image_below <= 1.0, f"{section}.hard_image_below", "a probability in [0, 1]",
-               self.hard_image_below)
-        _check(0.0 <= self.hard_image_every_s <= 86_400, f"{section}.hard_image_every_s", "0..86400 s",
-               self.hard_image_every_s)
-        _check(32 <= self.hard_image_side <= 2160, f"{section}.hard_image_side", "32..2160 pixels",
-               self.hard_image_side)
-        _check(0.5 <= self.metrics_interval_s <= 3600, f"{section}.metrics_interval_s", "0.5..3600 s",
-               self.metrics_interval_s)
+        check(1.0 <= self.max_mb <= 1_000_000, f"{section}.max_mb", "1..1000000 MB", self.max_mb)
+        check(0.01 <= self.max_age_h <= 24 * 365, f"{section}.max_age_h", "0.01..8760 hours", self.max_age_h)
+        check(-10.0 <= self.hard_example_below <= 0.0, f"{section}.hard_example_below",
+              "a log-probability in [-10, 0]", self.hard_example_below)
+        check(1.0 <= self.hard_example_max_s <= 60.0, f"{section}.hard_example_max_s", "1..60 s",
+              self.hard_example_max_s)
+        check(0.0 <= self.hard_image_below <= 1.0, f"{section}.hard_image_below", "a probability in [0, 1]",
+              self.hard_image_below)
+        check(0.0 <= self.hard_image_every_s <= 86_400, f"{section}.hard_image_every_s", "0..86400 s",
+              self.hard_image_every_s)
+        check(32 <= self.hard_image_side <= 2160, f"{section}.hard_image_side", "32..2160 pixels",
+              self.hard_image_side)
+        check(0.5 <= self.metrics_interval_s <= 3600, f"{section}.metrics_interval_s", "0.5..3600 s",
+              self.metrics_interval_s)

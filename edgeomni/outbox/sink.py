@@ -19,11 +19,12 @@ import base64
 import time
 from typing import Any
 
+from edgeomni.events import Event, Record
 from edgeomni.frames import AudioFrame, VideoFrame
 from edgeomni.outbox.config import OutboxConfig
 from edgeomni.outbox.media import AudioRing, FrameRing, frame_png, png_thumbnail, wav_bytes
 from edgeomni.outbox.store import Outbox
-from edgeomni.sinks.base import Event, Sink
+from edgeomni.sinks.base import Sink
 from edgeomni.telemetry import percentiles
 
 _CAPTION_FIELDS = ("stream", "type", "text", "start", "end", "emitted", "latency_ms", "confidence")
@@ -53,7 +54,8 @@ class OutboxSink(Sink):
             self._last_image = frame
             self._frames.push(frame)
 
-    async def send(self, event: Event) -> None:
+    async def send(self, typed: Event) -> None:
+        event = typed.to_dict()  # the outbox keeps records in their JSONL form
         records = self._records_for(event)
         frame = self._hard_frame(event)
         if frame is not None:  # PNG-encoding a frame takes milliseconds: not on the event loop
@@ -70,7 +72,7 @@ class OutboxSink(Sink):
             await asyncio.to_thread(self.outbox.append_many, records)
             self.written += len(records)
 
-    def _records_for(self, event: Event) -> list[tuple[str, dict[str, Any]]]:
+    def _records_for(self, event: Record) -> list[tuple[str, dict[str, Any]]]:
         kind = event.get("type")
         if kind in ("partial", "final", "visual") and "latency_ms" in event:
             self._window.setdefault(str(kind), []).append(float(event["latency_ms"]))
@@ -105,11 +107,11 @@ class OutboxSink(Sink):
         return [("metrics", {"scope": "window", "source": self._source, "window_s": round(seconds, 3),
                              "latency_ms": {stage: percentiles(values) for stage, values in window.items()}})]
 
-    def _is_hard(self, event: Event) -> bool:
+    def _is_hard(self, event: Record) -> bool:
         confidence = event.get("confidence")
         return self._audio is not None and confidence is not None and confidence < self.config.hard_example_below
 
-    def _hard_example(self, event: Event) -> dict[str, Any]:
+    def _hard_example(self, event: Record) -> dict[str, Any]:
         assert self._audio is not None
         start = float(event["start"])
         end = min(float(event["end"]), start + self.config.hard_example_max_s)
@@ -125,7 +127,7 @@ class OutboxSink(Sink):
             example["thumbnail_png_b64"] = base64.b64encode(png_thumbnail(self._last_image.image)).decode()
         return example
 
-    def _hard_frame(self, event: Event) -> VideoFrame | None:
+    def _hard_frame(self, event: Record) -> VideoFrame | None:
         """The frame a visual note was about, when the note is unsure enough (and the last hard frame is old
         enough) to be kept as a hard example."""
         labels = event.get("labels") or []
@@ -141,7 +143,7 @@ class OutboxSink(Sink):
             self._last_hard_image = end
         return frame
 
-    def _hard_image(self, event: Event, frame: VideoFrame) -> dict[str, Any]:
+    def _hard_image(self, event: Record, frame: VideoFrame) -> dict[str, Any]:
         png = frame_png(frame.image, self.config.hard_image_side)
         labels = event.get("labels") or []
         return {

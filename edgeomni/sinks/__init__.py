@@ -7,10 +7,12 @@ import contextlib
 
 from edgeomni.bundle import VerifiedBundle
 from edgeomni.errors import SinkError
+from edgeomni.events import Event, PartialEvent, Settled
 from edgeomni.frames import AudioFrame, VideoFrame
-from edgeomni.sinks.base import Event, Sink
+from edgeomni.sinks.base import Sink
 from edgeomni.sinks.files import JsonlSink, SubtitleSink
 from edgeomni.sinks.terminal import TerminalSink
+from edgeomni.sinks.video import BurnedVideoSink
 
 SINK_FORMS = "terminal, jsonl:PATH (- for stdout), vtt:PATH, srt:PATH, video:PATH.mp4"
 
@@ -24,9 +26,7 @@ def open_sink(spec: str, bundle: VerifiedBundle | None = None) -> Sink:
         if not target:
             raise SinkError(f"sink {spec!r}: {kind} needs a path, e.g. {kind}:captions.{kind} (or {kind}:- for stdout)")
         return JsonlSink(target) if kind == "jsonl" else SubtitleSink(target, kind)
-    if kind == "video":  # issue 5: captions and screen notes burned into the frames
-        from edgeomni.sinks.video import BurnedVideoSink
-
+    if kind == "video":  # captions and screen notes burned into the frames
         if not target or target == "-":
             raise SinkError(f"sink {spec!r}: video needs a file path, e.g. video:captioned.mp4")
         if bundle is None or not bundle.manifest.has_role("overlay-glyphs"):
@@ -50,18 +50,18 @@ class SinkSet:
         self._queues = [asyncio.Queue[Event | None](maxsize=depth) for _ in sinks]
         self._tasks = [asyncio.create_task(self._drain(s, q), name=f"sink:{s.name}")
                        for s, q in zip(sinks, self._queues, strict=True)]
+        # Only sinks that write media pay a call per frame.
+        self._frame_sinks = [s for s in sinks if type(s).push_frame is not Sink.push_frame]
 
     def push_frame(self, stream: str, frame: VideoFrame | AudioFrame) -> None:
         """Decoded frames, video and audio, for sinks that write media (video:); never blocks."""
-        for sink in self.sinks:
-            push = getattr(sink, "push_frame", None)
-            if push is not None:
-                push(stream, frame)
+        for sink in self._frame_sinks:
+            sink.push_frame(stream, frame)
 
     async def settle(self, stream: str, media: float, realtime: bool) -> None:
         """Tell the sinks that draw captions onto frames that no caption of `stream` starting before `media`
         is still to come; queued behind the captions already published, so it never overtakes them."""
-        marker = {"type": "settled", "stream": stream, "media": media, "realtime": realtime}
+        marker = Settled(stream=stream, media=media, realtime=realtime)
         for sink, queue in zip(self.sinks, self._queues, strict=True):
             if sink.wants_settled:
                 await queue.put(marker)
@@ -76,7 +76,7 @@ class SinkSet:
 
     async def publish(self, event: Event) -> None:
         for sink, queue in zip(self.sinks, self._queues, strict=True):
-            if event.get("type") == "partial" and queue.full():
+            if isinstance(event, PartialEvent) and queue.full():
                 self.dropped[sink.name] += 1
                 continue
             await queue.put(event)

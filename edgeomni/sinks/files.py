@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import TextIO
 
 from edgeomni.errors import SinkError
-from edgeomni.sinks.base import Event, Sink
+from edgeomni.events import Event, FinalEvent, VisualEvent, to_json
+from edgeomni.sinks.base import Sink
 
 
 def _open(path: str, kind: str) -> TextIO:
@@ -29,7 +29,7 @@ class JsonlSink(Sink):
         self._out = _open(path, "jsonl")
 
     async def send(self, event: Event) -> None:
-        self._out.write(json.dumps(event, ensure_ascii=False) + "\n")
+        self._out.write(to_json(event) + "\n")
         self._out.flush()
 
     async def close(self) -> None:
@@ -50,11 +50,11 @@ class SubtitleSink(Sink):
             self._out.flush()
 
     async def send(self, event: Event) -> None:
-        if event.get("type") not in ("final", "visual") or not event.get("text"):
+        if not isinstance(event, FinalEvent | VisualEvent) or not event.text:
             return
         self._count += 1
-        text = event["text"] if event["type"] == "final" else f"[screen] {event['text']}"
-        start, end = float(event["start"]), max(float(event["end"]), float(event["start"]) + 0.5)
+        text = event.text if isinstance(event, FinalEvent) else f"[screen] {event.text}"
+        start, end = event.start, max(event.end, event.start + 0.5)
         sep = "." if self._fmt == "vtt" else ","
         timing = f"{_stamp(start, sep)} --> {_stamp(end, sep)}"
         prefix = "" if self._fmt == "vtt" else f"{self._count}\n"

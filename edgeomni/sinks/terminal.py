@@ -6,7 +6,8 @@ import shutil
 import sys
 from typing import TextIO
 
-from edgeomni.sinks.base import Event, Sink
+from edgeomni.events import EndEvent, ErrorEvent, Event, FinalEvent, PartialEvent, StartEvent, VisualEvent
+from edgeomni.sinks.base import Sink
 
 
 class TerminalSink(Sink):
@@ -18,24 +19,22 @@ class TerminalSink(Sink):
         self._partial_shown = False
 
     async def send(self, event: Event) -> None:
-        kind = event.get("type")
-        if kind == "start":
-            self._line(f"▶ {event.get('source')} — {event.get('describe', '')}".rstrip(" —"))
-            if event.get("backend"):  # issue 6: where the engines run (TensorRT engine / EP, CUDA, CPU)
-                self._line("  engines: " + _engines_line(event["backend"]))
-        elif kind == "partial":
+        if isinstance(event, StartEvent):
+            self._line(f"▶ {event.source} — {event.describe}".rstrip(" —"))
+            if event.backend:  # where the engines run (TensorRT engine / EP, CUDA, CPU)
+                self._line("  engines: " + _engines_line(event.backend))
+        elif isinstance(event, PartialEvent):
             if self._live:
                 self._out.write("\r\x1b[K" + _partial_line(event, shutil.get_terminal_size().columns))
                 self._out.flush()
                 self._partial_shown = True
-        elif kind == "final":
-            self._line(f"[{_clock(event['start'])} → {_clock(event['end'])}] {event['text']}"
-                       f"  ({event['latency_ms']:.0f} ms)")
-        elif kind == "visual":
-            self._line(f"[{_clock(event['start'])} screen] {event['text']}  ({event['latency_ms']:.0f} ms)")
-        elif kind == "error":
-            self._line(f"! {event.get('message')}")
-        elif kind == "end":
+        elif isinstance(event, FinalEvent):
+            self._line(f"[{_clock(event.start)} → {_clock(event.end)}] {event.text}  ({event.latency_ms:.0f} ms)")
+        elif isinstance(event, VisualEvent):
+            self._line(f"[{_clock(event.start)} screen] {event.text}  ({event.latency_ms:.0f} ms)")
+        elif isinstance(event, ErrorEvent):
+            self._line(f"! {event.message}")
+        elif isinstance(event, EndEvent):
             self._line(_summary(event))
 
     def _line(self, text: str) -> None:
@@ -46,11 +45,11 @@ class TerminalSink(Sink):
         self._out.flush()
 
 
-def _partial_line(event: Event, width: int) -> str:
+def _partial_line(event: PartialEvent, width: int) -> str:
     """Committed words plain, tentative ones dimmed; clipped from the left to one line, because a wrapped
     line could no longer be overwritten in place."""
-    committed = event.get("committed", "")
-    tentative = event.get("tentative", "") if committed or event.get("tentative") else event["text"]
+    committed = event.committed
+    tentative = event.tentative if committed or event.tentative else event.text
     text = f"{committed} {tentative}" if committed and tentative else committed or tentative
     room = max(10, width - 5)
     start = max(0, len(text) - room)
@@ -72,13 +71,12 @@ def _clock(seconds: float) -> str:
     return f"{int(minutes):02d}:{secs:04.1f}"
 
 
-def _summary(event: Event) -> str:
-    stats = event.get("latency_ms", {})
-    parts = [f"■ done: {event.get('finals', 0)} captions, {event.get('visuals', 0)} screen notes",
-             f"media {event.get('media_seconds', 0):.1f} s in {event.get('wall_seconds', 0):.1f} s"]
-    final = stats.get("final")
+def _summary(event: EndEvent) -> str:
+    parts = [f"■ done: {event.finals} captions, {event.visuals} screen notes",
+             f"media {event.media_seconds:.1f} s in {event.wall_seconds:.1f} s"]
+    final = event.latency_ms.get("final")
     if final:
         parts.append(f"final latency p50 {final['p50']:.0f} ms / p95 {final['p95']:.0f} ms")
-    if event.get("rtf") is not None:
-        parts.append(f"RTF {event['rtf']:.3f}")
+    if event.rtf is not None:
+        parts.append(f"RTF {event.rtf:.3f}")
     return " · ".join(parts)

@@ -30,8 +30,9 @@ import av
 import numpy as np
 
 from edgeomni.errors import SinkError
+from edgeomni.events import CaptionEvent, Event, FinalEvent, PartialEvent, Settled, VisualEvent
 from edgeomni.frames import AUDIO_RATE, AudioFrame, VideoFrame
-from edgeomni.sinks.base import Event, Sink
+from edgeomni.sinks.base import Sink
 from edgeomni.sinks.overlay import GlyphFont, draw_lines
 
 _HOLD_FINAL_S = 2.0  # a final stays on screen this long after its speech ended
@@ -59,15 +60,15 @@ class CaptionBoard:
         self._partial: _Cue | None = None
         self._notes: list[_Cue] = []
 
-    def update(self, event: Event) -> None:
-        cue = _Cue(float(event["start"]), float(event["end"]), str(event.get("text", "")))
+    def update(self, event: CaptionEvent) -> None:
+        cue = _Cue(event.start, event.end, event.text)
         with self._lock:
-            if event["type"] == "final":
+            if isinstance(event, FinalEvent):
                 self._finals.append(cue)
                 self._partial = None
-            elif event["type"] == "partial":
+            elif isinstance(event, PartialEvent):
                 self._partial = cue
-            elif event["type"] == "visual":
+            elif isinstance(event, VisualEvent):
                 self._notes.append(cue)
 
     def at(self, pts: float) -> tuple[str, str]:
@@ -133,13 +134,13 @@ class BurnedVideoSink(Sink):
         return self.error is None and self._queued_video >= _BACKLOG_FRAMES
 
     async def send(self, event: Event) -> None:
-        kind, ours = event.get("type"), event.get("stream", self._stream) == self._stream
-        if kind in ("partial", "final", "visual") and ours:
+        ours = event.stream == self._stream
+        if isinstance(event, CaptionEvent) and ours:
             self.board.update(event)
-        elif kind == "settled" and ours:
+        elif isinstance(event, Settled) and ours:
             with self._settled:
-                self._settled_until = max(self._settled_until, float(event["media"]))
-                self._realtime = bool(event["realtime"])
+                self._settled_until = max(self._settled_until, event.media)
+                self._realtime = event.realtime
                 self._settled.notify_all()
         if self.error is not None:
             raise SinkError(f"video sink {self.path}: {self.error}")

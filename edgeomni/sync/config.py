@@ -8,14 +8,10 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from edgeomni.errors import ConfigError
+from edgeomni.typed import check
 
 TOPIC_SAFE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")  # no MQTT wildcards or separators in fleet/device names
 COMPRESSIONS = ("zlib", "none")
-
-
-def _check(ok: bool, where: str, expected: str, got: object) -> None:
-    if not ok:
-        raise ConfigError(f"{where}: expected {expected}, got {got!r}")
 
 
 @dataclass(frozen=True)
@@ -29,13 +25,13 @@ class BrokerAddress:
     @classmethod
     def parse(cls, url: str, where: str = "broker URL") -> BrokerAddress:
         parts = urlsplit(url)
-        _check(parts.scheme in ("mqtt", "mqtts"), f"{where} {url!r}", "scheme mqtt:// or mqtts://", parts.scheme)
+        check(parts.scheme in ("mqtt", "mqtts"), f"{where} {url!r}", "scheme mqtt:// or mqtts://", parts.scheme)
         try:
             port = parts.port
         except ValueError:
             raise ConfigError(f"{where} {url!r}: port is not a number 1..65535") from None
-        _check(bool(parts.hostname), f"{where} {url!r}", "a host name", parts.hostname)
-        _check(parts.path in ("", "/"), f"{where} {url!r}", "no path after host:port", parts.path)
+        check(bool(parts.hostname), f"{where} {url!r}", "a host name", parts.hostname)
+        check(parts.path in ("", "/"), f"{where} {url!r}", "no path after host:port", parts.path)
         tls = parts.scheme == "mqtts"
         return cls(str(parts.hostname), port or (8883 if tls else 1883), tls,
                    unquote(parts.username or ""), unquote(parts.password or ""))
@@ -45,7 +41,7 @@ class BrokerAddress:
         return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
 
 
-@dataclass
+@dataclass(frozen=True)
 class SyncConfig:
     """Outbox -> MQTT. Credentials in the broker URL win over username/password here."""
 
@@ -69,19 +65,19 @@ class SyncConfig:
     def validate(self, section: str = "sync") -> None:
         if self.broker:
             BrokerAddress.parse(self.broker, f"{section}.broker")
-        _check(bool(TOPIC_SAFE.match(self.fleet)), f"{section}.fleet", "1-64 of [A-Za-z0-9._-]", self.fleet)
-        _check(self.device == "" or (bool(TOPIC_SAFE.match(self.device)) and self.device != "bundles"),
-               f"{section}.device", "1-64 of [A-Za-z0-9._-], not 'bundles'", self.device)
-        _check(bool(self.cert_file) == bool(self.key_file), f"{section}.cert_file/key_file", "both or neither",
-               (self.cert_file, self.key_file))
-        _check(1 <= self.batch_size <= 10_000, f"{section}.batch_size", "1..10000", self.batch_size)
-        _check(1 <= self.max_batch_kb <= 65_536, f"{section}.max_batch_kb", "1..65536", self.max_batch_kb)
-        _check(self.compression in COMPRESSIONS, f"{section}.compression", f"one of {COMPRESSIONS}", self.compression)
-        _check(1 <= self.inflight <= 1000, f"{section}.inflight", "1..1000", self.inflight)
-        _check(5 <= self.keepalive_s <= 3600, f"{section}.keepalive_s", "5..3600", self.keepalive_s)
-        _check(0.05 <= self.backoff_min_s <= self.backoff_max_s <= 3600, f"{section}.backoff_min_s/backoff_max_s",
-               "0.05 <= min <= max <= 3600", (self.backoff_min_s, self.backoff_max_s))
-        _check(0.0 <= self.drain_timeout_s <= 3600, f"{section}.drain_timeout_s", "0..3600", self.drain_timeout_s)
+        check(bool(TOPIC_SAFE.match(self.fleet)), f"{section}.fleet", "1-64 of [A-Za-z0-9._-]", self.fleet)
+        check(self.device == "" or (bool(TOPIC_SAFE.match(self.device)) and self.device != "bundles"),
+              f"{section}.device", "1-64 of [A-Za-z0-9._-], not 'bundles'", self.device)
+        check(bool(self.cert_file) == bool(self.key_file), f"{section}.cert_file/key_file", "both or neither",
+              (self.cert_file, self.key_file))
+        check(1 <= self.batch_size <= 10_000, f"{section}.batch_size", "1..10000", self.batch_size)
+        check(1 <= self.max_batch_kb <= 65_536, f"{section}.max_batch_kb", "1..65536", self.max_batch_kb)
+        check(self.compression in COMPRESSIONS, f"{section}.compression", f"one of {COMPRESSIONS}", self.compression)
+        check(1 <= self.inflight <= 1000, f"{section}.inflight", "1..1000", self.inflight)
+        check(5 <= self.keepalive_s <= 3600, f"{section}.keepalive_s", "5..3600", self.keepalive_s)
+        check(0.05 <= self.backoff_min_s <= self.backoff_max_s <= 3600, f"{section}.backoff_min_s/backoff_max_s",
+              "0.05 <= min <= max <= 3600", (self.backoff_min_s, self.backoff_max_s))
+        check(0.0 <= self.drain_timeout_s <= 3600, f"{section}.drain_timeout_s", "0..3600", self.drain_timeout_s)
 
     def device_id(self) -> str:
         device = self.device or socket.gethostname().split(".")[0]

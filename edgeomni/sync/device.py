@@ -9,9 +9,11 @@ from pathlib import Path
 from edgeomni.config import RunConfig
 from edgeomni.frames import AudioFrame, VideoFrame
 from edgeomni.outbox.config import OutboxConfig
+from edgeomni.outbox.sink import OutboxSink
 from edgeomni.outbox.store import Outbox
 from edgeomni.paths import cache_root
 from edgeomni.sinks.base import Sink
+from edgeomni.sync.worker import SyncWorker
 
 log = logging.getLogger("edgeomni.sync")
 
@@ -36,32 +38,21 @@ def add_sync_arguments(run: argparse.ArgumentParser) -> None:
 class DeviceSync:
     """Owns the outbox, its sink and the sync thread for one `edgeomni run`."""
 
-    def __init__(self, config: RunConfig, outbox_path: Path | None = None) -> None:
-        self.outbox = open_outbox(config.outbox, outbox_path)
-        from edgeomni.outbox.sink import OutboxSink
-
+    def __init__(self, config: RunConfig) -> None:
+        self.outbox = open_outbox(config.outbox)
         self.sink = OutboxSink(self.outbox, config.outbox)
-        self.worker = None
+        self.worker: SyncWorker | None = None
         if config.sync.broker:
-            from edgeomni.sync.worker import SyncWorker
-
             self.worker = SyncWorker(self.outbox, config.sync)
             self.worker.start()
         self.drain_timeout_s = config.sync.drain_timeout_s
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, config: RunConfig) -> DeviceSync | None:
-        """None when neither sync nor an outbox is asked for (then nothing is recorded)."""
-        if args.sync:
-            config.sync.broker = args.sync
-        if args.device:
-            config.sync.device = args.device
-        if args.fleet:
-            config.sync.fleet = args.fleet
-        config.sync.validate()
-        if not (config.sync.broker or config.outbox.path or args.outbox):
+    def open(cls, config: RunConfig) -> DeviceSync | None:
+        """None when neither sync nor an outbox path is configured (then nothing is recorded)."""
+        if not (config.sync.broker or config.outbox.path):
             return None
-        return cls(config, args.outbox)
+        return cls(config)
 
     @property
     def sinks(self) -> list[Sink]:

@@ -19,8 +19,9 @@ import av
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
+from edgeomni.events import CaptionEvent, Event
 from edgeomni.frames import AudioFrame, VideoFrame
-from edgeomni.sinks.base import Event, Sink
+from edgeomni.sinks.base import Sink
 from edgeomni.sinks.overlay import GlyphFont
 from edgeomni.sinks.video import CaptionBoard, burn_in, even_size
 
@@ -88,5 +89,5 @@ class BurnedTrackSink(Sink):
             self.track.push(frame)
 
     async def send(self, event: Event) -> None:
-        if event.get("type") in ("partial", "final", "visual") and event.get("stream") == self.stream:
+        if isinstance(event, CaptionEvent) and event.stream == self.stream:
             self.track.board.update(event)

@@ -6,22 +6,19 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from edgeomni.config import RunConfig
+from edgeomni.errors import ConfigError
+from edgeomni.paths import default_bundle_dir
+from edgeomni.webrtc.ice import IceServer
+
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from edgeomni.config import RunConfig
-    from edgeomni.errors import ConfigError
-    from edgeomni.webrtc.ice import IceServer
-
-    try:
+    try:  # the server needs aiohttp and aiortc, the optional webrtc extra
         from edgeomni.webrtc.server import ServeConfig, run_server
     except ImportError as exc:
         raise ConfigError(f"edgeomni serve needs the webrtc extra (pip install 'edgeomni[webrtc]'): {exc}") from None
-    config = RunConfig.load(args.config)
-    if args.no_visual:
-        config.visual.enabled = False
-    if args.ota:
-        config.ota.broker = args.ota
-        config.ota.validate()
+    config = RunConfig.load(args.config).override(
+        {"visual.enabled": False if args.no_visual else None, "ota.broker": args.ota}, source="command line")
     serve = ServeConfig(host=args.host, port=args.port, token=args.token, bundle=args.bundle,
                         ice_servers=[IceServer.parse(s) for s in args.ice_server or []],
                         idle_timeout_s=args.idle_timeout, max_sessions=args.max_sessions)
@@ -32,8 +29,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def add_serve_parser(commands: Any) -> None:
-    from edgeomni.paths import default_bundle_dir
-
     serve = commands.add_parser("serve", help="WebRTC meeting server: live captions for every participant")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s; "
                        "without --token only loopback is allowed)")

@@ -14,8 +14,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from edgeomni.captions.events import MediaClock
-from edgeomni.sinks.base import Event, Sink
+from edgeomni.events import EndEvent, Event, MediaClock, Record
+from edgeomni.sinks.base import Sink
 from edgeomni.webrtc.metrics import SessionMetrics
 
 CHANNEL_LABEL = "captions"
@@ -34,7 +34,7 @@ class CaptionChannel:
     def __init__(self, stream: str, clock: MediaClock, metrics: SessionMetrics) -> None:
         self.stream, self.clock, self.metrics = stream, clock, metrics
         self.channel: Any = None
-        self._items: deque[Event] = deque()
+        self._items: deque[Record] = deque()
         self._wake = asyncio.Event()
         self._closed = False
         self._task = asyncio.create_task(self._drain(), name=f"webrtc-captions:{stream}")
@@ -44,7 +44,7 @@ class CaptionChannel:
         channel.on("open", self._wake.set)
         self._wake.set()
 
-    def offer(self, event: Event) -> None:
+    def offer(self, event: Record) -> None:
         """Never blocks: when full, a partial is skipped, otherwise the oldest queued event makes room."""
         if self._closed:
             return
@@ -101,7 +101,7 @@ class Room:
         self.name = name
         self.channels: dict[str, CaptionChannel] = {}
 
-    def broadcast(self, event: Event) -> None:
+    def broadcast(self, event: Record) -> None:
         origin = event.get("stream")
         for session_id, channel in list(self.channels.items()):
             if event.get("type") not in PRIVATE_TYPES or session_id == origin:
@@ -111,13 +111,13 @@ class Room:
 class RoomSink(Sink):
     """The pipeline's sink: stamps who spoke and hands the event to the room."""
 
-    def __init__(self, room: Room, session_id: str, participant: str, end_extras: Callable[[], Event]) -> None:
+    def __init__(self, room: Room, session_id: str, participant: str, end_extras: Callable[[], Record]) -> None:
         self.name = f"webrtc:{session_id}"
         self.room, self.session_id, self.participant = room, session_id, participant
         self.end_extras = end_extras
 
     async def send(self, event: Event) -> None:
-        stamped = {**event, "participant": self.participant, "session": self.session_id}
-        if event.get("type") == "end":
+        stamped = {**event.to_dict(), "participant": self.participant, "session": self.session_id}
+        if isinstance(event, EndEvent):
             stamped.update(self.end_extras())  # the session's transport and delivery metrics
         self.room.broadcast(stamped)

@@ -13,17 +13,18 @@ import ipaddress
 import json
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from edgeomni.bundle import verify_bundle
 from edgeomni.config import RunConfig
+from edgeomni.engines.bundle_engines import Engines
 from edgeomni.errors import ConfigError
-from edgeomni.pipeline import Engines
+from edgeomni.events import OtaEvent
+from edgeomni.paths import default_bundle_dir
+from edgeomni.runtime import Runtime
 from edgeomni.webrtc.ice import IceServer, allow_loopback_candidates, rtc_configuration
 from edgeomni.webrtc.room import Room
 from edgeomni.webrtc.session import OfferError, Session
@@ -71,11 +72,10 @@ def _is_loopback(host: str) -> bool:
 
 
 class CaptionServer:
-    """Shared engines and executor; the sessions and rooms of every participant."""
+    """The runtime (shared engines and inference pool); the sessions and rooms of every participant."""
 
-    def __init__(self, serve: ServeConfig, run_config: RunConfig, engines: Engines) -> None:
-        self.serve, self.run_config, self.engines = serve, run_config, engines
-        self.executor = ThreadPoolExecutor(run_config.engine.workers, thread_name_prefix="edgeomni-infer")
+    def __init__(self, serve: ServeConfig, runtime: Runtime) -> None:
+        self.serve, self.runtime = serve, runtime
         self.rtc_config = rtc_configuration(serve.ice_servers)
         self.sessions: dict[str, Session] = {}
         self.rooms: dict[str, Room] = {}
@@ -83,6 +83,11 @@ class CaptionServer:
         self.started = time.monotonic()
         self.last_ota: dict[str, Any] | None = None  # the last OTA update event (refused, installed ...), for /health
         self._ota = contextlib.AsyncExitStack()
+
+    @property
+    def engines(self) -> Engines:
+        """The engines new sessions start on (the newest bundle installed)."""
+        return self.runtime.engines
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES)
@@ -98,21 +103,12 @@ class CaptionServer:
     async def _start_updates(self, _: web.Application) -> None:
         """With [ota] on: install signed bundles as they are announced; new sessions start on the newest, and
         running ones move at their next pause (each session's channel carries its `ota` switched events)."""
-        from edgeomni.ota.swap import EngineSwitch
-        from edgeomni.ota.updater import bundle_updates
+        await self._ota.enter_async_context(self.runtime.updates(self._ota_report))
 
-        switch = EngineSwitch(self.run_config, lambda: [s.pipeline for s in self.sessions.values() if s.pipeline],
-                              self.engines, on_loaded=self._use_engines)
-        await self._ota.enter_async_context(bundle_updates(self.run_config.ota, self.engines.bundle, switch,
-                                                           self._ota_report))
-
-    def _use_engines(self, engines: Engines) -> None:
-        self.engines = engines
-
-    async def _ota_report(self, event: dict[str, Any]) -> None:
-        self.last_ota = event
-        detail = " ".join(str(event[k]) for k in ("bundle", "reason") if event.get(k))
-        print(f"edgeomni serve: ota {event.get('status')} {detail}".rstrip(), flush=True)
+    async def _ota_report(self, event: OtaEvent) -> None:
+        self.last_ota = event.to_dict()
+        detail = " ".join(str(value) for value in (event.bundle, event.reason) if value)
+        print(f"edgeomni serve: ota {event.status} {detail}".rstrip(), flush=True)
 
     # -- handlers -------------------------------------------------------------------------------------------
     async def offer(self, request: web.Request) -> web.Response:
@@ -137,8 +133,8 @@ class CaptionServer:
                                              f"sessions (max {self.serve.max_sessions})"}),
                                              content_type="application/json")
         room = self.rooms.setdefault(room_name, Room(room_name))
-        session = Session(uuid.uuid4().hex[:12], name, room, self.engines, self.run_config, self.executor,
-                          self.rtc_config, self.serve.idle_timeout_s, self._forget)
+        session = Session(uuid.uuid4().hex[:12], name, room, self.runtime, self.rtc_config,
+                          self.serve.idle_timeout_s, self._forget)
         try:
             answer = await session.accept(sdp, burn_in=burn_in)
         except OfferError as exc:
@@ -206,7 +202,7 @@ class CaptionServer:
     async def _shutdown(self, _: web.Application) -> None:
         await self._ota.aclose()  # first: no bundle switch while the sessions close
         await asyncio.gather(*(s.close("server shutting down") for s in list(self.sessions.values())))
-        self.executor.shutdown(wait=True)
+        self.runtime.close()
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
@@ -235,12 +231,9 @@ def _unauthorized(message: str) -> web.HTTPUnauthorized:
 
 def load_server(serve: ServeConfig, run_config: RunConfig) -> CaptionServer:
     """Verify the bundle and load the engines once (shared by every participant)."""
-    from edgeomni.paths import default_bundle_dir
-
     serve.validate()
     allow_loopback_candidates()
-    bundle = verify_bundle(serve.bundle or default_bundle_dir())
-    return CaptionServer(serve, run_config, Engines.load(bundle, run_config))
+    return CaptionServer(serve, Runtime.open(serve.bundle or default_bundle_dir(), run_config))
 
 
 def run_server(serve: ServeConfig, run_config: RunConfig) -> None:

@@ -13,12 +13,11 @@ import contextlib
 import json
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor
 from typing import Any
 
-from edgeomni.config import RunConfig
-from edgeomni.pipeline import Engines, Pipeline
-from edgeomni.sinks import SinkSet
+from edgeomni.events import ErrorEvent, Record
+from edgeomni.pipeline import Pipeline
+from edgeomni.runtime import Runtime
 from edgeomni.webrtc.metrics import SessionMetrics
 from edgeomni.webrtc.room import CHANNEL_LABEL, CaptionChannel, Room, RoomSink
 from edgeomni.webrtc.track_source import TrackSource
@@ -37,14 +36,12 @@ class OfferError(ValueError):
 
 
 class Session:
-    def __init__(self, session_id: str, participant: str, room: Room, engines: Engines, config: RunConfig,
-                 executor: Executor, rtc_config: Any, idle_timeout_s: float,
-                 on_closed: Callable[[Session], None]) -> None:
-        self.id, self.participant, self.room = session_id, participant, room
-        self.engines, self.config, self.executor = engines, config, executor
+    def __init__(self, session_id: str, participant: str, room: Room, runtime: Runtime, rtc_config: Any,
+                 idle_timeout_s: float, on_closed: Callable[[Session], None]) -> None:
+        self.id, self.participant, self.room, self.runtime = session_id, participant, room, runtime
         self.rtc_config, self.idle_timeout_s, self.on_closed = rtc_config, idle_timeout_s, on_closed
         self.metrics = SessionMetrics()
-        self.source = TrackSource(participant, video_width=config.visual.frame_width or None)
+        self.source = TrackSource(participant, video_width=runtime.config.visual.frame_width or None)
         self.pipeline: Pipeline | None = None
         self.channel: CaptionChannel | None = None
         self.closed_reason: str | None = None
@@ -82,18 +79,17 @@ class Session:
                 raise
             raise OfferError(f"SDP offer rejected: {type(exc).__name__}: {exc}") from None
         sinks = [RoomSink(self.room, self.id, self.participant, self._end_extras)]
-        pipeline = Pipeline(self.source, self.engines, SinkSet(sinks + ([self.burned.sink] if self.burned else [])),
-                            self.config, self.executor, stream=self.id)
+        pipeline = self.runtime.stream(self.source, sinks + ([self.burned.sink] if self.burned else []),
+                                       stream=self.id)
         self.pipeline = pipeline
         self.channel = CaptionChannel(self.id, pipeline.clock, self.metrics)
         self.room.channels[self.id] = self.channel
         if not self.source.has_audio:
             kinds = ", ".join(t.kind for t in pc.getReceivers() if t.track) or "none"
-            self.channel.offer({"type": "error", "stream": self.id, "participant": self.participant,
-                                "session": self.id, "code": "no-audio",
-                                "message": f"the offer has no audio track (received tracks: {kinds}); send a "
-                                           "microphone track (m=audio, sendonly or sendrecv) to get captions; "
-                                           "you still receive the other participants' captions"})
+            self._tell(ErrorEvent(stream=self.id, code="no-audio",
+                                  message=f"the offer has no audio track (received tracks: {kinds}); send a "
+                                          "microphone track (m=audio, sendonly or sendrecv) to get captions; "
+                                          "you still receive the other participants' captions"))
         self._tasks = [asyncio.create_task(self._run_pipeline(), name=f"webrtc-pipeline:{self.id}"),
                        asyncio.create_task(self._watch(), name=f"webrtc-watch:{self.id}")]
         return pc.localDescription.sdp
@@ -121,11 +117,11 @@ class Session:
 
         if not self.source.has_video:
             raise OfferError("field 'burn_in': the offer has no camera track (m=video) to send back captioned")
-        manifest = self.engines.bundle.manifest
-        if not manifest.has_role("overlay-glyphs"):
-            raise OfferError(f"field 'burn_in': bundle {manifest.name!r} has no overlay-glyphs component to draw "
-                             "captions with (rebuild it: edgeomni bundle build-default)")
-        track = BurnedTrack(self.engines.bundle.role_file("overlay-glyphs"), self.id)
+        bundle = self.runtime.bundle
+        if not bundle.manifest.has_role("overlay-glyphs"):
+            raise OfferError(f"field 'burn_in': bundle {bundle.manifest.name!r} has no overlay-glyphs component to "
+                             "draw captions with (rebuild it: edgeomni bundle build-default)")
+        track = BurnedTrack(bundle.role_file("overlay-glyphs"), self.id)
         pc.addTrack(track)
         return track
 
@@ -135,7 +131,12 @@ class Session:
             raise OfferError("field 'burn_in': the offer's video is send-only; offer it sendrecv to receive the "
                              "captioned video back")
 
-    def _end_extras(self) -> dict[str, Any]:
+    def _tell(self, event: ErrorEvent) -> None:
+        """A message for this participant only, on its own caption channel."""
+        if self.channel is not None:
+            self.channel.offer({**event.to_dict(), "participant": self.participant, "session": self.id})
+
+    def _end_extras(self) -> Record:
         return {"participant_metrics": self.status()}
 
     def _on_datachannel(self, channel: Any) -> None:
@@ -152,10 +153,10 @@ class Session:
             kind = None
         if kind == "end":
             self.source.finish()
-        elif self.channel is not None:
-            self.channel.offer({"type": "error", "stream": self.id, "session": self.id, "code": "bad-message",
-                                "message": f"unrecognised control message {str(message)[:80]!r}; "
-                                           "expected {\"type\": \"end\"}"})
+        else:
+            self._tell(ErrorEvent(stream=self.id, code="bad-message",
+                                  message=f"unrecognised control message {str(message)[:80]!r}; "
+                                          "expected {\"type\": \"end\"}"))
 
     def _on_connection_state(self) -> None:
         if self.pc is not None and self.pc.connectionState in ("failed", "closed"):
@@ -167,9 +168,8 @@ class Session:
         try:
             await self.pipeline.run()
         except Exception as exc:  # a bug in one participant's pipeline must not touch the others
-            if self.channel is not None:
-                self.channel.offer({"type": "error", "stream": self.id, "session": self.id, "code": "internal",
-                                    "message": f"pipeline failed: {type(exc).__name__}: {exc}"})
+            self._tell(ErrorEvent(stream=self.id, code="internal",
+                                  message=f"pipeline failed: {type(exc).__name__}: {exc}"))
         finally:
             await sinks.close()
             if self.channel is not None:

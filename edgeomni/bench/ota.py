@@ -1,4 +1,4 @@
-"""OTA timings: `python -m edgeomni.ota.bench [--bundle DIR] [--repeat N] [--speech WAV]`.
+"""OTA timings: `python -m edgeomni.bench.ota [--bundle DIR] [--repeat N] [--speech WAV]`.
 
 Times what an update costs, per stage, on a re-versioned copy of a bundle (the default one unless --bundle):
 publishing (verify + sign + tar + sha256), a device install over loopback HTTP (download + sha256 + unpack +
@@ -121,7 +121,7 @@ def compare_latency(source: Path, speech: Path, work: Path, rounds: int) -> dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edgeomni.ota.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m edgeomni.bench.ota", description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, default=default_bundle_dir())
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--speech", type=Path, help="a speech recording for the caption-latency comparison")

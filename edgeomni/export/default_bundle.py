@@ -23,6 +23,7 @@ from typing import Any
 from edgeomni.bundle.manifest import MANIFEST_NAME, Component, Manifest, StateSpec
 from edgeomni.bundle.verify import verify_bundle
 from edgeomni.errors import BundleError, ExportError
+from edgeomni.export.progress import Steps
 from edgeomni.paths import default_bundle_dir
 
 BUNDLE_NAME = "default"
@@ -94,21 +95,6 @@ def provenance(pinned: PinnedFile, **extra: Any) -> dict[str, Any]:
     return {"package": pinned.package, "version": pinned.version, "file": pinned.relpath, **extra}
 
 
-class _Steps:
-    def __init__(self, progress: Callable[[str], None]) -> None:
-        self.progress = progress
-        self.index = 0
-
-    @contextlib.contextmanager
-    def step(self, title: str) -> Iterator[None]:
-        self.index += 1
-        label = f"[{self.index}/{STEPS}] {title}"
-        self.progress(f"{label} ...")
-        started = time.perf_counter()
-        yield
-        self.progress(f"{label} ... {time.perf_counter() - started:.1f} s")
-
-
 def _copy(source: Path, bundle: Path, relpath: str) -> str:
     target = bundle / relpath
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -116,7 +102,7 @@ def _copy(source: Path, bundle: Path, relpath: str) -> str:
     return relpath
 
 
-def _build_labeller(bundle: Path, steps: _Steps, progress: Callable[[str], None]) -> tuple[
+def _build_labeller(bundle: Path, steps: Steps, progress: Callable[[str], None]) -> tuple[
         list[Component], dict[str, Any]]:
     import numpy as np
     import torch
@@ -182,7 +168,7 @@ def _build_into(bundle: Path, progress: Callable[[str], None]) -> Manifest:
     from edgeomni import __version__
     from edgeomni.bundle.describe import describe_file
 
-    steps = _Steps(progress)
+    steps = Steps(progress, total=STEPS)
     with steps.step("locating pinned weight packages"):
         sources = {pinned: locate(pinned) for pinned in PINNED}
         from edgeomni.export.vision_models import VISION_PINNED

@@ -1,4 +1,8 @@
-"""Progress bars for the export's long loops (calibration passes, WER scoring, latency runs).
+"""Progress of an export: numbered, timed steps, and bars for the long loops inside them (calibration passes,
+WER scoring, latency runs). Every recipe task and the default bundle report through these.
+
+Steps print `[N] title ...` (or `[N/TOTAL] ...` where the count is known) when they start and the same line with
+their seconds when they end (`FAILED` when they raised), and keep one record per step for the report.
 
 On a terminal the bar redraws in place; in a log (CI, a pipe) it prints a line at most every ~10% or every
 10 s, so a long step is never silent and never floods. Lines go through the same `progress` callable as the
@@ -10,11 +14,39 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TypeVar
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 WIDTH = 24
 LOG_EVERY_S = 10.0
+
+
+class Steps:
+    """Numbered, timed steps. `records`: [{step, seconds, ok}] in order; `wall_s`: seconds by the key a step
+    was given (what a task's own tables cite)."""
+
+    def __init__(self, progress: Callable[[str], None] = print, total: int | None = None) -> None:
+        self.progress, self.total = progress, total
+        self.records: list[dict[str, Any]] = []
+        self.wall_s: dict[str, float] = {}
+
+    @contextmanager
+    def step(self, title: str, key: str | None = None) -> Iterator[None]:
+        number = len(self.records) + 1
+        label = f"[{number}/{self.total}] {title}" if self.total else f"[{number}] {title}"
+        self.progress(f"{label} ...")
+        started = time.perf_counter()
+        entry: dict[str, Any] = {"step": title, "seconds": None, "ok": False}
+        self.records.append(entry)
+        try:
+            yield
+            entry["ok"] = True
+        finally:
+            entry["seconds"] = round(time.perf_counter() - started, 2)
+            if key is not None:
+                self.wall_s[key] = entry["seconds"]
+            self.progress(f"{label} ... {entry['seconds']:.1f} s{'' if entry['ok'] else ' FAILED'}")
 
 
 class ProgressBar:

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from edgeomni.errors import ExportError
+from edgeomni.export.progress import Steps
 from edgeomni.export.recipe import Recipe
 
 REPORT_JSON, REPORT_MD = "report.json", "report.md"
@@ -25,25 +24,14 @@ class GateFailed(ExportError):
     """The INT8 model missed the accuracy gate even after excluding sensitive nodes."""
 
 
-class Report:
-    def __init__(self, recipe: Recipe, out: Path, progress: Callable[[str], None]) -> None:
-        self.out, self.progress = out, progress
-        self.data: dict[str, Any] = {"recipe": recipe.to_dict(), "steps": [],
-                                     "started": datetime.now(UTC).isoformat(timespec="seconds")}
+class Report(Steps):
+    """The recipe's numbered steps and everything the tasks measure, written as report.json and report.md."""
 
-    @contextmanager
-    def step(self, title: str) -> Iterator[None]:
-        number = len(self.data["steps"]) + 1
-        self.progress(f"[{number}] {title} ...")
-        started = time.perf_counter()
-        entry = {"step": title, "seconds": None, "ok": False}
-        self.data["steps"].append(entry)
-        try:
-            yield
-            entry["ok"] = True
-        finally:
-            entry["seconds"] = round(time.perf_counter() - started, 2)
-            self.progress(f"[{number}] {title} ... {entry['seconds']:.1f} s{'' if entry['ok'] else ' FAILED'}")
+    def __init__(self, recipe: Recipe, out: Path, progress: Callable[[str], None]) -> None:
+        super().__init__(progress)
+        self.out = out
+        self.data: dict[str, Any] = {"recipe": recipe.to_dict(), "steps": self.records,
+                                     "started": datetime.now(UTC).isoformat(timespec="seconds")}
 
     def write(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)

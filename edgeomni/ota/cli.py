@@ -5,16 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from edgeomni.bundle import verify_bundle
+from edgeomni.ota.publish import run_publish
+from edgeomni.ota.signing import SIGNATURE_NAME, generate_keypair, load_private_key, public_key_base64, sign_manifest
+
 
 def _cmd_publish(args: argparse.Namespace) -> int:
-    from edgeomni.ota.publish import run_publish
-
     return run_publish(args)
 
 
 def _cmd_keygen(args: argparse.Namespace) -> int:
-    from edgeomni.ota.signing import generate_keypair
-
     private_path, public_path, public_b64 = generate_keypair(args.out)
     print(f"private key: {private_path} (keep it secret; it signs bundles)")
     print(f"public key:  {public_path}")
@@ -23,9 +23,6 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def _cmd_sign(args: argparse.Namespace) -> int:
-    from edgeomni.bundle import verify_bundle
-    from edgeomni.ota.signing import SIGNATURE_NAME, load_private_key, public_key_base64, sign_manifest
-
     key = load_private_key(args.key)
     bundle = verify_bundle(args.dir)  # sign only what verifies: the signature vouches for every file's sha256
     sign_manifest(bundle.path, key)

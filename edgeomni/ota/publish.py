@@ -9,6 +9,7 @@ import argparse
 import functools
 import signal
 import tarfile
+import tempfile
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -141,8 +142,6 @@ def publish_bundle(bundle_dir: Path, key_path: Path, broker_url: str, fleet: str
 
 
 def run_publish(args: argparse.Namespace) -> int:
-    import tempfile
-
     if not args.serve and not args.url:
         raise OtaError("publish: give --serve HOST:PORT (serve the archive from here) or --url BASE (you upload it)")
     with tempfile.TemporaryDirectory(prefix="edgeomni-publish-") as scratch:

@@ -10,6 +10,11 @@ import threading
 import time
 from pathlib import Path
 
+from edgeomni.config import RunConfig
+from edgeomni.errors import ConfigError
+from edgeomni.sync.device import open_outbox
+from edgeomni.sync.worker import SyncWorker
+
 
 def add_sync_parser(commands: argparse._SubParsersAction) -> None:
     sync = commands.add_parser("sync", help="deliver an outbox's records to an MQTT broker (QoS 1, delete on ack)")
@@ -24,17 +29,10 @@ def add_sync_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _cmd_sync(args: argparse.Namespace) -> int:
-    from edgeomni.config import RunConfig
-    from edgeomni.errors import ConfigError
-    from edgeomni.sync.device import open_outbox
-    from edgeomni.sync.worker import SyncWorker
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    config = RunConfig.load(args.config)
-    for option, field in (("broker", "broker"), ("fleet", "fleet"), ("device", "device"), ("batch_size", "batch_size")):
-        if getattr(args, option) is not None:
-            setattr(config.sync, field, getattr(args, option))
-    config.sync.validate()
+    config = RunConfig.load(args.config).override(
+        {f"sync.{option}": getattr(args, option) for option in ("broker", "fleet", "device", "batch_size")},
+        source="command line")
     if not config.sync.broker:
         raise ConfigError("edgeomni sync: no broker (give --broker URL or [sync] broker)")
     outbox = open_outbox(config.outbox, args.outbox)

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import importlib.util
 import json
 import logging
 import signal
 import threading
 from pathlib import Path
+
+from edgeomni.errors import ConfigError
+from edgeomni.ota.cli import add_publish_parser
+from edgeomni.trainer.build_sets import build_sets
+from edgeomni.trainer.dataset import Dataset
+from edgeomni.trainer.ingest import IngestConfig, serve
+from edgeomni.trainer.report import check_data_dirs, fleet_report, format_report
 
 
 def _add_ingest_options(parser: argparse.ArgumentParser, required: bool) -> None:
@@ -59,8 +68,6 @@ def add_trainer_parser(commands: argparse._SubParsersAction) -> None:
                       "into blocks of this much wall time, each kept whole; 0: never cut (default: %(default)s)")
     sets.set_defaults(func=_cmd_build_sets)
 
-    from edgeomni.ota.cli import add_publish_parser
-
     compact = actions.add_parser("compact", help="merge each date/device partition's Parquet files into one "
                                  "(offline: the live trainer does it itself with --compact-every-h)")
     compact.add_argument("--data", type=Path, required=True, metavar="DIR")
@@ -69,13 +76,10 @@ def add_trainer_parser(commands: argparse._SubParsersAction) -> None:
     compact.add_argument("--min-files", type=int, default=2, help="leave partitions with fewer files alone")
     compact.set_defaults(func=_cmd_compact)
 
-    add_publish_parser(actions)  # `trainer publish BUNDLE` (signed OTA bundles, issue 8 part B)
+    add_publish_parser(actions)  # `trainer publish BUNDLE`: sign, serve and announce a bundle to the fleet
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from edgeomni.errors import ConfigError
-    from edgeomni.trainer.ingest import IngestConfig, serve
-
     if not args.broker or not args.data:
         raise ConfigError("edgeomni trainer: the ingest loop needs --broker URL and --data DIR")
     _require_extra()
@@ -91,12 +95,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_compact(args: argparse.Namespace) -> int:
-    import datetime as dt
-
-    from edgeomni.errors import ConfigError
-    from edgeomni.trainer.dataset import Dataset
-    from edgeomni.trainer.report import check_data_dirs
-
     _require_extra()
     if args.before is not None:
         try:
@@ -115,18 +113,12 @@ def _cmd_compact(args: argparse.Namespace) -> int:
 
 
 def _require_extra() -> None:
-    import importlib.util
-
-    from edgeomni.errors import ConfigError
-
     missing = [name for name in ("paho", "pyarrow") if importlib.util.find_spec(name) is None]
     if missing:
         raise ConfigError(f"edgeomni trainer needs {' and '.join(missing)}: pip install 'edgeomni[trainer]'")
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from edgeomni.trainer.report import fleet_report, format_report
-
     _require_extra()
     report = fleet_report(args.data)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
@@ -134,10 +126,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_build_sets(args: argparse.Namespace) -> int:
-    from edgeomni.trainer.build_sets import build_sets
-
     _require_extra()
-    print(json.dumps(build_sets(args.data, args.out, args.seed, args.calibration_fraction,
-                                       heldout_fraction=args.heldout_fraction, scene_block_s=args.scene_block_s),
-                     indent=2))
+    summary = build_sets(args.data, args.out, args.seed, args.calibration_fraction,
+                         heldout_fraction=args.heldout_fraction, scene_block_s=args.scene_block_s)
+    print(json.dumps(summary, indent=2))
     return 0

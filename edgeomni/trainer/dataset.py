@@ -19,6 +19,7 @@ Readers list the committed files from the index, so they never see a record twic
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import fcntl
@@ -243,8 +244,6 @@ class Dataset:
 
 
 def _row(record: dict[str, Any], received: float) -> dict[str, Any]:
-    import base64
-
     data = dict(record["data"])
     blobs = {column: base64.b64decode(data.pop(field)) if field in data else None
              for field, column in BLOB_FIELDS.items()}

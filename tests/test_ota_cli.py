@@ -17,6 +17,7 @@ from mqtt_broker import mqtt_broker  # noqa: F401 - the fixture
 from ota_factory import bumped, identity
 
 from edgeomni.bundle import VerifiedBundle, verify_bundle
+from edgeomni.events import OtaEvent
 from edgeomni.ota.config import OtaConfig
 from edgeomni.ota.updater import bundle_updates
 
@@ -65,8 +66,8 @@ def test_keygen_sign_publish_and_a_device_installs_it(tmp_bundle_copy: Path, tmp
             events: list[dict[str, Any]] = []
             switched: list[VerifiedBundle] = []
 
-            async def report(event: dict[str, Any]) -> None:
-                events.append(event)
+            async def report(event: OtaEvent) -> None:
+                events.append(event.to_dict())
 
             async def switch(bundle: VerifiedBundle) -> None:
                 switched.append(bundle)

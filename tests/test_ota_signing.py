@@ -208,7 +208,7 @@ def test_updater_refuses_downgrades_and_names_that_do_not_match_the_topic(defaul
     async def switch(bundle: object) -> None:
         switched.append(bundle)
 
-    async def report(_event: dict) -> None:
+    async def report(_event: object) -> None:
         pass
 
     async def scenario() -> None:

@@ -25,7 +25,7 @@ from ota_factory import announcement_for, bumped, first_engine_file, identity, m
 
 from edgeomni.bundle import VerifiedBundle, verify_bundle
 from edgeomni.errors import OtaError
-from edgeomni.events import Event
+from edgeomni.events import Event, OtaEvent
 from edgeomni.ota.config import OtaConfig
 from edgeomni.ota.publish import ArchiveServer, announce, pack_bundle
 from edgeomni.ota.updater import bundle_updates
@@ -84,8 +84,8 @@ def test_updater_refuses_bad_bundles_then_installs_the_good_one(default_bundle: 
         events: list[dict[str, Any]] = []
         switched: list[VerifiedBundle] = []
 
-        async def report(event: dict[str, Any]) -> None:
-            events.append(event)
+        async def report(event: OtaEvent) -> None:
+            events.append(event.to_dict())
 
         async def switch(new: VerifiedBundle) -> None:
             switched.append(new)
@@ -123,8 +123,8 @@ def test_updater_refuses_bad_bundles_then_installs_the_good_one(default_bundle: 
         late_events: list[dict[str, Any]] = []
         late_switched: list[VerifiedBundle] = []
 
-        async def late_report(event: dict[str, Any]) -> None:
-            late_events.append(event)
+        async def late_report(event: OtaEvent) -> None:
+            late_events.append(event.to_dict())
 
         async def late_switch(new: VerifiedBundle) -> None:
             late_switched.append(new)
@@ -258,17 +258,26 @@ def test_engine_switch_moves_every_model_of_both_heads_of_a_running_stream(defau
 
     bundle = release[0]
     new = "{}@{}".format(*identity(bundle))
-    clip = make_video_file(tmp_path / "clip.mp4", seconds=4.0)
+    # Long enough that blocks still come however long loading the new engines takes; the stream is stopped as soon
+    # as both heads have switched.
+    clip = make_video_file(tmp_path / "clip.mp4", seconds=20.0)
     sink = _ListSink()
     runtime = Runtime.open(default_bundle, RunConfig())
     old_vision = runtime.engines.vision
     assert old_vision.labeller and old_vision.faces and old_vision.reader  # the default bundle has all three
+
+    def switched_heads() -> set[str]:
+        return {e["head"] for e in sink.events if e["type"] == "ota" and e["status"] == "switched"}
 
     async def scenario() -> tuple[dict[str, Any], Any]:
         pipeline = runtime.stream(open_source(str(clip), realtime=True, video_size=(320, -1)), [sink])
         running = asyncio.create_task(pipeline.run())
         await asyncio.sleep(1.0)  # mid-stream
         await runtime.switch(verify_bundle(bundle))
+        while switched_heads() != {"speech", "visual"} and not running.done():
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.5)  # a visual block or so on the new models
+        pipeline.stop()
         end = await running
         await pipeline.sinks.close()
         [visual] = [head for head in pipeline.heads if isinstance(head, VisualTagger)]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import onnxruntime as ort
+
 from edgeomni.bundle.manifest import Component, StateSpec, TensorSpec
 from edgeomni.bundle.verify import sha256_of
 
@@ -15,8 +17,6 @@ _ORT_TYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(bool
 
 def engine_signature(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """Read an ONNX/ORT engine's inputs and outputs as ONNX Runtime sees them."""
-    import onnxruntime as ort
-
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
     def spec(arg: Any) -> TensorSpec:

@@ -10,6 +10,7 @@ from collections import deque
 
 import numpy as np
 
+from edgeomni.engines.image_preprocess import resize_rgb
 from edgeomni.frames import AUDIO_RATE, AudioFrame, VideoFrame
 
 
@@ -28,8 +29,6 @@ def wav_bytes(samples: np.ndarray, rate: int = AUDIO_RATE) -> bytes:
 def png_thumbnail(image: np.ndarray, width: int = 160) -> bytes:
     """RGB uint8 (h, w, 3) -> a PNG at most `width` pixels wide, area-averaged (text on screen stays legible
     where every n-th pixel would alias it away)."""
-    from edgeomni.engines.image_preprocess import resize_rgb
-
     h, w = image.shape[:2]
     if w > width:
         image = resize_rgb(image[:, :, :3], max(1, round(h * width / w)), width)
@@ -39,8 +38,6 @@ def png_thumbnail(image: np.ndarray, width: int = 160) -> bytes:
 def frame_png(image: np.ndarray, short_side: int) -> bytes:
     """RGB uint8 (h, w, 3) -> a PNG whose shorter side is at most `short_side`, area-averaged so it can stand in
     for the frame when calibrating a model that sees its centre square at a smaller size."""
-    from edgeomni.engines.image_preprocess import resize_rgb
-
     h, w = image.shape[:2]
     scale = short_side / min(h, w)
     if scale < 1.0:

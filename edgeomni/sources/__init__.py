@@ -22,6 +22,7 @@ from edgeomni.frames import AudioFrame, VideoFrame
 from edgeomni.sources.av_source import NETWORK_TIMEOUT, AVSource
 from edgeomni.sources.base import Source
 from edgeomni.sources.devices import Device, list_devices, list_mics, list_webcams, webcam_input
+from edgeomni.sources.mic import MicSource
 from edgeomni.sources.sample import SAMPLE_SPEECH, ensure_sample
 
 __all__ = [
@@ -87,8 +88,6 @@ def _open(spec: str, realtime: bool, video_size: tuple[int, int] | None) -> Sour
         return AVSource(spec, f"webcam:{rest or '0'}", url, format=fmt, options=options, live=True,
                         video_size=video_size, timeout=NETWORK_TIMEOUT, kind="webcam")
     if kind == "mic":
-        from edgeomni.sources.mic import MicSource  # keeps numpy-only users free of PortAudio
-
         return MicSource(spec, rest or None)
     if kind == "lavfi":
         if not rest:

@@ -90,8 +90,9 @@ class VideoConverter:
         self.position = 0.0
 
     def push(self, frame: av.VideoFrame) -> VideoFrame:
-        # Phones record sideways and say so in the display matrix; frames leave upright, as a player shows them
-        # (issue 5). PyAV's rotation is the counterclockwise angle to apply, which is np.rot90's direction.
+        # Phones record sideways and say so in the display matrix; frames leave upright, as a player shows them,
+        # so faces and text reach vision the right way up. PyAV's rotation is the counterclockwise angle to apply,
+        # which is np.rot90's direction.
         turns = round(_rotation(frame) / 90) % 4
         shown_w, shown_h = (frame.height, frame.width) if turns % 2 else (frame.width, frame.height)
         width, height = self.size or (shown_w, shown_h)

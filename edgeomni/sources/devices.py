@@ -13,6 +13,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import av
+import av.logging
+
 from edgeomni.errors import SourceError
 
 PYAUDIO_HINT = (
@@ -91,9 +94,6 @@ def webcam_input(index: str) -> tuple[str, str, dict[str, str]]:
 
 def _list_av_devices(fmt: str, kind: str) -> list[Device]:
     """Parse FFmpeg's `-list_devices` log output (the only enumeration avfoundation/dshow offer)."""
-    import av
-    import av.logging
-
     previous = av.logging.get_level()
     av.logging.set_level(av.logging.INFO)
     try:

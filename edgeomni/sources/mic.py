@@ -12,7 +12,7 @@ import numpy as np
 from edgeomni.errors import SourceError
 from edgeomni.sources.base import Emit, Source
 from edgeomni.sources.convert import AudioConverter
-from edgeomni.sources.devices import describe_devices, list_mics, open_pyaudio
+from edgeomni.sources.devices import describe_devices, import_pyaudio, list_mics, open_pyaudio
 
 BLOCK_S = 0.02
 """Samples are read in 20 ms blocks: short enough for the 200 ms caption budget, long enough that
@@ -50,8 +50,7 @@ class MicSource(Source):
         return dict(self._pa.get_device_info_by_index(int(index)))
 
     def _run(self, emit: Emit, stop: threading.Event) -> None:
-        import pyaudio
-
+        pyaudio = import_pyaudio()
         block = max(1, round(self.rate * BLOCK_S))
         # Mono where the device allows it; some raw ALSA devices only open in stereo, which the
         # resampler then downmixes.

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
-from mqtt_broker import mqtt_broker  # noqa: F401 - private Mosquitto fixture factory (issue 8 sync/OTA tests)
+from mqtt_broker import mqtt_broker  # noqa: F401 - private Mosquitto fixture factory for the sync/OTA tests
+from trt_bindings import CheckedModule, load_bindings
+from trt_simulated_gpu import SimulatedCudart, SimulatedGpu
+
+from edgeomni.engines import tensorrt_runner
 
 
 @pytest.fixture(scope="session")
@@ -16,7 +23,7 @@ def default_bundle() -> Path:
     Built on first use (about 25 s on 2 cores) and reused afterwards; tests must not modify it, use
     tmp_bundle_copy for that.
     """
-    from edgeomni.export import build_default_bundle
+    from edgeomni.export.default.build import build_default_bundle  # the export extra: imports torch and onnx
 
     return build_default_bundle()
 
@@ -42,8 +49,6 @@ def tensorrt_releases() -> list[str]:
 
 def pinned_tensorrt() -> str:
     """The release of the `tensorrt` extra (pyproject.toml): the one checked in the main test process."""
-    import re
-
     pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
     return re.search(r'"tensorrt-cu12==([\d.]+)"', pyproject).group(1)
 
@@ -52,10 +57,6 @@ def pinned_tensorrt() -> str:
 def tensorrt_bindings(tmp_path_factory: pytest.TempPathFactory):
     """NVIDIA's real `tensorrt` Python module (EDGEOMNI_TRT_BINDINGS picks the release; default: the pinned one),
     imported with stub native libraries. One release per process: the others run in subprocesses."""
-    import os
-
-    from trt_bindings import load_bindings
-
     release = os.environ.get("EDGEOMNI_TRT_BINDINGS", pinned_tensorrt())
     wheels = sorted(TRT_BINDINGS_DIR.glob(f"tensorrt_cu12_bindings-{release}-*.whl"))
     if not wheels:
@@ -66,13 +67,7 @@ def tensorrt_bindings(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture
 def simulated_gpu(tensorrt_bindings, monkeypatch: pytest.MonkeyPatch):
     """`import tensorrt` gives the checked real API and the CUDA runtime a simulated H200, for this test only."""
-    import sys
-
-    from cuda.bindings import runtime
-    from trt_bindings import CheckedModule
-    from trt_simulated_gpu import SimulatedCudart, SimulatedGpu
-
-    from edgeomni.engines import tensorrt_runner
+    from cuda.bindings import runtime  # the `tensorrt` extra's cuda-python: absent on a runtime-only install
 
     cudart = SimulatedCudart(runtime)
     gpu = SimulatedGpu(tensorrt_bindings, cudart)

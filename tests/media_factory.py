@@ -140,7 +140,7 @@ def truncate_file(src: Path, dst: Path, fraction: float = 0.5) -> Path:
     return Path(dst)
 
 
-# --- video path (issue 5): scenes of real photos and slides with known text, with speech -------------
+# --- video path: scenes of real photos and slides with known text, with speech -------------
 # render_photo, render_slide and make_scene_clip live in the package (edgeomni.bench.video_media, imported
 # above): `edgeomni bench video` builds its clips with the very same code.
 

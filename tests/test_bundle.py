@@ -22,7 +22,7 @@ EXPECTED_ROLES = {
     "labeller": "image-labeller",
     "labeller_fp32": "image-labeller-fp32",
     "labels": "image-labels",
-    # issue 5 (video path): face detector and PP-OCRv4 det/rec + dictionary
+    # the video path: face detector and PP-OCRv4 det/rec + dictionary
     "faces": "face-detector",
     "ocr_detector": "ocr-detector",
     "ocr_recognizer": "ocr-recognizer",

@@ -22,6 +22,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 from trt_bindings import ApiMisuse, Checked
 
 MAGIC = b"SIMULATED-TENSORRT-ENGINE\n"
@@ -263,8 +264,6 @@ class SimulatedGpu:
         if not data.startswith(MAGIC):
             return None  # what TensorRT returns for a foreign or corrupt plan
         header, _, model = data[len(MAGIC):].partition(b"\n")
-        import onnxruntime as ort
-
         session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
         return Checked(self.trt.ICudaEngine, self, header=json.loads(header), session=session)
 

@@ -21,6 +21,8 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
 from edgeomni.config import RunConfig
 from edgeomni.webrtc.server import CaptionServer, ServeConfig, load_server
 
@@ -56,8 +58,6 @@ class ServerThread:
         self._runner: Any = None
 
     def start(self) -> ServerThread:
-        from aiohttp import web
-
         self._thread.start()
 
         async def up() -> None:

@@ -19,19 +19,27 @@ def _module_name(path: Path) -> str:
 MODULES = {_module_name(path): path for path in PACKAGE.rglob("*.py")}
 
 
-def _imports(module: str) -> tuple[set[str], set[str]]:
-    """(edgeomni modules imported at module level, ... imported inside functions); TYPE_CHECKING blocks left out."""
+# Optional extras (pyproject.toml) and the export/bench-only libraries: a module may import these inside a function,
+# and an internal module that pulls them in at its top may be imported inside a function too.
+OPTIONAL = {"torch", "transformers", "optimum", "onnx", "onnxruntime.quantization", "tflite2onnx", "tflite", "skimage",
+            "PIL", "yaml", "pyarrow", "paho", "cryptography", "aiortc", "aiohttp", "pyaudio", "tensorrt", "cuda",
+            "pocketsphinx", "faster_whisper", "ctranslate2", "moonshine_voice", "selenium", "duckdb", "deltalake"}
+
+
+def _imports(module: str) -> tuple[set[str], set[str], set[str]]:
+    """(edgeomni modules imported at module level, ... imported inside functions, optional extras imported at module
+    level); imports under `if TYPE_CHECKING:` are left out."""
     path = MODULES[module]
     tree = ast.parse(path.read_text(encoding="utf-8"))
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     nested: set[int] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            nested.update(id(sub) for sub in ast.walk(node) if isinstance(sub, ast.Import | ast.ImportFrom))
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) or (
+                isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)):
             nested.update(id(sub) for sub in ast.walk(node) if isinstance(sub, ast.Import | ast.ImportFrom))
     top: set[str] = set()
     inner: set[str] = set()
+    extras: set[str] = set()
     for node in ast.walk(tree):
         if not isinstance(node, ast.Import | ast.ImportFrom):
             continue
@@ -45,7 +53,9 @@ def _imports(module: str) -> tuple[set[str], set[str]]:
             targets = [base] + [f"{base}.{alias.name}" for alias in node.names if f"{base}.{alias.name}" in MODULES]
         internal = {t for t in targets if t in MODULES}
         (inner if id(node) in nested else top).update(internal)
-    return top - {module}, inner - {module}
+        if id(node) not in nested:
+            extras.update(t for t in targets if t in OPTIONAL or t.split(".")[0] in OPTIONAL)
+    return top - {module}, inner - {module}, extras
 
 
 GRAPH = {module: _imports(module) for module in MODULES}
@@ -93,7 +103,7 @@ def _parents(module: str) -> set[str]:
 
 
 def test_the_module_level_import_graph_has_no_cycles() -> None:
-    edges = {module: {t for t in top if t not in _parents(module)} for module, (top, _) in GRAPH.items()}
+    edges = {module: {t for t in top if t not in _parents(module)} for module, (top, _, _) in GRAPH.items()}
     assert _cycles(edges) == []
 
 
@@ -103,7 +113,7 @@ def test_the_cycle_check_finds_a_cycle() -> None:
 
 def test_the_export_stage_and_the_benchmarks_do_not_import_each_other() -> None:
     crossings = []
-    for module, (top, inner) in GRAPH.items():
+    for module, (top, inner, _) in GRAPH.items():
         for target in top | inner:
             if (module.startswith("edgeomni.export") and target.startswith("edgeomni.bench")) or (
                     module.startswith("edgeomni.bench") and target.startswith("edgeomni.export")):
@@ -111,10 +121,26 @@ def test_the_export_stage_and_the_benchmarks_do_not_import_each_other() -> None:
     assert crossings == []
 
 
+def _pulls_in_an_extra(module: str) -> bool:
+    """Whether importing `module` imports an optional extra (through its own or its imports' module-level imports)."""
+    seen, todo = set(), [module]
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        top, _, extras = GRAPH[current]
+        if extras:
+            return True
+        todo.extend(top | _parents(current))
+    return False
+
+
 def test_internal_imports_sit_at_module_top() -> None:
-    """Deferred imports hide the real graph; they are kept only for optional extras (torch, aiortc, ...), which are
-    not edgeomni modules. An edgeomni module imported inside a function is listed here."""
-    deferred = sorted(f"{module} -> {target}" for module, (_, inner) in GRAPH.items() for target in inner)
+    """Deferred imports hide the real graph; they are kept only where the import brings in an optional extra
+    (torch, aiortc, paho, ...), so that a command that does not need it does not need it installed."""
+    deferred = sorted(f"{module} -> {target}" for module, (_, inner, _) in GRAPH.items() for target in inner
+                      if not _pulls_in_an_extra(target))
     assert deferred == []
 
 
@@ -122,14 +148,15 @@ ISSUE_REFERENCE = re.compile(r"\b(issue|issues) #?\d+\b", re.IGNORECASE)
 
 
 def test_no_comment_or_docstring_points_at_an_issue_number() -> None:
-    roots = [PACKAGE, ROOT / "tests", ROOT / "scripts", ROOT / "demos", ROOT / "runtimes", ROOT / "export"]
+    roots = [PACKAGE, ROOT / "tests", ROOT / "scripts", ROOT / "demos", ROOT / "runtimes", ROOT / "export",
+             ROOT / "requirements"]
+    files = [ROOT / "pyproject.toml", ROOT / "Makefile", *(path for root in roots for path in sorted(root.rglob("*")))]
     hits = []
-    for root in roots:
-        for path in sorted(root.rglob("*")):
-            if path.suffix not in (".py", ".sh", ".yaml", ".js", ".html", ".toml", ".service") or path == Path(
-                    __file__):
-                continue
-            for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-                if ISSUE_REFERENCE.search(line):
-                    hits.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    for path in files:
+        text_file = path.suffix in (".py", ".sh", ".yaml", ".js", ".html", ".toml", ".service", ".txt", "")
+        if not text_file or path == Path(__file__) or not path.is_file() or "data" in path.relative_to(ROOT).parts:
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+            if ISSUE_REFERENCE.search(line):
+                hits.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert hits == []

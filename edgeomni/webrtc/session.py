@@ -18,6 +18,7 @@ from typing import Any
 from edgeomni.events import ErrorEvent, Record
 from edgeomni.pipeline import Pipeline
 from edgeomni.runtime import Runtime
+from edgeomni.webrtc.burned_track import BurnedTrack
 from edgeomni.webrtc.metrics import SessionMetrics
 from edgeomni.webrtc.room import CHANNEL_LABEL, CaptionChannel, Room, RoomSink
 from edgeomni.webrtc.track_source import TrackSource
@@ -46,7 +47,7 @@ class Session:
         self.channel: CaptionChannel | None = None
         self.closed_reason: str | None = None
         self.pc: Any = None
-        self.burned: Any = None  # BurnedTrack when the participant asked for their video back, captioned
+        self.burned: BurnedTrack | None = None  # the participant's own video, captioned, when asked for
         self._tasks: list[asyncio.Task[Any]] = []
         self._closing: asyncio.Task[None] | None = None
 
@@ -113,8 +114,6 @@ class Session:
 
     # -- internals ------------------------------------------------------------------------------------------
     def _return_track(self, pc: Any) -> Any:
-        from edgeomni.webrtc.burned_track import BurnedTrack
-
         if not self.source.has_video:
             raise OfferError("field 'burn_in': the offer has no camera track (m=video) to send back captioned")
         bundle = self.runtime.bundle

@@ -20,6 +20,7 @@ from edgeomni.config import RunConfig
 from edgeomni.errors import EdgeOmniError
 from edgeomni.events import EndEvent
 from edgeomni.export.cli import add_export_parser
+from edgeomni.export.runner import build_default_bundle
 from edgeomni.ota.cli import add_signing_parsers
 from edgeomni.paths import default_bundle_dir
 from edgeomni.runtime import Runtime
@@ -70,8 +71,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_bundle_build(args: argparse.Namespace) -> int:
-    from edgeomni.export.default_bundle import build_default_bundle
-
     path = build_default_bundle(args.out, force=args.force)
     print(f"default bundle ready at {path}")
     return EXIT_OK

@@ -11,8 +11,9 @@ import pytest
 
 from edgeomni.bundle import Manifest, verify_bundle
 from edgeomni.errors import BundleError, ExportError
-from edgeomni.export import default_bundle as db
-from edgeomni.export.default_bundle import PinnedFile, build_default_bundle, locate
+from edgeomni.export.default import build as db
+from edgeomni.export.default.build import build_default_bundle
+from edgeomni.export.pinned import PinnedFile, locate
 
 EXPECTED_ROLES = {
     "vad": "vad",

@@ -1,4 +1,4 @@
-"""Issue 6, the distilled Whisper student: DistillSpec validation, train/bench text disjointness, a tiny real
+"""The distilled Whisper student: DistillSpec validation, train/bench text disjointness, a tiny real
 distillation (2-layer decoder -> ONNX -> INT8 decoder -> WhisperAsr), the
 encoder-output cache, and the torchrun (DDP, gloo on CPU) entry point with 2 processes.
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from edgeomni.errors import ExportError
-from edgeomni.export.whisper.distill import DistillSpec
+from edgeomni.export.whisper.distill_spec import DistillSpec
 
 TINY = dict(decoder_layers=2, clips=4, package_clips=False, noise_fraction=0.0, long_fraction=0.0,
             label_filter_wer=None, held_out=0.0,
@@ -88,7 +88,7 @@ def test_distill_spec_defaults_are_valid_and_spread_the_init_layers() -> None:
     assert spec.resolved_init_layers() == (0, 3)  # first + last, as distil-whisper
     assert DistillSpec(decoder_layers=3).resolved_init_layers() == (0, 1, 3)
     # Building and validating a spec needs no torch (the recipe loader imports it on the runtime-free path).
-    code = ("import sys; from edgeomni.export.whisper.distill import DistillSpec; DistillSpec().validate(); "
+    code = ("import sys; from edgeomni.export.whisper.distill_spec import DistillSpec; DistillSpec().validate(); "
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -180,11 +180,11 @@ def test_tiny_distillation_learns_and_its_int8_export_transcribes(tiny_student: 
     import torch
 
     from edgeomni.engines.whisper_asr import WhisperAsr, WhisperDecoding
+    from edgeomni.export.steps.quantize_whisper import quantize_decoder
     from edgeomni.export.whisper.ct2_to_hf import build_hf_whisper, load_ct2_whisper, mel_filters
     from edgeomni.export.whisper.distill_corpus import TRAIN_SENTENCES
     from edgeomni.export.whisper.distill_data import synthesize
-    from edgeomni.export.whisper.onnx_export import export_whisper_onnx
-    from edgeomni.export.whisper.quantize import quantize_decoder
+    from edgeomni.export.whisper.onnx_graph import export_whisper_onnx
     from edgeomni.wer import words
 
     student, report, _ = tiny_student

@@ -13,7 +13,7 @@ from onnx import numpy_helper
 from edgeomni.bundle import verify_bundle
 from edgeomni.engines.image_preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess_batch, preprocess_rgb
 from edgeomni.errors import ExportError
-from edgeomni.export.calibration import (
+from edgeomni.export.calibration_photos import (
     CALIBRATION_PHOTOS,
     HELDOUT_PHOTOS,
     CalibrationSets,
@@ -104,8 +104,9 @@ def test_runtime_preprocess_imports_only_numpy() -> None:
 def test_mobilenet_definition_matches_torchvision_checkpoint_keys() -> None:
     import torch
 
-    from edgeomni.export.default_bundle import MOBILENET, locate
-    from edgeomni.export.mobilenet_v2 import MobileNetV2, load_mobilenet_v2
+    from edgeomni.export.default.mobilenet_labeller import MOBILENET
+    from edgeomni.export.default.mobilenet_v2 import MobileNetV2, load_mobilenet_v2
+    from edgeomni.export.pinned import locate
 
     state = torch.load(locate(MOBILENET), map_location="cpu", weights_only=True)
     assert list(MobileNetV2().state_dict()) == list(state)
@@ -133,7 +134,7 @@ def test_calibration_is_reproducible_and_varied(sets: CalibrationSets) -> None:
 
 
 def test_quantize_rejects_unknown_method(tmp_path: Path, sets: CalibrationSets) -> None:
-    from edgeomni.export.quantize import quantize_int8
+    from edgeomni.export.steps.quantize_int8 import quantize_int8
 
     with pytest.raises(ExportError, match="calibration method 'kl'"):
         quantize_int8(tmp_path / "a.onnx", tmp_path / "b.onnx", sets.calibration, method="kl")

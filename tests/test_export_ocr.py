@@ -1,4 +1,4 @@
-"""Issue 6, PP-OCR export recipe: generated slide sets, per-component INT8 gated on unchanged held-out text,
+"""PP-OCR export recipe: generated slide sets, per-component INT8 gated on unchanged held-out text,
 a component that cannot hold the gate kept FP32, and the bundle read by the runtime's TextReader."""
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def test_recipe_end_to_end_keeps_int8_only_where_the_text_holds(tmp_path: Path) 
     result = export("--out", str(tmp_path / "ok"), *QUICK, "--set", "targets=[onnxruntime-cpu, tensorrt]")
     assert result.returncode == 0, result.stdout + result.stderr
     report = _check_bundle(tmp_path / "ok")
-    from edgeomni.export.tensorrt import available
+    from edgeomni.export.steps.tensorrt_engine import available
 
     engines = report["tensorrt"]  # one per component, with profiles covering every shape preprocess can make
     assert engines["detector"]["profiles"][0]["min"] == [1, 3, 32, 32]
@@ -166,8 +166,8 @@ def test_where_tensorrt_exists_each_engine_gets_the_model_it_can_take(tmp_path: 
     its FP32 ONNX in FP16, and a failed build leaves the ONNX bundle whole. The builder is replaced by one that
     records what it was handed and fails as a build can (test_tensorrt_simulated.py builds the engines for real
     on TensorRT's Python API and a simulated GPU, and reads slides through them)."""
-    from edgeomni.export import tensorrt
     from edgeomni.export.runner import run_recipe
+    from edgeomni.export.steps import tensorrt_engine as tensorrt
 
     handed: dict[str, tuple[Path, object, list[np.ndarray]]] = {}
 
@@ -238,7 +238,7 @@ def test_bad_components_are_named(tmp_path: Path) -> None:
 def test_a_recipe_already_symmetric_hands_its_shipped_int8_models_to_tensorrt(
         default_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from edgeomni.bundle import verify_bundle
-    from edgeomni.export import tensorrt
+    from edgeomni.export.steps import tensorrt_engine as tensorrt
     from edgeomni.export.tasks.ocr import _tensorrt_targets
 
     handed: dict[str, tuple[Path, bool]] = {}

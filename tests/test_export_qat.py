@@ -12,9 +12,9 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from edgeomni.export.calibration import build_calibration_sets
-from edgeomni.export.qat import FakeQuantGraph, FinetuneConfig, finetune_for_int8
-from edgeomni.export.quantize import logits, quantize_int8
+from edgeomni.export.calibration_photos import build_calibration_sets
+from edgeomni.export.steps.finetune import FakeQuantGraph, FinetuneConfig, finetune_for_int8
+from edgeomni.export.steps.quantize_int8 import logits, quantize_int8
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ import yaml
 
 from edgeomni.errors import ExportError
 from edgeomni.export.recipe import Recipe
-from edgeomni.export.tensorrt import Profile, TensorRtSettings, build_engine, profile_for
-from edgeomni.export.tensorrt import available as tensorrt_version
+from edgeomni.export.steps.tensorrt_engine import Profile, TensorRtSettings, build_engine, profile_for
+from edgeomni.export.steps.tensorrt_engine import available as tensorrt_version
 
 ROOT = Path(__file__).resolve().parents[1]
 MOBILENET = ROOT / "export" / "mobilenet_v2.yaml"
@@ -196,7 +196,7 @@ def test_mobilenet_recipe_end_to_end_and_an_unmeetable_gate(tmp_path: Path) -> N
 
 def test_agreement_where_fp32_is_decisive_counts_only_confident_inputs() -> None:
     """INT8 stand-in = FP32 logits + 1.0 on class 1: it flips exactly the inputs whose class-0 lead is under 1."""
-    from edgeomni.export.gate import agreement_by_margin
+    from edgeomni.export.steps.gate_accuracy import agreement_by_margin
 
     leads = np.array([0.2, 0.5, 0.9, 1.5, 3.0, 6.0], np.float32)  # logit lead of class 0 over class 1
     reference = np.stack([leads, np.zeros_like(leads), np.full_like(leads, -9.0)], axis=1)
@@ -216,7 +216,7 @@ def test_tensorrt_profiles_cover_a_dynamic_batch_and_keep_fixed_dims() -> None:
 
 def test_tensorrt_profiles_of_varying_inputs_span_what_the_runtime_can_feed() -> None:
     from edgeomni.engines.ocr import TextDetector, TextRecognizer
-    from edgeomni.export.tensorrt import profile_for_range
+    from edgeomni.export.steps.tensorrt_engine import profile_for_range
 
     # OCR crops: width varies per line; the profile must take every width preprocess can produce, not just the
     # calibration crops', and is tuned for their median.
@@ -238,7 +238,7 @@ def test_tensorrt_profiles_of_varying_inputs_span_what_the_runtime_can_feed() ->
 def test_tensorrt_build_progress_reports_phases_and_throttles_steps() -> None:
     import types
 
-    from edgeomni.export.tensorrt import BuildProgress, _monitor
+    from edgeomni.export.steps.tensorrt_engine import BuildProgress, _monitor
 
     now = [0.0]
     lines: list[str] = []
@@ -259,7 +259,7 @@ def test_tensorrt_build_progress_reports_phases_and_throttles_steps() -> None:
 
 
 def test_a_tensorrt_form_that_fails_the_gate_ships_nothing_and_says_why(default_bundle: Path, tmp_path: Path) -> None:
-    from edgeomni.export.tensorrt_target import build_tensorrt_target, describe
+    from edgeomni.export.steps.tensorrt_target import build_tensorrt_target, describe
 
     gated: list[Path] = []
 
@@ -304,7 +304,7 @@ def test_dynamic_int8_keeps_a_matmul_close_and_smaller(tmp_path: Path) -> None:
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from edgeomni.export.quantize import quantize_dynamic_int8
+    from edgeomni.export.steps.quantize_int8 import quantize_dynamic_int8
 
     rng = np.random.default_rng(0)
     weight = numpy_helper.from_array(rng.standard_normal((256, 256)).astype(np.float32), "w")
@@ -355,8 +355,8 @@ def test_where_tensorrt_exists_the_labeller_engine_gets_a_symmetric_qdq_model(
     import onnx
 
     from edgeomni.bundle import verify_bundle
-    from edgeomni.export import tensorrt
-    from edgeomni.export.calibration import build_calibration_sets
+    from edgeomni.export.calibration_photos import build_calibration_sets
+    from edgeomni.export.steps import tensorrt_engine as tensorrt
     from edgeomni.export.tasks.classifier import _symmetric_qdq
 
     monkeypatch.setattr(tensorrt, "available", lambda: "10.16.1.11")

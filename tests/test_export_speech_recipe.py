@@ -64,14 +64,14 @@ def test_distill_only_for_speech(tmp_path: Path) -> None:
 
 
 def test_source_must_be_a_local_ctranslate2_model(tmp_path: Path) -> None:
-    from edgeomni.export.tasks.speech import options_for
+    from edgeomni.export.tasks.speech import source_model
 
     recipe = load(tmp_path, {"source": {"kind": "ctranslate2", "path": str(tmp_path / "nowhere")}})
     with pytest.raises(ExportError, match=r"source\.path: .*nowhere does not exist .*nothing is downloaded"):
-        options_for(recipe, tmp_path / "bundle")
+        source_model(recipe)
     recipe = load(tmp_path, {"source": {"kind": "onnx", "path": str(tmp_path)}})
     with pytest.raises(ExportError, match=r"source\.kind: expected 'ctranslate2' for task speech-recognition"):
-        options_for(recipe, tmp_path / "bundle")
+        source_model(recipe)
 
 
 def test_folder_calibration_is_stratified_and_seeded(tmp_path: Path) -> None:

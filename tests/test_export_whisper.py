@@ -1,4 +1,4 @@
-"""Issue 6, Whisper tiny.en: CTranslate2 -> transformers mapping, ONNX + INT8 export, and the runtime engine
+"""Whisper tiny.en: CTranslate2 -> transformers mapping, ONNX + INT8 export, and the runtime engine
 captioning through `edgeomni run --bundle`.
 
 The bundle is built once per code version into the cache (a reduced build: 6 calibration clips, the gate
@@ -72,14 +72,13 @@ def ct2_and_hf() -> tuple[object, object]:
 
 
 def _decode(path: Path) -> np.ndarray:
-    from edgeomni.export.whisper.calibration import decode_audio
+    from edgeomni.export.whisper.calibration_audio import decode_audio
 
     return decode_audio(path)
 
 
 def test_mapped_transformers_model_hears_what_faster_whisper_hears(ct2_and_hf: tuple, tmp_path: Path) -> None:
-    from edgeomni.export.whisper.build import check_mapping
-    from edgeomni.export.whisper.ct2_to_hf import mel_filters
+    from edgeomni.export.whisper.ct2_to_hf import check_mapping, mel_filters
 
     ct2, model = ct2_and_hf
     sentence = "Our customers want faster delivery and lower prices."
@@ -119,7 +118,7 @@ def test_byte_level_detokenizer_matches_tokenizers_library(ct2_and_hf: tuple) ->
 
 
 def test_ct2_reader_names_a_truncated_model(tmp_path: Path) -> None:
-    from edgeomni.export.default_bundle import locate
+    from edgeomni.export.pinned import locate
     from edgeomni.export.whisper.ct2_reader import read_ct2_model
     from edgeomni.export.whisper.ct2_to_hf import WHISPER_CT2
 
@@ -134,13 +133,13 @@ def test_ct2_reader_names_a_truncated_model(tmp_path: Path) -> None:
         read_ct2_model(wrong)
 
 
-def test_export_options_validate_themselves(tmp_path: Path) -> None:
-    from edgeomni.export.whisper import WhisperExportOptions
+def test_recipe_options_validate_themselves() -> None:
+    from edgeomni.export.recipe import Recipe
 
-    with pytest.raises(ExportError, match="calibration_clips"):
-        WhisperExportOptions(out=tmp_path, calibration_clips=0)
-    with pytest.raises(ExportError, match="method"):
-        WhisperExportOptions(out=tmp_path, method="kl")
+    with pytest.raises(ExportError, match=r"calibration\.count: expected 1\.\.100000, got 0"):
+        Recipe.load(RECIPE, ["calibration.count=0"])
+    with pytest.raises(ExportError, match=r"quantize\.method: expected one of \['minmax', 'entropy', 'percentile'\]"):
+        Recipe.load(RECIPE, ["quantize.method=kl"])
 
 
 def test_int8_bundle_passes_its_gate_and_is_3x_smaller(whisper_bundle: Path) -> None:
@@ -164,7 +163,7 @@ def test_tensorrt_target_covers_the_encoder_windows_and_the_runtime_falls_back(w
 
     from edgeomni.bundle import verify_bundle
     from edgeomni.engines.whisper_asr import WhisperAsr
-    from edgeomni.export.tensorrt import available
+    from edgeomni.export.steps.tensorrt_engine import available
 
     recipe_report = json.loads((whisper_bundle / "report.json").read_text())
     engine = recipe_report["whisper"]["tensorrt"]
@@ -226,38 +225,44 @@ def test_edgeomni_run_captions_with_the_whisper_bundle(whisper_bundle: Path, tmp
     assert events[-1]["error"] is None
 
 
-def test_cli_refuses_a_non_bundle_output_directory(tmp_path: Path) -> None:
-    (tmp_path / "precious.txt").write_text("keep me")
-    proc = subprocess.run([sys.executable, "-m", "edgeomni.export.whisper", "--out", str(tmp_path)],
+def test_every_whisper_export_option_is_a_recipe_field(tmp_path: Path) -> None:
+    """`edgeomni export` is the one way to a Whisper bundle: what the options of the former standalone command
+    set is set with --set on the recipe, and --check prints the recipe as it would run."""
+    overrides = ["calibration.count=1", "quantize.method=minmax", "quantize.activations=int8-symmetric",
+                 "heldout.count=1", "gate.max_delta=0.02", "gate.min_size_ratio=50", "gate.max_excluded=0",
+                 "latency_runs=1", "peer=false", f"heldout.audio=speechset:{tmp_path}"]
+    proc = subprocess.run([sys.executable, "-m", "edgeomni.cli", "export", str(RECIPE), "--check",
+                           *(arg for o in overrides for arg in ("--set", o))], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for line in ("  count: 1", "  method: minmax", "  activations: int8-symmetric", "  max_delta: 0.02",
+                 "  min_size_ratio: 50.0", "  max_excluded: 0", "latency_runs: 1", "peer: false",
+                 f"  audio: speechset:{tmp_path}"):
+        assert line in proc.stdout.splitlines(), (line, proc.stdout)
+    gone = subprocess.run([sys.executable, "-m", "edgeomni.export.whisper", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1
-    assert "is not an (empty or earlier) bundle directory" in proc.stderr
-    assert (tmp_path / "precious.txt").read_text() == "keep me"
+    assert gone.returncode != 0
 
 
-def test_unmet_gate_exits_3_keeps_the_report_and_the_earlier_bundle(whisper_bundle: Path, tmp_path: Path) -> None:
-    """A gate that cannot be met (INT8 50x smaller) on a reduced build: exit 3, report beside the earlier bundle
-    at --out (which still verifies, untouched), no new bundle."""
+def test_unmet_gate_exits_3_and_keeps_the_report_without_a_bundle(tmp_path: Path) -> None:
+    """A gate that cannot be met (INT8 50x smaller) on a reduced build: `edgeomni export` exits 3, the report says
+    why (the Whisper tables included), no bundle is written and the work folder is gone."""
     import json
 
-    from edgeomni.bundle import verify_bundle
-
-    earlier = tmp_path / "bundle"
-    shutil.copytree(whisper_bundle, earlier)
-    before = (earlier / "manifest.json").read_bytes()
-    proc = subprocess.run([sys.executable, "-m", "edgeomni.export.whisper", "--out", str(earlier),
-                           "--min-size-ratio", "50", "--calibration-clips", "1", "--method", "minmax",
-                           "--gate-clips", "1", "--latency-runs", "1", "--no-peer"],
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "edgeomni.cli", "export", str(RECIPE), "--out", str(out),
+                           "--set", "gate.min_size_ratio=50", "--set", "calibration.count=1",
+                           "--set", "quantize.method=minmax", "--set", "heldout.count=1", "--set", "latency_runs=1",
+                           "--set", "peer=false", "--set", "targets=[onnxruntime-cpu]"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 3, proc.stderr[-2000:]
-    assert "Whisper INT8 gate not met: INT8 is only" in proc.stderr and "needs 50.0x" in proc.stderr
-    report = json.loads((tmp_path / "bundle.rejected" / "report.json").read_text())
-    assert not report["gate"]["passed"] and report["size_ratio"] < 50
-    assert "Gate: **FAILED**" in (tmp_path / "bundle.rejected" / "report.md").read_text()
-    assert not (tmp_path / "bundle.rejected" / "manifest.json").exists()
-    assert (earlier / "manifest.json").read_bytes() == before
-    verify_bundle(earlier)
-    assert not list(tmp_path.glob(".bundle.building-*")), "the work directory was not cleaned up"
+    assert "Whisper INT8 gate not met: INT8 is only" in proc.stdout and "needs 50.0x" in proc.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert not report["whisper"]["gate"]["passed"] and report["whisper"]["size_ratio"] < 50
+    assert "needs 50.0x" in report["error"]
+    assert "Gate: **FAILED**" in (out / "report.md").read_text()
+    assert not (out / "bundle").exists() and not (out / "bundle.partial").exists()
+    assert not (out / "work").exists(), "the work directory was not cleaned up"
 
 
 def test_whisper_asr_names_a_malformed_decoder_entry(whisper_bundle: Path, tmp_path: Path) -> None:
@@ -297,10 +302,10 @@ def test_the_encoder_engine_is_built_from_a_symmetric_encoder_and_transcribes_bo
     from edgeomni.bundle.describe import describe_file
     from edgeomni.bundle.manifest import Manifest
     from edgeomni.engines.whisper_asr import WhisperAsr
-    from edgeomni.export.whisper.calibration import calibration_features
+    from edgeomni.export.steps.tensorrt_whisper import encoder_target
+    from edgeomni.export.whisper.calibration_audio import calibration_features
     from edgeomni.export.whisper.ct2_to_hf import mel_filters
-    from edgeomni.export.whisper.onnx_export import export_whisper_onnx
-    from edgeomni.export.whisper.tensorrt import encoder_target
+    from edgeomni.export.whisper.onnx_graph import export_whisper_onnx
 
     _, hf = ct2_and_hf
     encoder, decoder = tmp_path / "encoder_fp32.onnx", tmp_path / "decoder_fp32.onnx"

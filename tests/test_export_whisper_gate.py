@@ -1,4 +1,4 @@
-"""Issue 6: the Whisper WER gate keeps sensitive nodes FP32, round by round, when INT8 misses it.
+"""The Whisper WER gate keeps sensitive nodes FP32, round by round, when INT8 misses it.
 
 The decoder's per-node error model is checked against ONNX Runtime's own dynamic INT8; the rounds run on the real
 Whisper tiny.en pair (exported here, FP32 + INT8) with a gate that cannot hold, so every round happens.
@@ -33,7 +33,7 @@ def test_dynamic_int8_error_model_matches_onnxruntime(tmp_path: Path) -> None:
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from edgeomni.export.whisper.wer_gate import dynamic_int8_noise, weight_matmuls
+    from edgeomni.export.steps.gate_wer import dynamic_int8_noise, weight_matmuls
 
     rng = np.random.default_rng(0)
     weight = rng.normal(0, 0.05, (384, 256)).astype(np.float32)
@@ -61,16 +61,16 @@ def teacher_pair(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Whisper tiny.en as the export makes it: FP32 pair, encoder static INT8 (2 calibration clips), decoder
     dynamic INT8; plus 2 held-out speech clips and what the gate needs to open the pair."""
     from edgeomni.engines.whisper_asr import WhisperDecoding
-    from edgeomni.export.whisper.build import _Pair, _pair_asr
-    from edgeomni.export.whisper.calibration import calibration_clips, calibration_features
+    from edgeomni.export.steps.quantize_whisper import quantize_decoder, quantize_encoder
+    from edgeomni.export.whisper.calibration_audio import calibration_clips, calibration_features
     from edgeomni.export.whisper.ct2_to_hf import build_hf_whisper, load_ct2_whisper, mel_filters
     from edgeomni.export.whisper.evaluate import speech_items
-    from edgeomni.export.whisper.onnx_export import export_whisper_onnx
-    from edgeomni.export.whisper.quantize import quantize_decoder, quantize_encoder
+    from edgeomni.export.whisper.onnx_graph import export_whisper_onnx
+    from edgeomni.export.whisper.onnx_pair import WhisperPair, pair_asr
 
     work = tmp_path_factory.mktemp("whisper-gate")
     ct2 = load_ct2_whisper()
-    pair = _Pair(fp32=(work / "encoder_fp32.onnx", work / "decoder_fp32.onnx"),
+    pair = WhisperPair(fp32=(work / "encoder_fp32.onnx", work / "decoder_fp32.onnx"),
                  int8=(work / "encoder_int8.onnx", work / "decoder_int8.onnx"), shapes={})
     shapes = export_whisper_onnx(build_hf_whisper(ct2), *pair.fp32, progress=lambda _: None)
     pair.decoding = WhisperDecoding(num_layers=shapes["num_layers"], num_heads=shapes["num_heads"],
@@ -84,16 +84,16 @@ def teacher_pair(tmp_path_factory: pytest.TempPathFactory) -> dict:
     assets = {"vocabulary": ct2.vocabulary, "mel": work / "mel.npz"}
     return {"pair": pair, "clips": clips, "features": features, "work": work,
             "items": speech_items(progress=lambda _: None)[:2],
-            "asr_for": lambda e, d: _pair_asr(e, d, assets, pair.decoding, threads=2)}
+            "asr_for": lambda e, d: pair_asr(e, d, assets, pair.decoding, threads=2)}
 
 
 def _gate(teacher_pair: dict, lines: list[str]) -> Any:
-    from edgeomni.export.whisper.build import WhisperExportOptions
-    from edgeomni.export.whisper.wer_gate import WerGate
+    from edgeomni.export.recipe import QuantizeSpec
+    from edgeomni.export.steps.gate_wer import WerGate
 
-    t = teacher_pair
+    t = teacher_pair  # encoder quantized as quantize_encoder's defaults: percentile, uint8 activations
     return WerGate(t["pair"], t["asr_for"], t["items"], t["clips"], t["features"],
-                   WhisperExportOptions(out=t["work"] / "unused"), t["work"], lines.append)
+                   QuantizeSpec(method="percentile", activations="uint8-asymmetric"), t["work"], lines.append)
 
 
 def _float_weight_nodes(path: Path) -> set[str]:
@@ -134,7 +134,7 @@ def test_failing_wer_gate_keeps_the_worst_nodes_fp32_round_by_round(teacher_pair
     assert 0 < record["added_bytes"] <= 50e6
     assert any("keeping" in line and "FP32" in line for line in lines)
     # The other half's ranking names its own weight nodes too (encoder: names of the pre-processed graph).
-    from edgeomni.export.whisper.quantize import prepared_path
+    from edgeomni.export.steps.quantize_whisper import prepared_path
 
     other = "encoder" if blamed == "decoder" else "decoder"
     graph = prepared_path(pair.int8[0], teacher_pair["work"]) if other == "encoder" else pair.fp32[1]
@@ -159,16 +159,17 @@ def test_gate_rounds_stop_where_no_node_fits_the_size_budget(teacher_pair: dict)
 def test_recipe_gate_fields_reach_the_whisper_export_and_its_report(tmp_path: Path) -> None:
     from edgeomni.errors import ExportError
     from edgeomni.export.recipe import Recipe
-    from edgeomni.export.tasks.speech import options_for
-    from edgeomni.export.whisper.build import WhisperExportOptions
-    from edgeomni.export.whisper.bundle import _gate_round_lines
+    from edgeomni.export.tasks.speech import source_model
+    from edgeomni.export.tasks.speech_bundle import _gate_round_lines
 
     recipe = Recipe.load(Path("export/whisper_tiny_en.yaml"), ["gate.max_excluded=3", "gate.exclude_sensitive=false"])
-    options = options_for(recipe, tmp_path / "bundle")
-    assert (options.max_excluded, options.exclude_sensitive) == (3, False)
-    assert WhisperExportOptions(out=tmp_path).max_excluded == 8
-    with pytest.raises(ExportError, match="max_excluded: expected >= 0, got -1"):
-        WhisperExportOptions(out=tmp_path, max_excluded=-1)
+    assert (recipe.gate.max_excluded, recipe.gate.exclude_sensitive) == (3, False)
+    assert Recipe.load(Path("export/whisper_tiny_en.yaml")).gate.max_excluded == 8
+    with pytest.raises(ExportError, match=r"gate\.max_excluded: expected 0\.\.200, got -1"):
+        Recipe.load(Path("export/whisper_tiny_en.yaml"), ["gate.max_excluded=-1"])
+    unbounded = Recipe.load(Path("export/whisper_tiny_en.yaml"), ["gate.min_size_ratio=0"])
+    with pytest.raises(ExportError, match=r"gate\.min_size_ratio: expected > 0 for speech-recognition, got 0\.0"):
+        source_model(unbounded)
 
     passed_at_once = {"rounds": [{"kept_fp32": 0, "int8_wer": 0.07, "wer_delta": 0.0}],
                       "kept_fp32": {"encoder": [], "decoder": []}}

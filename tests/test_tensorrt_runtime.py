@@ -68,7 +68,7 @@ def test_shape_inside_the_profile_is_accepted_and_outside_is_refused() -> None:
 
 
 def test_profile_from_the_export_matches_what_the_runtime_checks() -> None:
-    from edgeomni.export.tensorrt import profile_for
+    from edgeomni.export.steps.tensorrt_engine import profile_for
 
     profile = profile_for("input", ["batch", 3, 224, 224], [1, 3, 224, 224], max_batch=8)
     allowed = ShapeRange(profile.min, profile.max)
@@ -438,10 +438,10 @@ def check_labeller_engine(default_bundle: Path, tmp_path: Path) -> dict[str, Any
     record."""
     from edgeomni.engines.image_preprocess import preprocess_rgb
     from edgeomni.engines.tensorrt_runner import TensorRtEngine
-    from edgeomni.export.calibration import build_calibration_sets
+    from edgeomni.export.calibration_photos import build_calibration_sets
     from edgeomni.export.recipe import Recipe
+    from edgeomni.export.steps.tensorrt_engine import TensorRtSettings, build_engine, profile_for
     from edgeomni.export.tasks.classifier import _symmetric_qdq
-    from edgeomni.export.tensorrt import TensorRtSettings, build_engine, profile_for
 
     bundle_dir = tmp_path / "bundle"
     shutil.copytree(default_bundle, bundle_dir, copy_function=shutil.copyfile)

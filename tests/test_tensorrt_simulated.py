@@ -28,7 +28,7 @@ from trt_bindings import ApiMisuse
 from trt_simulated_gpu import SimulatedGpu
 
 from edgeomni.export.recipe import Recipe
-from edgeomni.export.tensorrt import TensorRtSettings, build_engine, model_input_dims, profile_for
+from edgeomni.export.steps.tensorrt_engine import TensorRtSettings, build_engine, model_input_dims, profile_for
 
 ROOT = Path(__file__).resolve().parents[1]
 # Whole export recipes run once, on the pinned release: the other releases' runs check the same API calls
@@ -44,8 +44,8 @@ def _labeller_onnx(default_bundle: Path) -> Path:
 def symmetric_labeller(default_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default bundle's MobileNetV2 quantized with symmetric int8 activations (the tensorrt target's form;
     ONNX Runtime's int32 biases still in it), from 4 calibration images."""
-    from edgeomni.export.calibration import build_calibration_sets
-    from edgeomni.export.quantize import quantize_int8
+    from edgeomni.export.calibration_photos import build_calibration_sets
+    from edgeomni.export.steps.quantize_int8 import quantize_int8
 
     out = tmp_path_factory.mktemp("symmetric") / "mobilenet_v2_int8_symmetric.onnx"
     calibration = build_calibration_sets(calibration_count=4, heldout_count=1).calibration
@@ -63,7 +63,7 @@ def test_the_tensorrt_form_has_float_biases_and_refuses_asymmetric_qdq(default_b
     import onnxruntime as ort
 
     from edgeomni.errors import ExportError
-    from edgeomni.export.tensorrt import tensorrt_form
+    from edgeomni.export.steps.tensorrt_engine import tensorrt_form
 
     with pytest.raises(ExportError, match=r"node '.+' has a uint8 zero point .* only symmetric int8 Q/DQ"):
         tensorrt_form(_labeller_onnx(default_bundle))  # the CPU bundle's uint8 activations

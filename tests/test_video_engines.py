@@ -12,7 +12,7 @@ from edgeomni.bundle import verify_bundle
 from edgeomni.config import VisualConfig
 from edgeomni.engines.faces import FaceDetector, ssd_anchors
 from edgeomni.engines.ocr import TextReader, _runs
-from edgeomni.export.default_bundle import BUNDLE_VERSION
+from edgeomni.export.default.build import BUNDLE_VERSION
 from edgeomni.vision.change import change_score, thumbnail
 
 SLIDES = [("Quarterly results", "Revenue up 12%"), ("EXIT 42 - Main Street", ""), ("Fail better", "Samuel Beckett")]

@@ -23,8 +23,9 @@ import onnxruntime
 
 from edgeomni.bundle.verify import verify_bundle
 from edgeomni.engines.image_preprocess import preprocess_rgb
-from edgeomni.export.calibration import build_calibration_sets
-from edgeomni.export.default_bundle import LABELLER_METHOD, LABELLER_PERCENTILE, build_default_bundle
+from edgeomni.export.calibration_photos import build_calibration_sets
+from edgeomni.export.default.build import build_default_bundle
+from edgeomni.export.default.mobilenet_labeller import LABELLER_METHOD, LABELLER_PERCENTILE
 from edgeomni.paths import default_bundle_dir
 
 VARIANTS = (  # (calibration method, percentile, activations)
@@ -63,7 +64,7 @@ def preprocess_latency(runs: int) -> dict[str, dict[str, float]]:
 
 
 def variants(fp32: Path, calibration: np.ndarray, heldout: np.ndarray, runs: int) -> list[dict[str, Any]]:
-    from edgeomni.export.quantize import compare_classifiers, quantize_int8  # onnxruntime.quantization
+    from edgeomni.export.steps.quantize_int8 import compare_classifiers, quantize_int8  # onnxruntime.quantization
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgeomni-bench-") as tmp:
@@ -133,7 +134,7 @@ def markdown(r: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edgeomni.export.quantize import compare_classifiers  # onnxruntime.quantization: export-only, heavy
+    from edgeomni.export.steps.quantize_int8 import compare_classifiers  # onnxruntime.quantization: export-only, heavy
 
     parser = argparse.ArgumentParser(prog="python -m edgeomni.bench.labeller", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

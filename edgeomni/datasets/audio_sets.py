@@ -22,7 +22,7 @@ from edgeomni.datasets.audio import decode
 from edgeomni.datasets.media_sets import folder_strata, stratified
 from edgeomni.errors import ExportError
 from edgeomni.export.trainer_sets import trainer_set
-from edgeomni.export.whisper.calibration import calibration_clips
+from edgeomni.export.whisper.calibration_audio import calibration_clips
 from edgeomni.export.whisper.evaluate import speech_items
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac", ".mp4", ".webm")

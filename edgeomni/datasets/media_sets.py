@@ -20,7 +20,7 @@ import numpy as np
 from edgeomni.datasets.photo_sets import on_white, photo_pool
 from edgeomni.engines.image_preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess_rgb
 from edgeomni.errors import ExportError
-from edgeomni.export.calibration import (
+from edgeomni.export.calibration_photos import (
     CALIBRATION_PHOTOS,
     HELDOUT_PHOTOS,
     augment,

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeomni.errors import ExportError
-from edgeomni.export.calibration import CALIBRATION_PHOTOS, HELDOUT_PHOTOS, load_photos
+from edgeomni.export.calibration_photos import CALIBRATION_PHOTOS, HELDOUT_PHOTOS, load_photos
 
 STAMPS_DIR = Path("/usr/share/tuxpaint/stamps")
 PHOTO_MIN_COLOURS = 1500  # distinct colours at 6 bits per channel among opaque pixels

@@ -7,6 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from edgeomni.errors import ExportError
+from edgeomni.export.model_source import resolve_path
 from edgeomni.export.recipe import Recipe
 
 # Media names that are not paths: generated or package-shipped sets (edgeomni.datasets.media_sets, audio_sets).
@@ -16,7 +17,6 @@ BUILTIN_MEDIA = ("skimage:", "slides:", "photos:", "builtin", "speechset")
 def local_inputs(recipe: Recipe) -> list[tuple[str, Path]]:
     """(field, resolved path) of every weights file, checkpoint, label file and media folder the recipe names;
     ExportError naming the field for the first one that is missing."""
-    from edgeomni.export.model_source import resolve_path
 
     named = [("source.path", recipe.source.path)] if recipe.source.path else []
     named += [(f"source.components.{name}", path) for name, path in sorted(recipe.source.components.items())]

@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from edgeomni.export.check import describe
+from edgeomni.export.recipe import Recipe
+from edgeomni.export.runner import GateFailed, run_recipe
+
 EXIT_GATE_FAILED = 3
 
 
@@ -20,12 +24,8 @@ def add_export_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from edgeomni.export.recipe import Recipe
-    from edgeomni.export.runner import GateFailed, run_recipe
-
     recipe = Recipe.load(args.recipe, args.overrides)
     if args.check:
-        from edgeomni.export.check import describe
 
         print(describe(recipe, args.recipe))
         return 0

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeomni.errors import ExportError
+from edgeomni.export.whisper.distill_spec import DistillSpec
 from edgeomni.typed import build, check, one_of
 
 SOURCE_KINDS = ("onnx", "pytorch", "huggingface", "ctranslate2")
@@ -179,10 +180,8 @@ class Recipe:
             self.distill_spec()
         return self
 
-    def distill_spec(self) -> Any:
+    def distill_spec(self) -> DistillSpec:
         """The `distill:` section as the trainer's DistillSpec (validated; unknown fields named)."""
-        from edgeomni.export.whisper.distill import DistillSpec
-
         known = {f.name for f in dataclasses.fields(DistillSpec)}
         unknown = sorted(set(self.distill) - known)
         if unknown:

@@ -8,18 +8,34 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import onnxruntime as ort
+
+from edgeomni.bundle.describe import describe_file
+from edgeomni.datasets.media_sets import load_image_set, unlabeled_images
+from edgeomni.datasets.photo_sets import cutouts, paste_cutout
+from edgeomni.engines.image_preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess_rgb
 from edgeomni.errors import ExportError
+from edgeomni.export.bundle_writer import publish_bundle, recipe_manifest
+from edgeomni.export.calibration_photos import augment
+from edgeomni.export.model_source import resolve_path, source_provenance
 from edgeomni.export.recipe import Recipe
-from edgeomni.export.runner import REPORT_MD, GateFailed, Report, publish_bundle
-from edgeomni.export.tensorrt_target import Gate, TensorRtTarget, build_tensorrt_target, describe, target_components
+from edgeomni.export.recipe_report import REPORT_MD, GateFailed, Report
+from edgeomni.export.steps.finetune import FinetuneConfig, finetune_for_int8
+from edgeomni.export.steps.gate_accuracy import agreement_by_margin, fp32_self_agreement, score, sensitive_nodes
+from edgeomni.export.steps.onnx_export import export_fp32
+from edgeomni.export.steps.quantize_int8 import latency_ms, logits, quantize_dynamic_int8, quantize_int8
+from edgeomni.export.steps.tensorrt_engine import TensorRtSettings, model_input_dims, profile_for
+from edgeomni.export.steps.tensorrt_target import (
+    Gate,
+    TensorRtTarget,
+    build_tensorrt_target,
+    describe,
+    target_components,
+)
 
 
 def run(recipe: Recipe, work: Path, bundle: Path, report: Report) -> None:
-    from edgeomni.datasets.media_sets import load_image_set
-    from edgeomni.export.gate import agreement_by_margin, fp32_self_agreement, score, sensitive_nodes
-    from edgeomni.export.model_source import export_fp32
-    from edgeomni.export.quantize import latency_ms, logits, quantize_dynamic_int8, quantize_int8
-
     say = report.progress
     fp32, int8 = work / f"{recipe.name}_fp32.onnx", work / f"{recipe.name}_int8.onnx"
     with report.step(f"source model ({recipe.source.kind}) -> FP32 ONNX"):
@@ -125,13 +141,6 @@ def run(recipe: Recipe, work: Path, bundle: Path, report: Report) -> None:
 def _finetune(recipe: Recipe, fp32: Path, int8: Path, calibration: Any, heldout: dict[str, Any], work: Path,
               say: Callable[[str], None]) -> tuple[Path, dict[str, Any]]:
     """Train the weights on the INT8 model's grid to match the FP32 model; returns the FP32 twin to quantize."""
-    import numpy as np
-
-    from edgeomni.datasets.media_sets import unlabeled_images
-    from edgeomni.datasets.photo_sets import cutouts, paste_cutout
-    from edgeomni.engines.image_preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess_rgb
-    from edgeomni.export.calibration import augment
-    from edgeomni.export.qat import FinetuneConfig, finetune_for_int8
 
     spec = recipe.finetune
     size = recipe.source.input_shape[-1]
@@ -172,8 +181,6 @@ def _overlap(calibration: dict[str, Any], heldout: dict[str, Any]) -> list[str]:
 
 
 def _targets(recipe: Recipe) -> dict[str, str]:
-    import onnxruntime as ort
-
     offered = set(ort.get_available_providers())
     status = {}
     for target in recipe.targets:
@@ -191,7 +198,6 @@ def _symmetric_qdq(recipe: Recipe, fp32: Path, int8: Path, calibration: Any, exc
                    work: Path, say: Callable[[str], None]) -> Path:
     """TensorRT takes only symmetric int8 Q/DQ (zero point 0); the CPU bundle's uint8-asymmetric activations
     (faster on x86) are quantized again for it, same method and excluded nodes."""
-    from edgeomni.export.quantize import quantize_int8
 
     quant = recipe.quantize
     if quant.mode != "static" or quant.activations == "int8-symmetric":
@@ -208,7 +214,6 @@ def _tensorrt(recipe: Recipe, model: Path, fp32: Path, shipped: Path, work: Path
     """The engine where TensorRT is installed (elsewhere the report says why and the export goes on) and the
     TensorRT EP's ONNX everywhere. A static QDQ model is built with explicit quantization; a dynamic-INT8 one has
     no TensorRT form, so its FP32 twin goes as FP16."""
-    from edgeomni.export.tensorrt import TensorRtSettings, model_input_dims, profile_for
 
     static = recipe.quantize.mode == "static"
     source = model if static else fp32
@@ -222,10 +227,6 @@ def _tensorrt(recipe: Recipe, model: Path, fp32: Path, shipped: Path, work: Path
 
 def _write_bundle(recipe: Recipe, bundle: Path, fp32: Path, int8: Path, report: dict[str, Any],
                   target: TensorRtTarget | None = None) -> None:
-    from edgeomni.bundle.describe import describe_file
-    from edgeomni.engines.image_preprocess import IMAGENET_MEAN, IMAGENET_STD
-    from edgeomni.export.model_source import resolve_path, source_provenance
-
     staging = bundle.with_name(bundle.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "models").mkdir(parents=True)
@@ -251,4 +252,4 @@ def _write_bundle(recipe: Recipe, bundle: Path, fp32: Path, int8: Path, report: 
         shutil.copyfile(labels, staging / "models" / "labels.txt")
         components.append(describe_file(staging, "models/labels.txt", name="labels", role="image-labels",
                                         precision="n/a", license="see source", provenance=provenance))
-    publish_bundle(recipe, staging, bundle, components, report["calibration"])
+    publish_bundle(staging, bundle, recipe_manifest(recipe, components, report["calibration"]))

@@ -19,11 +19,31 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
+from onnx import version_converter
 
+from edgeomni.bundle.describe import describe_file
+from edgeomni.datasets.slides import check_disjoint, load_slides
+from edgeomni.engines.ocr import TextDetector, TextReader, TextRecognizer
 from edgeomni.errors import ExportError
+from edgeomni.export.bundle_writer import publish_bundle, recipe_manifest
+from edgeomni.export.default.vision_models import (
+    OCR_DETECTOR_PREPROCESS,
+    OCR_RECOGNIZER_PREPROCESS,
+    write_ocr_dictionary,
+)
+from edgeomni.export.model_source import resolve_path, source_provenance
 from edgeomni.export.recipe import QuantizeSpec, Recipe
-from edgeomni.export.runner import GateFailed, Report
-from edgeomni.export.tensorrt_target import Gate, TensorRtTarget, build_tensorrt_target, describe, target_components
+from edgeomni.export.recipe_report import GateFailed, Report
+from edgeomni.export.steps.quantize_ragged import latency, quantize_component, ragged_sensitive_nodes, ragged_stats
+from edgeomni.export.steps.tensorrt_engine import TensorRtSettings, model_input_dims, profile_for_range
+from edgeomni.export.steps.tensorrt_target import (
+    Gate,
+    TensorRtTarget,
+    build_tensorrt_target,
+    describe,
+    target_components,
+)
 
 COMPONENT_NAMES = ("detector", "recognizer")
 ROLES = {"detector": "ocr-detector", "recognizer": "ocr-recognizer"}
@@ -54,14 +74,6 @@ class Variant:
 
 
 def run(recipe: Recipe, work: Path, bundle: Path, report: Report) -> None:
-    from edgeomni.datasets.slides import check_disjoint, load_slides
-    from edgeomni.export.ocr_quant import ragged_stats
-    from edgeomni.export.vision_models import (
-        OCR_DETECTOR_PREPROCESS,
-        OCR_RECOGNIZER_PREPROCESS,
-        write_ocr_dictionary,
-    )
-
     say = report.progress
     work.mkdir(parents=True, exist_ok=True)
     with report.step("FP32 PP-OCR detector + recognizer from source.components"):
@@ -145,8 +157,6 @@ class Pipeline:
         self.dictionary, self.det_params, self.rec_params = dictionary, det_params, rec_params
 
     def reader(self, detector: Path, recognizer: Path) -> Any:
-        from edgeomni.engines.ocr import TextDetector, TextReader, TextRecognizer
-
         return TextReader.from_parts(TextDetector.from_model(detector, self.det_params),
                                      TextRecognizer.from_model(recognizer, self.rec_params, self.dictionary))
 
@@ -172,8 +182,6 @@ class ComponentGate:
         self.truth = [s.lines for s in heldout]
 
     def run(self, name: str) -> dict[str, Any]:
-        from edgeomni.export.ocr_quant import latency, ragged_sensitive_nodes
-
         recipe, report, say = self.recipe, self.report, self.report.progress
         quant, gate = recipe.quantize, recipe.gate
         fp32, int8 = self.fp32[name], self.work / f"{FILES[name]}.int8.onnx"
@@ -226,7 +234,6 @@ class ComponentGate:
     def _round(self, name: str, quant: QuantizeSpec, excluded: list[str],
                rounds: list[dict[str, Any]]) -> tuple[dict[str, Any], Variant, float]:
         """Quantize with `quant` keeping `excluded` FP32, then read the held-out slides with it."""
-        from edgeomni.export.ocr_quant import quantize_component
 
         report, fp32, int8 = self.report, self.fp32[name], self.work / f"{FILES[name]}.int8.onnx"
         with report.step(f"{name}: INT8 {quant.mode} ({quant.method}), {len(excluded)} node(s) kept FP32"):
@@ -254,10 +261,6 @@ def _tensorrt_targets(recipe: Recipe, report: dict[str, Any], fp32: dict[str, Pa
     explicit quantization; an FP32 or dynamic-INT8 one (MatMulInteger has no TensorRT form) from its FP32 ONNX in
     FP16. Profiles cover every shape the runtime's pre-processing can produce, tuned for the calibration median.
     The engine needs TensorRT here; the TensorRT EP's ONNX is written everywhere."""
-    from edgeomni.engines.ocr import TextDetector, TextRecognizer
-    from edgeomni.export.ocr_quant import quantize_component
-    from edgeomni.export.tensorrt import TensorRtSettings, model_input_dims, profile_for_range
-    from edgeomni.export.vision_models import OCR_DETECTOR_PREPROCESS, OCR_RECOGNIZER_PREPROCESS
 
     bounds = {"detector": TextDetector.input_bounds(OCR_DETECTOR_PREPROCESS),
               "recognizer": TextRecognizer.input_bounds(OCR_RECOGNIZER_PREPROCESS)}
@@ -302,14 +305,10 @@ def _levenshtein(a: str, b: str) -> int:
 
 
 def _input_name(model: Path) -> str:
-    import onnx
-
     return onnx.load(str(model), load_external_data=False).graph.input[0].name
 
 
 def _fp32_components(recipe: Recipe, work: Path) -> dict[str, Path]:
-    from edgeomni.export.model_source import resolve_path
-
     given = recipe.source.components
     if sorted(given) != sorted(COMPONENT_NAMES):
         raise ExportError(f"source.components: expected exactly {list(COMPONENT_NAMES)} (ONNX files), "
@@ -326,8 +325,6 @@ def _fp32_components(recipe: Recipe, work: Path) -> dict[str, Path]:
 def _at_least_opset(source: Path, out: Path, opset: int = MIN_OPSET) -> Path:
     """Copy the model, converted to `opset` if older: PP-OCR ships opset 12, and per-channel QDQ needs the
     `axis` attribute of DequantizeLinear (opset 13); without it ORT writes a graph it then refuses to load."""
-    import onnx
-    from onnx import version_converter
 
     model = onnx.load(str(source))
     current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
@@ -346,11 +343,6 @@ def _at_least_opset(source: Path, out: Path, opset: int = MIN_OPSET) -> Path:
 
 def _write_bundle(recipe: Recipe, bundle: Path, work: Path, dictionary: Path, report: dict[str, Any],
                   targets: dict[str, TensorRtTarget]) -> None:
-    from edgeomni.bundle.describe import describe_file
-    from edgeomni.export.model_source import source_provenance
-    from edgeomni.export.runner import publish_bundle
-    from edgeomni.export.vision_models import OCR_DETECTOR_PREPROCESS, OCR_RECOGNIZER_PREPROCESS
-
     staging = bundle.with_name(bundle.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "ocr").mkdir(parents=True)
@@ -374,5 +366,6 @@ def _write_bundle(recipe: Recipe, bundle: Path, work: Path, dictionary: Path, re
                                     precision="n/a", license="Apache-2.0",
                                     provenance={**source_provenance(recipe, "recognizer"),
                                                 "export": "ONNX metadata 'character' of the recognizer"}))
-    publish_bundle(recipe, staging, bundle, components, report["calibration"],
-                   "PP-OCR det/rec, INT8 only where the held-out text stayed unchanged.")
+    publish_bundle(staging, bundle, recipe_manifest(recipe, components, report["calibration"],
+                                                    "PP-OCR det/rec, INT8 only where the held-out text stayed "
+                                                    "unchanged."))

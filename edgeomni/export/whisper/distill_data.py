@@ -29,10 +29,14 @@ from typing import Any
 
 import numpy as np
 
+from edgeomni.datasets.audio_sets import decode_clip, unlabeled_audio
+from edgeomni.engines.whisper_asr import WhisperDecoding, window_frames
 from edgeomni.engines.whisper_features import CHUNK_SAMPLES, FRAMES, HOP, SAMPLE_RATE, LogMel
 from edgeomni.errors import ExportError
-from edgeomni.export.default_bundle import PinnedFile, locate
+from edgeomni.export.pinned import PinnedFile, locate
+from edgeomni.export.whisper.calibration_audio import decode_audio
 from edgeomni.export.whisper.ct2_to_hf import EOT, NO_TIMESTAMPS, SOT
+from edgeomni.wer import edit_distance, words
 
 # Real speech in moonshine-voice 0.1.0 that the bench set (two_cities.wav, beckett.wav) does not contain.
 PACKAGE_CLIPS = (PinnedFile("moonshine-voice", "0.1.0", "moonshine_voice/assets/endgame_nagg_nell.wav", "MIT"),
@@ -84,7 +88,6 @@ def synthesize(count: int, sentences: tuple[str, ...], seed: int, noise_fraction
                long_fraction: float = 0.0) -> list[tuple[np.ndarray, dict[str, Any]]]:
     """`count` espeak-ng clips of 1-3 sentences (a `long_fraction` of them 4-7: 15-30 s, the 30 s window) with
     seeded voice, speed, pitch and optional white noise."""
-    from edgeomni.export.whisper.calibration import decode_audio
 
     exe = shutil.which("espeak-ng")
     if exe is None:
@@ -115,8 +118,6 @@ def synthesize(count: int, sentences: tuple[str, ...], seed: int, noise_fraction
 
 
 def package_clips() -> list[tuple[np.ndarray, dict[str, Any]]]:
-    from edgeomni.export.whisper.calibration import decode_audio
-
     out = []
     for pinned in PACKAGE_CLIPS:
         audio = decode_audio(locate(pinned))[:CHUNK_SAMPLES]
@@ -127,7 +128,6 @@ def package_clips() -> list[tuple[np.ndarray, dict[str, Any]]]:
 def unlabeled_clips(source: str, progress: Callable[[str], None]) -> list[tuple[np.ndarray, dict[str, Any]]]:
     """Speech with no script (hard examples from devices, a user's recordings): the teacher's label is the target.
     `source` is already resolved (Recipe.distill_spec makes its path absolute)."""
-    from edgeomni.datasets.audio_sets import decode_clip, unlabeled_audio
 
     strata, where = unlabeled_audio(source, Path, "distill.audio")
     out = []
@@ -202,7 +202,6 @@ def build_distill_set(teacher: Any, filters: np.ndarray, suppress: np.ndarray, s
                       ) -> tuple[list[DistillItem], dict[str, Any]]:
     """Encode + pseudo-label every clip (cached) in the window the runtime picks for it from `windows_s`, drop
     the ones the teacher failed on, return items + stats."""
-    from edgeomni.engines.whisper_asr import WhisperDecoding, window_frames
 
     fingerprint = encoder_fingerprint(teacher)
     frames = [window_frames(len(audio), windows_s) for audio, _ in clips]
@@ -249,8 +248,6 @@ class LabelQuality:
         self.dropped = {"unterminated": 0, "empty": 0, "label_wer": 0}
 
     def keep(self, label: list[int], text: str, script: str | None) -> bool:
-        from edgeomni.wer import edit_distance, words
-
         if label == UNTERMINATED:
             self.dropped["unterminated"] += 1
             return False

@@ -9,6 +9,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edgeomni.datasets.audio import offline_spans
+from edgeomni.datasets.speechset import load_speech_set, read_wav
+from edgeomni.export.progress import track
+from edgeomni.paths import cache_root
 from edgeomni.wer import edit_distance, words
 
 # Whisper sees at most 30 s; longer clips are cut in pauses (the same rule the Moonshine offline bench uses).
@@ -21,9 +25,6 @@ class Transcriber(Protocol):
 
 def speech_items(speech_set: Path | None = None, progress: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """The speech clips of the bench speech set (generated on first use), as (name, reference, audio spans)."""
-    from edgeomni.datasets.audio import offline_spans
-    from edgeomni.datasets.speechset import load_speech_set, read_wav
-    from edgeomni.paths import cache_root
 
     root = Path(speech_set) if speech_set is not None else cache_root() / "bench" / "speechset"
     sset = load_speech_set(root, progress=progress)
@@ -41,7 +42,6 @@ def speech_items(speech_set: Path | None = None, progress: Callable[[str], None]
 def score(transcribe: Transcriber, items: list[dict[str, Any]], progress: Callable[[str], None] | None = None,
           label: str = "scoring") -> dict[str, Any]:
     """Corpus WER (total edits / total reference words) and per-clip WER and text."""
-    from edgeomni.export.progress import track
 
     edits = total = 0
     clips, busy, media = [], 0.0, 0.0

@@ -15,9 +15,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from edgeomni.bundle.describe import describe_file
 from edgeomni.bundle.manifest import Component
 from edgeomni.errors import ExportError
-from edgeomni.export.tensorrt import TensorRtSettings, build_target, engine_precision, tensorrt_form
+from edgeomni.export.steps.tensorrt_engine import TensorRtSettings, build_target, engine_precision, tensorrt_form
 
 # Scores a model file on the recipe's held-out set: {"summary": str, "passed": bool, ...figures}.
 Gate = Callable[[Path], dict[str, Any]]
@@ -94,7 +95,6 @@ def target_components(staging: Path, folder: str, target: TensorRtTarget, *, nam
                        provenance: dict[str, Any], preprocess: dict[str, Any]) -> list[Component]:
     """Copy the target's files into the bundle's `folder` and describe them: `<role>-tensorrt` for the engine,
     `<role>-tensorrt-onnx` for the EP's model (with the export's profiles, which the runtime hands the EP)."""
-    from edgeomni.bundle.describe import describe_file
 
     components = []
     common = {"license": license, "provenance": provenance, "preprocess": preprocess}

@@ -1,9 +1,9 @@
 """INT8 for models with variable-size inputs (PP-OCR det: any frame size; rec: any line width).
 
-The shared quantizer (edgeomni.export.quantize) calibrates on one (N, C, H, W) array. OCR inputs cannot be
+The shared quantizer (edgeomni.export.steps.quantize_int8) calibrates on one (N, C, H, W) array. OCR inputs cannot be
 stacked, so the ranges are computed here one tensor at a time, on the same quant_pre_process'ed graph
 quantize_int8 builds, and handed to it through its ranges cache: quantization itself stays in one place.
-Sensitive nodes are ranked per input shape with edgeomni.export.gate.sensitive_nodes and merged (worst SQNR).
+Sensitive nodes are ranked per input shape with gate_accuracy.sensitive_nodes and merged (worst SQNR).
 """
 
 from __future__ import annotations
@@ -20,8 +20,17 @@ import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
 from edgeomni.errors import ExportError
-from edgeomni.export.calibration import tensor_stats
+from edgeomni.export.calibration_photos import tensor_stats
 from edgeomni.export.recipe import QuantizeSpec
+from edgeomni.export.steps.gate_accuracy import sensitive_nodes
+from edgeomni.export.steps.quantize_int8 import (
+    ACTIVATIONS,
+    METHODS,
+    _calibrator_options,
+    latency_ms,
+    quantize_dynamic_int8,
+    quantize_int8,
+)
 
 
 class TensorListReader(CalibrationDataReader):
@@ -59,8 +68,6 @@ def calibrate_ranges(fp32: Path, tensors: list[np.ndarray], input_name: str, spe
     from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from edgeomni.export.quantize import ACTIVATIONS, METHODS, _calibrator_options
-
     if not tensors:
         raise ExportError(f"calibrating {fp32.name}: no calibration inputs (the calibration slides gave none)")
     started = time.perf_counter()
@@ -91,7 +98,6 @@ def quantize_component(fp32: Path, int8: Path, tensors: list[np.ndarray], input_
                        excluded: list[str], ranges_cache: Path, progress: Callable[[str], None],
                        dynamic_skip_ops: tuple[str, ...] = ()) -> dict[str, Any]:
     """Static QDQ (ranges from `tensors`, computed once and reused across exclusion rounds) or dynamic INT8."""
-    from edgeomni.export.quantize import quantize_dynamic_int8, quantize_int8
 
     if spec.mode == "dynamic":
         from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -131,7 +137,6 @@ def ragged_sensitive_nodes(fp32: Path, int8: Path, tensors: list[np.ndarray], in
     """gate.sensitive_nodes on the `shapes` most common input shapes (`per_shape` inputs each), merged by the
     worst SQNR a node reached on any of them. Compared with the pre-processed FP32 graph (calibrate_ranges
     wrote it): the QDQ graph's tensor names are that graph's, not the original's (Conv+BN fused etc.)."""
-    from edgeomni.export.gate import sensitive_nodes
 
     groups: dict[tuple[int, ...], list[np.ndarray]] = {}
     for t in tensors:
@@ -146,7 +151,6 @@ def ragged_sensitive_nodes(fp32: Path, int8: Path, tensors: list[np.ndarray], in
 
 def latency(path: Path, tensors: list[np.ndarray], runs: int) -> dict[str, dict[str, float]]:
     """Median/p95 at 1 and 2 threads, cycling through representative inputs (batch 1)."""
-    from edgeomni.export.quantize import latency_ms
 
     items = [t[0] for t in tensors]
     return {f"threads_{n}": latency_ms(path, items, threads=n, runs=runs, warmup=min(3, len(items)))

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeomni.export.quantize import quantize_int8
+from edgeomni.export.steps.quantize_int8 import quantize_int8
 
 # Only layers with weights are quantized. Attention's activation x activation products stay float: their
 # softmax probabilities over 1500 frames are ~1e-3, below one int8 step of a [0, 1] range, and quantizing

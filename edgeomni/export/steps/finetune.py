@@ -33,6 +33,7 @@ from onnx import numpy_helper
 from torch.nn import functional
 
 from edgeomni.errors import ExportError
+from edgeomni.export.steps.quantize_int8 import logits
 
 SUPPORTED_OPS = ("Conv", "Clip", "Relu", "Add", "Mul", "GlobalAveragePool", "Flatten", "Gemm", "MaxPool",
                  "AveragePool", "Concat")
@@ -269,8 +270,6 @@ def finetune_for_int8(fp32_path: Path, qdq_path: Path, out_path: Path, images: n
     labels are needed. Returns the report: layers, steps, the error before/after on a fixed subset, seconds.
     """
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from edgeomni.export.quantize import logits
 
     if len(images) < config.batch:
         raise ExportError(f"finetune: {len(images)} training images, fewer than one batch ({config.batch})")

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeomni.engines.tensorrt_runner import BackendUnavailable, gpu_identity
 from edgeomni.errors import ExportError
 
 
@@ -283,7 +284,6 @@ def build_engine(onnx_path: Path, out: Path, settings: TensorRtSettings,
         raise ExportError(f"target tensorrt: the engine build failed for {Path(onnx_path).name} (see TensorRT log)")
     Path(out).write_bytes(bytes(serialized))
     cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
-    from edgeomni.engines.tensorrt_runner import BackendUnavailable, gpu_identity
 
     # The runtime (edgeomni.engines.tensorrt_runner.mismatch) refuses the engine on another TensorRT release
     # or compute capability; `inputs`/`outputs` become the bundle component's tensor specs.

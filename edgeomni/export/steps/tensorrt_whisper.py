@@ -14,7 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from edgeomni.export.tensorrt_target import Gate, TensorRtTarget, build_tensorrt_target
+from edgeomni.engines.whisper_asr import window_frames
+from edgeomni.export.steps.quantize_whisper import quantize_encoder
+from edgeomni.export.steps.tensorrt_engine import TensorRtSettings, model_input_dims, profile_for_range
+from edgeomni.export.steps.tensorrt_target import Gate, TensorRtTarget, build_tensorrt_target
 
 DECODER_NOTE = ("the decoder stays on onnxruntime (CUDA EP where offered): its dynamic INT8 MatMulInteger has no "
                 "TensorRT form")
@@ -23,8 +26,6 @@ DECODER_NOTE = ("the decoder stays on onnxruntime (CUDA EP where offered): its d
 def encoder_profile(encoder: Path, windows_s: tuple[int, ...], clips: list[np.ndarray]) -> Any:
     """The encoder input's profile: every window from the shortest to the longest, tuned for the calibration
     clips' median window (a fixed-window encoder gets its one shape)."""
-    from edgeomni.engines.whisper_asr import window_frames
-    from edgeomni.export.tensorrt import model_input_dims, profile_for_range
 
     name, dims = next(iter(model_input_dims(encoder).items()))
     if isinstance(dims[2], int):  # an encoder exported before the frame axis was freed: 3000 frames only
@@ -40,8 +41,6 @@ def encoder_target(fp32: Path, int8: Path, features: np.ndarray, clips: list[np.
                    progress: Callable[[str], None], gate: Gate | None = None) -> TensorRtTarget:
     """The encoder's engine where TensorRT is installed (elsewhere, none and the reason) and its TensorRT-EP ONNX.
     The CPU bundle's uint8 activations are quantized again as symmetric int8, same method, same nodes kept FP32."""
-    from edgeomni.export.tensorrt import TensorRtSettings
-    from edgeomni.export.whisper.quantize import quantize_encoder
 
     source = int8
     if activations != "int8-symmetric":

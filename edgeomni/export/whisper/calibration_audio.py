@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from edgeomni.datasets.audio import decode
 from edgeomni.engines.whisper_features import CHUNK_SAMPLES, SAMPLE_RATE, LogMel
 from edgeomni.errors import ExportError
-from edgeomni.export.default_bundle import PinnedFile, locate
+from edgeomni.export.pinned import PinnedFile, locate
 
 REAL_SPEECH = PinnedFile("moonshine-voice", "0.1.0", "moonshine_voice/assets/endgame_nagg_nell.wav", "MIT")
 SENTENCES = (
@@ -47,8 +48,6 @@ SPEEDS = (130, 145, 160, 175)
 
 
 def decode_audio(path: Path) -> np.ndarray:
-    from edgeomni.datasets.audio import decode  # PyAV decode + resample to 16 kHz mono
-
     return asyncio.run(decode(path))
 
 

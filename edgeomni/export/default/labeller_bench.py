@@ -1,6 +1,9 @@
 """Benchmark the default bundle's image labeller: FP32 vs INT8 size, latency and agreement.
 
-    python -m edgeomni.bench.labeller --build --variants --out bench-out/labeller.json
+It lives with the export stage, not in edgeomni/bench/, because it runs the export's own quantizer and bundle
+builder (the calibration variants); the benchmarks and the export stage do not import each other.
+
+    python -m edgeomni.export.default.labeller_bench --build --variants --out bench-out/labeller.json
 
 Prints a Markdown section (pasted into docs/BENCHMARKS.md) and writes the raw figures as JSON.
 """
@@ -136,7 +139,7 @@ def markdown(r: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     from edgeomni.export.steps.quantize_int8 import compare_classifiers  # onnxruntime.quantization: export-only, heavy
 
-    parser = argparse.ArgumentParser(prog="python -m edgeomni.bench.labeller", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m edgeomni.export.default.labeller_bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, default=None, help="bundle directory (default: the default bundle)")
     parser.add_argument("--build", action="store_true", help="rebuild the bundle first and time the build")
@@ -162,8 +165,9 @@ def main(argv: list[str] | None = None) -> int:
                    f"{' ' + str(quant.get('percentile', LABELLER_PERCENTILE)) if 'percentile' in quant else ''}, "
                    f"{quant.get('calibration_images', len(sets.calibration))} images, "
                    f"{quant.get('activations', '?')} activations, per-channel int8 symmetric weights, QDQ")
+    args_given = argv if argv is not None else sys.argv[1:]
     result: dict[str, Any] = {
-        "command": "python -m edgeomni.bench.labeller " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m edgeomni.export.default.labeller_bench " + " ".join(args_given),
         "date": datetime.now(UTC).date().isoformat(),
         "machine": machine(),
         "bundle": str(bundle),

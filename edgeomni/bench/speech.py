@@ -21,6 +21,8 @@ from typing import Any
 from edgeomni.bench.metrics import median_summary, summarise_pass
 from edgeomni.bench.peers import BENCH_HINT, PEERS, PeerUnavailable, package_file
 from edgeomni.bench.report import build_report, render_markdown
+from edgeomni.bundle import verify_bundle
+from edgeomni.config import RunConfig
 from edgeomni.datasets.speechset import QUICK, SpeechSet, load_speech_set
 from edgeomni.errors import EdgeOmniError
 
@@ -107,8 +109,6 @@ def _paced(system: str, options: SpeechBenchOptions) -> str:
 
 
 def run_speech_bench(options: SpeechBenchOptions, progress: Progress = print) -> dict[str, Any]:
-    from edgeomni.bundle import verify_bundle
-
     verify_bundle(options.bundle)  # a bad bundle is reported now, not after the peers have run
     check_peers(options.peers)
     sset = select_clips(load_speech_set(options.set_dir, progress=progress), options)
@@ -133,8 +133,6 @@ def run_speech_bench(options: SpeechBenchOptions, progress: Progress = print) ->
 
 
 def _budget_ms(options: SpeechBenchOptions) -> float:
-    from edgeomni.config import RunConfig
-
     return float(RunConfig.load(options.config).speech.budget_ms)
 
 

@@ -28,8 +28,14 @@ import av
 import numpy as np
 
 from edgeomni.bench.video_media import make_scene_clip, render_photo, render_slide
+from edgeomni.bundle import verify_bundle
+from edgeomni.engines.faces import FaceDetector
+from edgeomni.engines.labeller import ImageLabeller
+from edgeomni.engines.ocr import TextReader
+from edgeomni.sources.convert import VideoConverter
 from edgeomni.sources.sample import speech_asset
 from edgeomni.telemetry import percentiles
+from edgeomni.vision.change import thumbnail
 
 SIZES = {"480p": (854, 480), "720p": (1280, 720), "1080p": (1920, 1080)}
 FPS = 30
@@ -198,13 +204,6 @@ def _median_ms(fn: Callable[[], object], repeat: int) -> dict[str, float]:
 def stage_costs(bundle: Path, media: Path, sizes: list[str], seconds_each: float, repeat: int = 20) -> dict[str, Any]:
     """Per-stage costs in this process, one thread each, as fast as possible (not paced): decode + scale
     to visual.frame_width per size, the thumbnail, and every visual model on a 640x360 frame."""
-    from edgeomni.bundle import verify_bundle
-    from edgeomni.engines.faces import FaceDetector
-    from edgeomni.engines.labeller import ImageLabeller
-    from edgeomni.engines.ocr import TextReader
-    from edgeomni.sources.convert import VideoConverter
-    from edgeomni.vision.change import thumbnail
-
     decode: dict[str, Any] = {}
     for size in sizes:
         clip = scenes_clip(media, size, seconds_each)

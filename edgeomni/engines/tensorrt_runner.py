@@ -2,7 +2,7 @@
 
 A TensorRT engine is tied to the TensorRT version and the GPU (compute capability) it was built on, so
 before deserializing, the build record stored with the bundle component (written by
-`edgeomni.export.tensorrt.build_engine`) is compared with this machine; a mismatch is refused with a message
+`export/steps/tensorrt_engine.build_engine`) is compared with this machine; a mismatch is refused with a message
 naming both. `TensorRtEngine` exposes the small part of an onnxruntime session the engines use
 (`run`, `get_inputs`, `get_outputs`), so it can stand in for one.
 

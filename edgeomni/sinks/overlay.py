@@ -1,6 +1,6 @@
 """Text drawn into RGB frames with numpy only: a glyph atlas from the bundle, line wrapping, blended bands.
 
-The atlas (edgeomni.export.glyphs) holds printable ASCII as alpha masks; other characters are drawn as
+The atlas (edgeomni.export.default.glyphs) holds printable ASCII as alpha masks; other characters are drawn as
 '?' (captions are English here; a wider atlas is an export-time change only).
 """
 

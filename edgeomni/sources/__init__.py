@@ -15,7 +15,6 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from edgeomni.errors import SourceError
 from edgeomni.frames import AudioFrame, VideoFrame
@@ -23,6 +22,7 @@ from edgeomni.sources.av_source import NETWORK_TIMEOUT, AVSource
 from edgeomni.sources.base import Source
 from edgeomni.sources.devices import Device, list_devices, list_mics, list_webcams, webcam_input
 from edgeomni.sources.mic import MicSource
+from edgeomni.sources.redact import mask_credentials
 from edgeomni.sources.sample import SAMPLE_SPEECH, ensure_sample
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "list_devices",
     "list_mics",
     "list_webcams",
+    "mask_credentials",
     "open_source",
 ]
 
@@ -92,18 +93,19 @@ def _open(spec: str, realtime: bool, video_size: tuple[int, int] | None) -> Sour
     if kind == "lavfi":
         if not rest:
             raise SourceError(f"{spec}: lavfi needs a filter graph, e.g. lavfi:sine=frequency=440:duration=2")
-        return AVSource(spec, spec, rest, format="lavfi", paced=realtime, video_size=video_size, kind="lavfi graph")
+        return AVSource(spec, mask_credentials(spec), rest, format="lavfi", paced=realtime, video_size=video_size,
+                        kind="lavfi graph")
     if kind in NETWORK_SCHEMES:
-        return AVSource(spec, _mask_password(spec), spec, options=_network_options(kind), live=True,
+        return AVSource(spec, mask_credentials(spec), spec, options=_network_options(kind), live=True,
                         video_size=video_size, timeout=NETWORK_TIMEOUT, kind=f"{kind} stream")
     if kind == "file":
         rest = rest[2:] if rest.startswith("//") else rest
     elif kind is not None:
-        raise SourceError(f"unknown source kind {kind!r} in {spec!r}; {ACCEPTED}")
+        raise SourceError(f"unknown source kind {kind!r} in {mask_credentials(spec)!r}; {ACCEPTED}")
 
     path = Path(rest if kind == "file" else spec).expanduser()
     if not path.exists():
-        raise SourceError(f"{spec}: no such file ({ACCEPTED})")
+        raise SourceError(f"{mask_credentials(spec)}: no such file ({ACCEPTED})")
     if path.is_dir():
         raise SourceError(f"{spec} is a directory, not a media file")
     return AVSource(spec, spec, str(path), paced=realtime, video_size=video_size)
@@ -120,7 +122,7 @@ def _split_kind(spec: str) -> tuple[str | None, str]:
         return None, spec
     kind, rest = match.group(1).lower(), match.group(2)
     if kind in NETWORK_SCHEMES and not rest.startswith("//"):
-        raise SourceError(f"{spec!r}: a {kind} URL must look like {kind}://host/path")
+        raise SourceError(f"{mask_credentials(spec)!r}: a {kind} URL must look like {kind}://host/path")
     return kind, rest
 
 
@@ -136,13 +138,3 @@ def _network_options(scheme: str) -> dict[str, str]:
         # A late reader must not kill the stream: let the receive FIFO overrun and carry on.
         options.update(overrun_nonfatal="1", fifo_size="50000", timeout=timeout_us)
     return options
-
-
-def _mask_password(url: str) -> str:
-    """The URL as safe to print in logs and errors: any password replaced by ***."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))

@@ -22,6 +22,7 @@ import av.logging
 from edgeomni.errors import SourceError
 from edgeomni.sources.base import Emit, Source
 from edgeomni.sources.convert import AudioConverter, Interleaver, VideoConverter
+from edgeomni.sources.redact import mask_credentials
 
 # Seconds: (open, read) timeouts for network and device input, enforced by PyAV's interrupt
 # callback so a dead camera or server cannot hang the worker (or close()) for ever.
@@ -49,12 +50,14 @@ def ffmpeg_errors() -> Iterator[None]:
 
 
 def reason(exc: BaseException) -> str:
-    """PyAV's message without the errno prefix: 'Invalid data found when processing input; ...'."""
+    """PyAV's message without the errno prefix: 'Invalid data found when processing input; ...'.
+
+    FFmpeg's log line can quote the URL it opened, so credentials are masked here too."""
     text = getattr(exc, "strerror", None) or str(exc)
     log = getattr(exc, "log", None)
     if log and len(log) >= 3 and str(log[2]).strip():
         text += f" ({str(log[2]).strip()})"
-    return text
+    return mask_credentials(text)
 
 
 class AVSource(Source):

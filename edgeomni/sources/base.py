@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 
 from edgeomni.errors import SourceError
 from edgeomni.frames import AudioFrame, Frame, VideoFrame
+from edgeomni.sources.redact import mask_credentials
 
 Emit = Callable[[Frame], bool]
 """Hands one frame to the consumer; returns False once the consumer has gone (stop decoding)."""
@@ -42,7 +43,8 @@ class Source:
     live: bool
 
     def __init__(self, spec: str, name: str, *, live: bool, paced: bool, queue_size: int = 64) -> None:
-        self.spec = spec
+        # What every event, header and outbox record names: a URL's password never leaves the process.
+        self.spec = mask_credentials(spec)
         self.name = name
         self.live = live
         self.has_audio = False

@@ -29,6 +29,7 @@ from edgeomni.engines.image_preprocess import preprocess_rgb
 from edgeomni.export.calibration_photos import build_calibration_sets
 from edgeomni.export.default.build import build_default_bundle
 from edgeomni.export.default.mobilenet_labeller import LABELLER_METHOD, LABELLER_PERCENTILE
+from edgeomni.export.steps.quantize_int8 import compare_classifiers, quantize_int8
 from edgeomni.paths import default_bundle_dir
 
 VARIANTS = (  # (calibration method, percentile, activations)
@@ -67,8 +68,6 @@ def preprocess_latency(runs: int) -> dict[str, dict[str, float]]:
 
 
 def variants(fp32: Path, calibration: np.ndarray, heldout: np.ndarray, runs: int) -> list[dict[str, Any]]:
-    from edgeomni.export.steps.quantize_int8 import compare_classifiers, quantize_int8  # onnxruntime.quantization
-
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgeomni-bench-") as tmp:
         for method, percentile, activations in VARIANTS:
@@ -137,8 +136,6 @@ def markdown(r: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edgeomni.export.steps.quantize_int8 import compare_classifiers  # onnxruntime.quantization: export-only, heavy
-
     parser = argparse.ArgumentParser(prog="python -m edgeomni.export.default.labeller_bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, default=None, help="bundle directory (default: the default bundle)")

@@ -53,7 +53,7 @@ class DataSpec:
     with scikit-image) or `slides:calibration|heldout` (generated slides, OCR). Audio: a folder of audio files,
     `trainer:DIR` (what `edgeomni trainer build-sets` wrote), `speechset` (the bench speech set, with its
     reference texts) or `builtin` (espeak-ng voices + package-shipped speech). `photos:calibration|heldout`:
-    the larger real-photo pool of photo_sets.py (object photos; held-out ones are never augmented).
+    the larger real-photo pool of edgeomni/datasets/photo_sets.py (object photos; held-out ones are never augmented).
     Sub-folders are strata: sampling takes the same share from each, seeded."""
 
     images: str = ""

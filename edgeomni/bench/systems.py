@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeomni.bench.peers import Chunk, make_peer
 from edgeomni.bundle import verify_bundle
 from edgeomni.config import RunConfig
 from edgeomni.datasets.audio import OFFLINE_LIMIT_S, decode, offline_spans
@@ -64,8 +65,6 @@ def pace_peer(peer: Any, audio: np.ndarray, realtime: bool) -> tuple[list[dict[s
     queue; this thread hands the peer everything delivered since its last call. A peer that falls behind
     therefore sees later arrivals and its backlog shows up in its latency, as it would with a microphone.
     """
-    from edgeomni.bench.peers import Chunk
-
     events: list[dict[str, Any]] = []
     inbox: queue.Queue[Chunk | None] = queue.Queue()
     origin = time.monotonic() + 0.05  # media time 0 on the monotonic clock
@@ -108,8 +107,6 @@ def pace_peer(peer: Any, audio: np.ndarray, realtime: bool) -> tuple[list[dict[s
 
 
 def run_peer(spec: dict[str, Any], sset: SpeechSet) -> dict[str, Any]:
-    from edgeomni.bench.peers import make_peer
-
     peer = make_peer(spec["system"])
     loaded = time.perf_counter()
     info = peer.load()

@@ -24,6 +24,7 @@ from edgeomni.ota.announcement import Announcement, bundle_topic, version_key
 from edgeomni.ota.config import OtaConfig
 from edgeomni.ota.install import BundleInstaller, DownloadError, background_executor
 from edgeomni.ota.mqtt import new_client, parse_broker
+from edgeomni.ota.signing import load_public_key
 from edgeomni.paths import cache_root
 
 log = logging.getLogger("edgeomni.ota")
@@ -36,8 +37,6 @@ class BundleUpdater:
     """Follows `edgeomni/<fleet>/bundles/<name>`; each newer, verified bundle goes to `switch`."""
 
     def __init__(self, config: OtaConfig, running: VerifiedBundle, switch: Switch, report: Report) -> None:
-        from edgeomni.ota.signing import load_public_key
-
         self.config, self.running = config, running
         self._switch, self._report = switch, report
         self.name = config.bundle or running.manifest.name

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 6 on a machine with an NVIDIA GPU: build the MobileNetV2, PP-OCR and Whisper-encoder TensorRT engines
+# On a machine with an NVIDIA GPU: build the MobileNetV2, PP-OCR and Whisper-encoder TensorRT engines
 # with the export stage, caption the sample with the Whisper bundle, run the GPU tests, and print each model's
 # latency (median/p95) for ORT CPU vs ORT CUDA EP vs ORT TensorRT EP vs the serialized TensorRT engine, each
 # opened through the runtime's engine layer.

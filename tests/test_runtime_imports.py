@@ -11,10 +11,10 @@ RUNTIME_MODULES += ["edgeomni.outbox", "edgeomni.outbox.sink", "edgeomni.sync.de
 RUNTIME_MODULES += ["edgeomni.webrtc.server", "edgeomni.webrtc.session", "edgeomni.webrtc.client"]  # edgeomni serve
 RUNTIME_MODULES += ["edgeomni.engines.faces", "edgeomni.engines.ocr", "edgeomni.vision.analyzer",
                     "edgeomni.vision.change", "edgeomni.chunking.video", "edgeomni.sinks.video",
-                    "edgeomni.sinks.overlay"]  # issue 5: the video path
+                    "edgeomni.sinks.overlay"]  # the video path
 RUNTIME_MODULES += ["edgeomni.engines.whisper_asr", "edgeomni.engines.whisper_features",
-                    "edgeomni.engines.whisper_tokenizer"]  # issue 6: Whisper bundles in `edgeomni run`
-RUNTIME_MODULES += ["edgeomni.engines.backend", "edgeomni.engines.tensorrt_runner"]  # issue 6: TensorRT engines
+                    "edgeomni.engines.whisper_tokenizer"]  # Whisper bundles in `edgeomni run`
+RUNTIME_MODULES += ["edgeomni.engines.backend", "edgeomni.engines.tensorrt_runner"]  # TensorRT engines
 FORBIDDEN = ["torch", "transformers", "optimum", "onnx", "skimage", "PIL", "tokenizers", "yaml"]
 FORBIDDEN += ["tensorrt", "cuda.bindings"]  # only when a TensorRT engine is tried (cuda-python's .pth imports `cuda`)
 

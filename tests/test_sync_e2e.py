@@ -1,4 +1,4 @@
-"""Issue 8 acceptance, device side: `edgeomni run --sync` -> real Mosquitto -> `edgeomni trainer` -> Parquet.
+"""The data loop end to end, device side: `edgeomni run --sync` -> real Mosquitto -> `edgeomni trainer` -> Parquet.
 
 Real broker (a private mosquitto with passwords and ACLs), real subprocesses, real models on espeak-ng speech.
 """

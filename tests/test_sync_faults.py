@@ -1,4 +1,4 @@
-"""Issue 8 acceptance, faults and abuse, against a real Mosquitto with real `edgeomni sync`/`trainer` processes:
+"""The data loop under faults and abuse, against a real Mosquitto with real `edgeomni sync`/`trainer` processes:
 - broker stopped and restarted, sync SIGKILLed and restarted, trainer SIGKILLed and restarted mid-sync:
   the dataset still holds every record exactly once;
 - a device using its own credentials on another device's topics is dropped by the broker's ACL;

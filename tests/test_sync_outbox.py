@@ -1,4 +1,4 @@
-"""Issue 8 units: the outbox (durability, retention policy), its sink, the wire codec, schema and config."""
+"""The data loop's units: the outbox (durability, retention policy), its sink, the wire codec, schema and config."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 6: TensorRT engines at run time, with fallback TensorRT engine -> TensorRT EP -> CUDA EP -> CPU.
+"""TensorRT engines at run time, with fallback TensorRT engine -> TensorRT EP -> CUDA EP -> CPU.
 
 This machine has no GPU and no TensorRT, so most tests prove the fallback and its reasons with the real
 default bundle; the shape and version checks are pure functions tested directly. `test_engine_on_gpu` does

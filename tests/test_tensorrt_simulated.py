@@ -1,4 +1,4 @@
-"""Issue 6: the TensorRT path, run through NVIDIA's real Python API on a simulated GPU.
+"""The TensorRT path, run through NVIDIA's real Python API on a simulated GPU.
 
 No GPU and no TensorRT libraries here, but NVIDIA's bindings wheels are plain wheels on PyPI: `make test`
 downloads those of the releases in requirements/tensorrt-bindings.txt (JetPack 6's 10.3, the pinned 10.16,

@@ -11,7 +11,7 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-from scripted_asr import ScriptedAsr, ScriptedVad, frames_of, script_audio
+from scripted_asr import ScriptedAsr, ScriptedVad, Word, frames_of, script_audio
 
 from edgeomni.captions import HeadContext, SpeechCaptioner
 from edgeomni.config import RunConfig
@@ -140,3 +140,16 @@ def test_an_engine_switch_waits_for_the_utterance_in_progress_and_no_utterance_m
     assert len(applied) == 1 and first_end <= applied[0] < first_end + 0.8, applied  # between the utterances
     assert old.calls and all(begin < first_end for begin, _ in old.calls), old.calls
     assert new.calls and all(begin >= first_end for begin, _ in new.calls), new.calls
+
+
+def test_an_early_final_is_never_shown_when_the_rest_of_the_pad_would_change_its_last_word() -> None:
+    """The last word runs on past where the VAD hears speech end (a soft ending: "...holiday weekend"): decoded from
+    the first 64 ms of the pad it is cut ("week~"), from the whole pad it is right. The final shown must be the
+    one the endpoint's audio gives."""
+    audio, words = script_audio([("", 0.3), ("after the holiday", 1.2), ("", 1.0)])
+    speech_end = 0.3 + 1.2
+    # It ends 145 ms after the speech the VAD hears: inside the 150 ms pad, after the 64-128 ms an early guess has.
+    words.append(Word("weekend", speech_end - 0.25, speech_end + 0.145))
+    assert 0.145 < CONFIG.speech.pad_ms / 1000
+    events, counters = asyncio.run(caption(audio, ScriptedAsr(words)))
+    assert finals(events) == ["After the holiday weekend"], counters

@@ -31,16 +31,18 @@ from edgeomni.sources.base import Source
 
 _MAX_QUEUED_FINALS = 8
 _MAX_INTERVAL_MS = 2000
-_MIN_GUESS_PAD_FRAMES = 2  # a speculative final is decoded with at least this much trailing pad (64 ms)
 _MAX_WORDS_PER_SECOND = 6.0  # faster than any sustained human speech; commits beyond it are the model guessing
 
 
 @dataclass(slots=True)
 class _Speculation:
-    """A final decoded while the endpoint silence was still running; used if the utterance ends as guessed."""
+    """A final decoded while the endpoint silence was still running. It is used only where it provably is the final
+    the endpoint would decode: the same audio (same start, speech end and length: the whole pad had arrived), the
+    same forced words and the same context."""
 
     start: float
     speech_end: float
+    samples: int
     committed: list[int]
     context: Context | None
     transcript: Transcript
@@ -48,7 +50,8 @@ class _Speculation:
 
     def fits(self, utterance: Utterance, committed: list[int], context: Context | None) -> bool:
         return (utterance.start == self.start and utterance.speech_end == self.speech_end
-                and committed == self.committed and context is self.context)
+                and len(utterance.audio) == self.samples and committed == self.committed
+                and context is self.context)
 
 
 class SpeechCaptioner:
@@ -176,13 +179,15 @@ class SpeechCaptioner:
     def _maybe_speculate(self, frame_s: float) -> None:
         """The speaker paused, so no new words can arrive: partials stop, and once the silence left before the
         endpoint is about one final decode long (a running estimate, so a busy machine guesses earlier), the
-        final is decoded now from the speech and the pad that has arrived (at least 64 ms of it: measured on
-        the bench's speech set, 64 ms of trailing pad transcribe as well as 160 ms). If the silence holds, the
-        final is emitted the moment the endpoint is reached instead of one decode later."""
+        final is decoded now. Only once the whole pad has arrived: then the guess decodes exactly the audio the
+        endpoint will close, so if the silence holds it is the final, emitted the moment the endpoint is reached
+        instead of one decode later. (From part of the pad it was not: a last word that runs on past where the
+        VAD hears speech end was cut, "holiday week, and" for "holiday weekend".) An ASR whose pad is longer than
+        the endpoint silence (Whisper) gets no guess."""
         pending = self._endpointer.pending()
         if not self.realtime or pending is None or pending.speech_end == self._guessed_end:
             return  # (unpaced: the guess would depend on this machine's speed, and nobody waits for it)
-        if self._endpointer.silent_frames < min(_MIN_GUESS_PAD_FRAMES, self._endpointer.pad_frames):
+        if self._endpointer.silent_frames < self._endpointer.pad_frames:
             return
         if self._endpointer.frames_to_endpoint * frame_s > self._final_decode_s * 1.25 + frame_s:
             return  # not yet: a decode started now would be done long before the endpoint
@@ -301,8 +306,8 @@ class SpeechCaptioner:
         previous = self._speculation
         if previous is not None and (previous.start, previous.speech_end) != (guess.start, guess.speech_end):
             self.stats["speculations_discarded"] += 1  # speech resumed after that guess
-        self._speculation = _Speculation(guess.start, guess.speech_end, committed, self._decoder.context,
-                                         transcript, own)
+        self._speculation = _Speculation(guess.start, guess.speech_end, len(guess.audio), committed,
+                                         self._decoder.context, transcript, own)
 
     async def _decode_final(self, loop: asyncio.AbstractEventLoop, audio: np.ndarray,
                             committed: list[int]) -> tuple[Transcript, list[int]]:

@@ -181,3 +181,28 @@ def test_a_speaker_repeating_the_previous_sentence_gets_every_repeat(default_bun
     said = [e["text"] for e in events if e["type"] == "final"]
     assert len(said) == 3, said
     assert all(wer(sentence, text) <= 0.3 for text in said), said
+
+
+def test_single_words_after_short_pauses_each_get_a_final(default_bundle: Path, tmp_path: Path) -> None:
+    """Commands spoken one word at a time ("front ... left ... side ... left"), with 300-600 ms pauses: every word
+    the VAD hears as speech ends in a final; none is rejected as a noise burst or merged into its neighbour."""
+    words = ["front", "left", "side", "left"]
+    parts = [_sox_silence(tmp_path / "lead.wav", 0.5)]
+    for i, (word, pause) in enumerate(zip(words, (0.3, 0.45, 0.6, 0.45), strict=True)):
+        parts += [str(make_speech_wav(tmp_path / f"w{i}.wav", word, speed=175)),  # espeak-ng's own pace
+                  _sox_silence(tmp_path / f"gap{i}.wav", pause)]
+    parts.append(_sox_silence(tmp_path / "tail.wav", 1.0))
+    wav = tmp_path / "commands.wav"
+    subprocess.run(["sox", *parts, str(wav)], check=True)
+    for pacing in ("--no-realtime", "--realtime"):
+        code, events, err = run_cli(default_bundle, "--source", str(wav), "--no-visual", pacing)
+        assert code == 0, err
+        spans = [e for e in events if e["type"] == "final"]
+        assert len(spans) == len(words), (pacing, [e["text"] for e in spans])
+        assert events[-1]["counters"]["rejected_bursts"] == 0, pacing
+
+
+def _sox_silence(path: Path, seconds: float) -> str:
+    subprocess.run(["sox", "-n", "-r", "22050", "-c", "1", "-b", "16", str(path), "trim", "0", str(seconds)],
+                   check=True)
+    return str(path)

@@ -108,11 +108,13 @@ class Endpointer:
         self._probs.append(prob)
         if prob >= self.config.threshold:  # clicks and bumps rarely convince the VAD, so they do not count here
             self._loudest = max(self._loudest, level)
+            # Whether this is speech at all (min_speech_ms) is the VAD's call alone: the loudness rule below only
+            # says where speech ends, and counting after it made a short word's quiet tail ("left") a burst.
+            self._speech_count += 1
         if self.config.silence_db and level < self._loudest - self.config.silence_db and not rising:
             prob = 0.0  # fading far below this speaker's voice: it has stopped, whatever the VAD still says
         if prob >= self.config.release:
             self._last_speech = len(self._frames) - 1
-            self._speech_count += prob >= self.config.threshold
         if self.silent_frames >= self._needed_silence():
             return self._close(self._last_speech + 1 + self.pad_frames)
         if len(self._frames) >= self._max_frames:

@@ -256,9 +256,12 @@ def test_unmet_gate_exits_3_and_keeps_the_report_without_a_bundle(tmp_path: Path
                            "--set", "peer=false", "--set", "targets=[onnxruntime-cpu]"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 3, proc.stderr[-2000:]
-    assert "Whisper INT8 gate not met: INT8 is only" in proc.stdout and "needs 50.0x" in proc.stdout
+    # The size failure is certain; on 1 clip the WER failure may come too, and first (it depends on the CPU).
+    assert "Whisper INT8 gate not met: " in proc.stdout and "needs 50.0x" in proc.stdout
     report = json.loads((out / "report.json").read_text())
     assert not report["whisper"]["gate"]["passed"] and report["whisper"]["size_ratio"] < 50
+    assert any(f.startswith("INT8 is only ") and f.endswith("(needs 50.0x)")
+               for f in report["whisper"]["gate"]["failures"]), report["whisper"]["gate"]["failures"]
     assert "needs 50.0x" in report["error"]
     assert "Gate: **FAILED**" in (out / "report.md").read_text()
     assert not (out / "bundle").exists() and not (out / "bundle.partial").exists()

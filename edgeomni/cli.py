@@ -21,6 +21,8 @@ from edgeomni.errors import EdgeOmniError
 from edgeomni.events import EndEvent
 from edgeomni.export.cli import add_export_parser
 from edgeomni.export.runner import build_default_bundle
+from edgeomni.observability.endpoint import RunEndpoint
+from edgeomni.observability.metrics import RuntimeMetrics
 from edgeomni.ota.cli import add_signing_parsers
 from edgeomni.paths import default_bundle_dir
 from edgeomni.runtime import Runtime
@@ -39,15 +41,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = RunConfig.load(args.config).override({
         "speech.enabled": False if args.no_speech else None, "visual.enabled": False if args.no_visual else None,
         "ota.broker": args.ota, "sync.broker": args.sync, "sync.device": args.device, "sync.fleet": args.fleet,
-        "outbox.path": str(args.outbox) if args.outbox else None}, source="command line")
+        "outbox.path": str(args.outbox) if args.outbox else None, "metrics.listen": args.metrics,
+        "metrics.linger_s": args.metrics_linger}, source="command line")
     bundle = verify_bundle(args.bundle)  # the runtime never loads an unverified bundle
     width = config.visual.frame_width
     source = open_source(args.source, realtime=args.realtime, video_size=(width, -1) if width else None,
                          require_audio=config.speech.enabled)
     sinks = [open_sink(spec, bundle) for spec in (args.sink or ["terminal"])]
-    runtime = Runtime.open(bundle, config)
+    metrics = RuntimeMetrics() if config.metrics.listen else None  # --metrics HOST:PORT
+    runtime = Runtime.open(bundle, config, metrics)
     device_sync = DeviceSync.open(config)  # outbox + MQTT sync; None when neither is configured
     sinks += device_sync.sinks if device_sync else []
+    endpoint = RunEndpoint(runtime, metrics, config, device_sync).start() if metrics else None
 
     async def main() -> EndEvent:
         pipeline = runtime.stream(source, sinks, frame_tap=device_sync.tap if device_sync else None)
@@ -65,6 +70,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         with runtime:
             end = asyncio.run(main())
     finally:
+        if endpoint:
+            endpoint.finish()
         if device_sync:
             device_sync.close()
     return EXIT_STREAM_ERROR if end.error else EXIT_OK
@@ -123,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-visual", action="store_true", help="caption only speech")
     run.add_argument("--ota", metavar="URL", help="follow signed bundle updates from this MQTT broker "
                      "(overrides [ota] broker; needs [ota] public_key)")
+    run.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus /metrics, /health and /ready there "
+                     "(PORT alone: loopback; overrides [metrics] listen)")
+    run.add_argument("--metrics-linger", type=float, metavar="S", help="after a file ends, keep serving until one "
+                     "more scrape, at most S seconds (overrides [metrics] linger_s)")
     run.set_defaults(func=_cmd_run)
     add_sync_arguments(run)  # --sync URL, --outbox, --device, --fleet
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeomni.errors import ConfigError
+from edgeomni.observability.config import MetricsConfig, TelemetryConfig
 from edgeomni.ota.config import OtaConfig
 from edgeomni.outbox.config import OutboxConfig
 from edgeomni.sync.config import SyncConfig
@@ -138,6 +139,8 @@ class RunConfig:
     outbox: OutboxConfig = field(default_factory=OutboxConfig)  # the device's record of captions and hard examples
     sync: SyncConfig = field(default_factory=SyncConfig)  # outbox -> MQTT
     ota: OtaConfig = field(default_factory=OtaConfig)  # signed bundle updates
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)  # /metrics, /health, /ready of `edgeomni run`
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)  # Jetson power, temperatures, load
 
     def validate(self) -> RunConfig:
         self.speech.validate()
@@ -146,6 +149,8 @@ class RunConfig:
         self.outbox.validate()
         self.sync.validate()
         self.ota.validate()
+        self.metrics.validate()
+        self.telemetry.validate()
         return self
 
     def override(self, changes: dict[str, Any], source: str = "override") -> RunConfig:

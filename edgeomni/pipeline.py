@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from edgeomni.captions import HEADS, Head, HeadContext
 from edgeomni.config import RunConfig
@@ -42,6 +42,15 @@ _SETTLE_STEP_S = 0.02  # a settled marker goes out when the settled media time h
 FrameTap = Callable[[AudioFrame | VideoFrame], None]
 
 
+class StreamObserver(Protocol):
+    """Sees every event a stream publishes, inline and before the sinks (metrics); must not block."""
+
+    def observe(self, pipeline: Pipeline, event: Event) -> None: ...
+
+    def stream_closed(self, pipeline: Pipeline) -> None:
+        """The stream ended without its end event (cancelled)."""
+
+
 @dataclass
 class _Tally:
     latencies: dict[str, list[float]] = field(default_factory=dict)
@@ -61,10 +70,13 @@ class Pipeline:
 
     def __init__(self, source: Source, engines: Engines, sinks: SinkSet, config: RunConfig, executor: Executor,
                  stream: str = "main", frame_tap: FrameTap | None = None,
-                 heads: Sequence[type[Head]] = HEADS) -> None:
+                 heads: Sequence[type[Head]] = HEADS, observer: StreamObserver | None = None) -> None:
         self.source, self.engines, self.sinks, self.config = source, engines, sinks, config
         self.executor, self.stream = executor, stream
         self.frame_tap = frame_tap  # sees every frame (the outbox keeps recent audio for hard examples); O(1)
+        self.observer = observer
+        self.last_arrival: float | None = None  # monotonic delivery time of the newest frame (readiness)
+        self.ended = False
         self.clock = MediaClock()
         self.heads: list[Head] = []
         self._head_kinds = tuple(heads)
@@ -101,7 +113,7 @@ class Pipeline:
                 if not started:
                     started = True
                     await self._start()
-                last_arrival = frame.arrival
+                last_arrival = self.last_arrival = frame.arrival
                 if self.frame_tap is not None:
                     self.frame_tap(frame)
                 self.sinks.push_frame(self.stream, frame)  # sinks that write media (video:)
@@ -115,10 +127,13 @@ class Pipeline:
         except EdgeOmniError as exc:
             # Everything already delivered is still captioned below; the error is reported, not swallowed.
             error = str(exc)
-            await self.sinks.publish(ErrorEvent(stream=self.stream, message=error))
+            await self._publish(ErrorEvent(stream=self.stream, message=error))
         except BaseException:
             for head in heads:
                 await head.cancel()
+            self.ended = True
+            if self.observer is not None:
+                self.observer.stream_closed(self)
             raise
         finally:
             await self.source.close()
@@ -127,9 +142,7 @@ class Pipeline:
         for head in heads:
             await head.finish(last_arrival)
         await self.sinks.settle(self.stream, math.inf, realtime)  # every caption is out
-        counters: dict[str, Any] = {}
-        for head in heads:
-            counters.update(head.counters())
+        counters = self.counters()
         compute = sum(head.compute_seconds for head in heads)
         end = EndEvent(
             stream=self.stream, source=self.source.spec, media_seconds=round(media_end, 3),
@@ -139,8 +152,21 @@ class Pipeline:
             cpu_seconds=round(time.process_time() - started_cpu, 3), counters=counters,
             sink_drops=dict(self.sinks.dropped), error=error,
         )
-        await self.sinks.publish(end)
+        self.ended = True
+        await self._publish(end)
         return end
+
+    def counters(self) -> dict[str, Any]:
+        """The heads' counters as they stand (the `end` record's `counters`; metrics read them live)."""
+        counters: dict[str, Any] = {}
+        for head in self.heads:
+            counters.update(head.counters())
+        return counters
+
+    async def _publish(self, event: Event) -> None:
+        if self.observer is not None:
+            self.observer.observe(self, event)
+        await self.sinks.publish(event)
 
     async def _settle(self, realtime: bool) -> None:
         """Tell sinks that draw onto frames how far the captions are complete. An unpaced source (a file read
@@ -158,7 +184,7 @@ class Pipeline:
 
     async def _start(self) -> None:
         self.clock.origin = self.source.started_monotonic or time.monotonic()
-        await self.sinks.publish(StartEvent(
+        await self._publish(StartEvent(
             stream=self.stream, source=self.source.spec, wall=self.source.started_wall or time.time(),
             describe=self.source.describe(), bundle=self.engines.tag, backend=self.engines.backends))
 
@@ -166,7 +192,7 @@ class Pipeline:
         if isinstance(event, CaptionEvent):
             self._tally.add(event)
             event = event.with_bundle(self._bundle_tags[head])
-        await self.sinks.publish(event)
+        await self._publish(event)
 
     def use_engines(self, engines: Engines) -> None:
         """Move this stream to another bundle's engines (OTA). Each head switches all of its models at its next
@@ -180,9 +206,9 @@ class Pipeline:
         previous, self._bundle_tags[head] = self._bundle_tags[head], tag
         event = OtaEvent(status="switched", stream=self.stream, head=head, bundle=tag, previous=previous,
                          emitted=round(self.clock.now(), 3))
-        task = asyncio.get_running_loop().create_task(self.sinks.publish(event))
+        task = asyncio.get_running_loop().create_task(self._publish(event))
         self._switch_events.add(task)  # keep a reference until it is published
         task.add_done_callback(self._switch_events.discard)
 
 
-__all__ = ["FrameTap", "Pipeline"]
+__all__ = ["FrameTap", "Pipeline", "StreamObserver"]

@@ -27,7 +27,8 @@ def test_file_overrides_only_the_fields_it_names(tmp_path: Path) -> None:
     [
         ("[speech]\nthreshold = 1.5\n", "speech.threshold: expected a probability in (0, 1), got 1.5"),
         ("[speech]\nbogus = 1\n", "speech: unknown field(s) ['bogus']"),
-        ("[nope]\nx = 1\n", "unknown field(s) ['nope'] (known: ['engine', 'ota', 'outbox', 'speech', 'sync', 'visual'])"),
+        ("[nope]\nx = 1\n", "unknown field(s) ['nope'] (known: ['engine', 'metrics', 'ota', 'outbox', 'speech', "
+                            "'sync', 'telemetry', 'visual'])"),
         ("[speech]\nmin_silence_ms = 'long'\n", "speech.min_silence_ms: expected int, got str 'long'"),
         ("[engine]\nproviders = [1]\n", "engine.providers[0]: expected str, got int 1"),
         ("[speech]\nenabled = 1\n", "speech.enabled: expected bool, got int 1"),

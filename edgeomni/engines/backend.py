@@ -22,7 +22,7 @@ import onnxruntime as ort
 
 from edgeomni.bundle import VerifiedBundle, sha256_of
 from edgeomni.bundle.manifest import Component
-from edgeomni.engines.session import EngineProfile, create_session, tensorrt_ep_cache, tensorrt_ep_options
+from edgeomni.engines.session import EngineProfile, create_session, hooked, tensorrt_ep_cache, tensorrt_ep_options
 from edgeomni.engines.tensorrt_runner import BackendUnavailable, TensorRtEngine
 from edgeomni.errors import EngineError
 from edgeomni.paths import cache_root
@@ -148,4 +148,4 @@ def _open_tensorrt_engine(bundle: VerifiedBundle, role: str) -> TensorRtEngine:
     if path.stat().st_size != component.size or sha256_of(path) != component.sha256:
         raise BackendUnavailable(f"engine file {component.file} does not match its manifest sha256/size "
                                   f"(changed since the bundle was built)")
-    return TensorRtEngine.load(path, component.report)
+    return hooked(path, TensorRtEngine.load(path, component.report))

@@ -6,11 +6,13 @@ bundle runs on a Jetson (TensorRT EP), a desktop GPU (CUDA EP) and a laptop (CPU
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,10 @@ from typing import Any
 import onnxruntime as ort
 
 from edgeomni.paths import cache_root
+
+SessionHook = Callable[[Path, Any], Any]
+"""Given a model file and the session opened on it, the object the engine will call instead (e.g. a timer)."""
+_session_hook: ContextVar[SessionHook | None] = ContextVar("edgeomni_session_hook", default=None)
 
 EP_CACHE_KEEP_DAYS = 30
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -88,7 +94,23 @@ def create_session(path: Path, profile: EngineProfile | None = None,
             provider_options = {**provider_options, "TensorrtExecutionProvider": tensorrt_ep_options(
                 cache, int8=False, fp16=False)}
     providers = [(p, dict(provider_options[p])) if p in provider_options else p for p in chosen]
-    return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    return hooked(path, ort.InferenceSession(str(path), sess_options=options, providers=providers))
+
+
+@contextlib.contextmanager
+def session_hook(hook: SessionHook) -> Iterator[None]:
+    """Every session opened inside the block (`create_session`, a TensorRT engine) is passed through `hook`; the
+    runtime uses it to time inference per model. Outside such a block sessions are returned as they are."""
+    token = _session_hook.set(hook)
+    try:
+        yield
+    finally:
+        _session_hook.reset(token)
+
+
+def hooked(path: Path, session: Any) -> Any:
+    hook = _session_hook.get()
+    return session if hook is None else hook(Path(path), session)
 
 
 def tensorrt_ep_cache(key: str) -> Path:

@@ -19,7 +19,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"edgeomni serve needs the webrtc extra (pip install 'edgeomni[webrtc]'): {exc}") from None
     config = RunConfig.load(args.config).override(
         {"visual.enabled": False if args.no_visual else None, "ota.broker": args.ota}, source="command line")
-    serve = ServeConfig(host=args.host, port=args.port, token=args.token, bundle=args.bundle,
+    serve = ServeConfig(host=args.host, port=args.port, token=args.token, metrics_token=args.metrics_token,
+                        bundle=args.bundle,
                         ice_servers=[IceServer.parse(s) for s in args.ice_server or []],
                         idle_timeout_s=args.idle_timeout, max_sessions=args.max_sessions)
     if args.page is not None:
@@ -34,6 +35,8 @@ def add_serve_parser(commands: Any) -> None:
                        "without --token only loopback is allowed)")
     serve.add_argument("--port", type=int, default=8080, help="TCP port for signaling and the page (default: 8080)")
     serve.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' on signaling")
+    serve.add_argument("--metrics-token", default=None, help="the Bearer token GET /metrics needs when the server "
+                       "is not bound to loopback (default: --token); on loopback /metrics is open")
     serve.add_argument("--bundle", type=Path, default=default_bundle_dir(),
                        help="bundle directory (default: $EDGEOMNI_BUNDLE or %(default)s)")
     serve.add_argument("--ice-server", action="append", metavar="URL[,USER,CREDENTIAL]",

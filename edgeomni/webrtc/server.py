@@ -1,7 +1,7 @@
 """`edgeomni serve`: the aiohttp app. Signaling over HTTP (non-trickle offer/answer), the meeting page at `/`.
 
 Routes (see docs/WEBRTC_PROTOCOL.md): POST /offer, DELETE /session/{id}, GET /sessions, GET /health,
-GET /config, GET / (the meeting page) and /static/*.
+GET /ready, GET /metrics (Prometheus), GET /config, GET / (the meeting page) and /static/*.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from edgeomni.config import RunConfig
 from edgeomni.engines.bundle_engines import Engines
 from edgeomni.errors import ConfigError
 from edgeomni.events import OtaEvent
+from edgeomni.observability.metrics import RuntimeMetrics
+from edgeomni.observability.tegrastats import JetsonTelemetry
 from edgeomni.paths import default_bundle_dir
 from edgeomni.runtime import Runtime
 from edgeomni.webrtc.ice import IceServer, allow_loopback_candidates, rtc_configuration
@@ -39,6 +41,7 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     token: str | None = None
+    metrics_token: str | None = None  # for GET /metrics off loopback (default: the signaling token)
     bundle: Path | None = None
     ice_servers: list[IceServer] = field(default_factory=list)
     idle_timeout_s: float = 10.0  # no media for this long: the participant is gone (closed without a word)
@@ -48,8 +51,9 @@ class ServeConfig:
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"serve: --port must be 0..65535, got {self.port}")
-        if self.token is not None and len(self.token) < 8:
-            raise ConfigError(f"serve: --token must be at least 8 characters, got {len(self.token)}")
+        for flag, token in (("--token", self.token), ("--metrics-token", self.metrics_token)):
+            if token is not None and len(token) < 8:
+                raise ConfigError(f"serve: {flag} must be at least 8 characters, got {len(token)}")
         if self.idle_timeout_s <= 0:
             raise ConfigError(f"serve: idle timeout must be > 0 s, got {self.idle_timeout_s}")
         if self.max_sessions < 1:
@@ -76,6 +80,8 @@ class CaptionServer:
 
     def __init__(self, serve: ServeConfig, runtime: Runtime) -> None:
         self.serve, self.runtime = serve, runtime
+        # /metrics serves the runtime's metrics (load_server always opens it with some).
+        self.metrics = runtime.metrics or RuntimeMetrics()
         self.rtc_config = rtc_configuration(serve.ice_servers)
         self.sessions: dict[str, Session] = {}
         self.rooms: dict[str, Room] = {}
@@ -83,6 +89,10 @@ class CaptionServer:
         self.started = time.monotonic()
         self.last_ota: dict[str, Any] | None = None  # the last OTA update event (refused, installed ...), for /health
         self._ota = contextlib.AsyncExitStack()
+        self.shutting_down = False
+        self.metrics.track_sessions(lambda: len(self.sessions))
+        self.telemetry = JetsonTelemetry(runtime.config.telemetry)
+        self.metrics.registry.register(self.telemetry)
 
     @property
     def engines(self) -> Engines:
@@ -93,6 +103,7 @@ class CaptionServer:
         app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.add_routes([web.post("/offer", self.offer), web.delete("/session/{id}", self.delete),
                         web.get("/sessions", self.list_sessions), web.get("/health", self.health),
+                        web.get("/ready", self.ready), web.get("/metrics", self.prometheus),
                         web.get("/config", self.client_config), web.get("/", self.page)])
         if self.serve.page_dir.is_dir():
             app.router.add_static("/static", self.serve.page_dir)
@@ -104,6 +115,7 @@ class CaptionServer:
         """With [ota] on: install signed bundles as they are announced; new sessions start on the newest, and
         running ones move at their next pause (each session's channel carries its `ota` switched events)."""
         await self._ota.enter_async_context(self.runtime.updates(self._ota_report))
+        self.telemetry.start()  # Jetson power and temperatures where tegrastats exists
 
     async def _ota_report(self, event: OtaEvent) -> None:
         self.last_ota = event.to_dict()
@@ -138,6 +150,7 @@ class CaptionServer:
         try:
             answer = await session.accept(sdp, burn_in=burn_in)
         except OfferError as exc:
+            self.metrics.error("offer")
             raise _bad_request(str(exc)) from None
         self.sessions[session.id] = session
         return web.json_response({"sdp": answer, "type": "answer", "session": session.id, "participant": name})
@@ -170,6 +183,23 @@ class CaptionServer:
             "bitrate_kbps": round(sum(s["bitrate_kbps"] for s in statuses), 1),
         })
 
+    async def ready(self, _: web.Request) -> web.Response:
+        """Readiness for a load balancer or systemd: engines loaded, not shutting down, room for a session."""
+        engines = {"ok": not self.runtime.closed and not self.shutting_down, "bundle": self.engines.tag}
+        capacity = {"ok": len(self.sessions) < self.serve.max_sessions, "sessions": len(self.sessions),
+                    "max_sessions": self.serve.max_sessions}
+        ok = engines["ok"] and capacity["ok"]
+        return web.json_response({"ready": ok, "checks": {"engines": engines, "capacity": capacity}},
+                                 status=200 if ok else 503)
+
+    async def prometheus(self, request: web.Request) -> web.Response:
+        """The runtime's Prometheus metrics. Open on a loopback-only server; otherwise it needs the metrics token
+        (`--metrics-token`) or, without one, the signaling token."""
+        if not _is_loopback(self.serve.effective_host()[0]):
+            self._authorize(request, self.serve.metrics_token or self.serve.token)
+        body, content_type = self.metrics.exposition(request.headers.get("Accept", ""))
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
     async def client_config(self, _: web.Request) -> web.Response:
         return web.json_response({"iceServers": [s.to_browser() for s in self.serve.ice_servers],
                                   "auth": self.serve.token is not None})
@@ -181,14 +211,15 @@ class CaptionServer:
         return web.FileResponse(index)
 
     # -- helpers --------------------------------------------------------------------------------------------
-    def _authorize(self, request: web.Request) -> None:
-        if self.serve.token is None:
+    def _authorize(self, request: web.Request, token: str | None = None) -> None:
+        token = token if token is not None else self.serve.token
+        if token is None:
             return
         header = request.headers.get("Authorization", "")
         scheme, _, given = header.partition(" ")
         if scheme.lower() != "bearer" or not given:
             raise _unauthorized("missing 'Authorization: Bearer TOKEN' header")
-        if not hmac.compare_digest(given.strip().encode(), self.serve.token.encode()):
+        if not hmac.compare_digest(given.strip().encode(), token.encode()):
             raise _unauthorized("wrong token")
 
     def _forget(self, session: Session) -> None:
@@ -200,7 +231,9 @@ class CaptionServer:
             self.rooms.pop(room.name, None)
 
     async def _shutdown(self, _: web.Application) -> None:
+        self.shutting_down = True
         await self._ota.aclose()  # first: no bundle switch while the sessions close
+        self.telemetry.close()
         await asyncio.gather(*(s.close("server shutting down") for s in list(self.sessions.values())))
         self.runtime.close()
 
@@ -233,7 +266,7 @@ def load_server(serve: ServeConfig, run_config: RunConfig) -> CaptionServer:
     """Verify the bundle and load the engines once (shared by every participant)."""
     serve.validate()
     allow_loopback_candidates()
-    return CaptionServer(serve, Runtime.open(serve.bundle or default_bundle_dir(), run_config))
+    return CaptionServer(serve, Runtime.open(serve.bundle or default_bundle_dir(), run_config, RuntimeMetrics()))
 
 
 def run_server(serve: ServeConfig, run_config: RunConfig) -> None:

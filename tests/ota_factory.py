@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
+import os
 import shutil
 import tarfile
+import threading
+import time
 from pathlib import Path
+from types import TracebackType
 
 from edgeomni.bundle.manifest import MANIFEST_NAME
 from edgeomni.ota.announcement import Announcement
@@ -32,9 +37,12 @@ def versioned_copy(source: Path, target: Path, version: str, key: Path) -> Path:
     return target
 
 
-def pack(bundle: Path, archive: Path, changed: str | None = None, extra: dict[str, bytes] | None = None) -> str:
+def pack(bundle: Path, archive: Path, changed: str | None = None, extra: dict[str, bytes] | None = None,
+         grown: str | None = None, first: dict[str, bytes] | None = None, sparse: str | None = None) -> str:
     """Tar the bundle (manifest, signature, every listed file) like the publisher does; `changed` names a file
-    whose bytes are altered (same size) after signing, `extra` adds members. Returns the archive's sha256."""
+    whose bytes are altered (same size) after signing, `grown` one with bytes appended, `sparse` one stored as a
+    GNU sparse member that unpacks to 1 TiB; `first` adds members right after the signature, `extra` at the
+    end. Returns the archive's sha256."""
     manifest = json.loads((bundle / MANIFEST_NAME).read_text())
     members = [MANIFEST_NAME, SIGNATURE_NAME, *sorted(c["file"] for c in manifest["components"].values())]
     with tarfile.open(archive, "w") as tar:
@@ -42,10 +50,33 @@ def pack(bundle: Path, archive: Path, changed: str | None = None, extra: dict[st
             data = (bundle / name).read_bytes()
             if name == changed:
                 data = bytes([data[0] ^ 0xFF]) + data[1:]
-            _add(tar, name, data)
+            if name == grown:
+                data += b"\0" * 4096
+            if name == sparse:
+                _add_sparse(tar, name, data[:10], 1 << 40)
+            else:
+                _add(tar, name, data)
+            for extra_name, extra_data in (first or {}).items() if name == SIGNATURE_NAME else ():
+                _add(tar, extra_name, extra_data)
         for name, data in (extra or {}).items():
             _add(tar, name, data)
     return hashlib.sha256(archive.read_bytes()).hexdigest()
+
+
+def _add_sparse(tar: tarfile.TarFile, name: str, data: bytes, real_size: int) -> None:
+    """An old-GNU sparse member: `data` stored, placed at the end of a `real_size`-byte file of holes."""
+    info = tarfile.TarInfo(name)
+    info.size, info.type = len(data), tarfile.GNUTYPE_SPARSE
+    header = bytearray(info.tobuf(tarfile.GNU_FORMAT))
+    header[386:398] = tarfile.itn(real_size - len(data), 12, tarfile.GNU_FORMAT)  # the one data chunk's offset
+    header[398:410] = tarfile.itn(len(data), 12, tarfile.GNU_FORMAT)
+    header[482] = 0  # no extended sparse headers
+    header[483:495] = tarfile.itn(real_size, 12, tarfile.GNU_FORMAT)
+    header[148:156] = b" " * 8  # the checksum is computed with its own field as spaces
+    header[148:156] = b"%06o\0 " % sum(header[:tarfile.BLOCKSIZE])
+    tar.fileobj.write(bytes(header))
+    tar.fileobj.write(data + b"\0" * (-len(data) % tarfile.BLOCKSIZE))
+    tar.offset += len(header) + len(data) + (-len(data) % tarfile.BLOCKSIZE)
 
 
 def announcement_for(bundle: Path, archive: Path, base_url: str, sha256: str | None = None,
@@ -77,3 +108,46 @@ def bumped(version: str) -> str:
     """The next version after `version` (its last number + 1, or `.1` appended): what a new release would carry."""
     head, _, last = version.rpartition(".")
     return f"{head}.{int(last) + 1}" if head and last.isdigit() else f"{version}.1"
+
+
+def junk_archive(archive: Path, bundle: Path, count: int) -> str:
+    """`bundle`'s manifest and signature, then `count` empty members nobody listed. Returns its sha256."""
+    with tarfile.open(archive, "w") as tar:
+        for name in (MANIFEST_NAME, SIGNATURE_NAME):
+            _add(tar, name, (bundle / name).read_bytes())
+        for i in range(count):
+            _add(tar, f"junk/{i:06d}", b"")
+    return hashlib.sha256(archive.read_bytes()).hexdigest()
+
+
+class TreeWatch:
+    """Polls a directory tree from a thread while the block runs: the most files (and bytes, apparent size)
+    it ever held, `ignore` excepted. Shows what an install wrote before it refused and cleaned up."""
+
+    def __init__(self, root: Path, ignore: tuple[str, ...] = ("bundle.tar",)) -> None:
+        self.root, self.ignore = root, ignore
+        self.most_files = self.most_bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="tree-watch", daemon=True)
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            files = total = 0
+            for folder, _dirs, names in os.walk(self.root):
+                for name in names:
+                    if name in self.ignore:
+                        continue
+                    files += 1
+                    with contextlib.suppress(OSError):  # removed between listing and stat
+                        total += os.stat(os.path.join(folder, name)).st_size
+            self.most_files, self.most_bytes = max(self.most_files, files), max(self.most_bytes, total)
+            time.sleep(0.002)
+
+    def __enter__(self) -> TreeWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._stop.set()
+        self._thread.join()

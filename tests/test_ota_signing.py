@@ -24,7 +24,7 @@ from edgeomni.ota.signing import (
 )
 
 GOOD = {"name": "default", "version": "7.0.0", "url": "http://127.0.0.1:1/default-7.0.0.tar", "sha256": "a" * 64,
-        "signature": base64.b64encode(b"s" * 64).decode()}
+        "signature": base64.b64encode(b"s" * 64).decode(), "size": 1000}
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ Topic: ``edgeomni/<fleet>/bundles/<name>``. Payload (JSON)::
      "sha256": "<64 hex digits of the archive>", "signature": "<base64 Ed25519 over manifest.json>",
      "size": 63012352}
 
-`size` is optional (the device then relies on its own size limit). Nothing in it is trusted by itself:
-the archive must hash to `sha256`, its manifest must carry this name and version, and the signature must
-verify under the device's configured public key.
+`size` is required: the download stops at exactly that many bytes (and never past the device's own limit).
+Nothing in it is trusted by itself: the archive must hash to `sha256`, its manifest must carry this name and
+version, and the signature must verify under the device's configured public key.
 """
 
 from __future__ import annotations
@@ -46,15 +46,14 @@ class Announcement:
     url: str
     sha256: str
     signature: str
-    size: int | None = None
+    size: int
 
     @property
     def tag(self) -> str:
         return f"{self.name}@{self.version}"
 
     def to_json(self) -> bytes:
-        raw = {k: v for k, v in asdict(self).items() if v is not None}
-        return json.dumps(raw, sort_keys=True).encode()
+        return json.dumps(asdict(self), sort_keys=True).encode()
 
     @classmethod
     def from_json(cls, payload: bytes, where: str = "announcement") -> Announcement:
@@ -70,7 +69,7 @@ class Announcement:
     def from_dict(cls, raw: Any, where: str = "announcement") -> Announcement:
         if not isinstance(raw, dict):
             raise OtaError(f"{where}: expected a JSON object, got {type(raw).__name__}")
-        missing = [k for k in ("name", "version", "url", "sha256", "signature") if k not in raw]
+        missing = [k for k in ("name", "version", "url", "sha256", "signature", "size") if k not in raw]
         if missing:
             raise OtaError(f"{where}: missing field(s) {', '.join(missing)}")
         unknown = sorted(set(raw) - {"name", "version", "url", "sha256", "signature", "size"})
@@ -85,8 +84,8 @@ class Announcement:
             raise OtaError(f"{where}.sha256: expected 64 lowercase hex digits, got {raw['sha256']!r}")
         if not isinstance(raw["signature"], str) or not raw["signature"]:
             raise OtaError(f"{where}.signature: expected a base64 string, got {raw['signature']!r}")
-        size = raw.get("size")
-        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
+        size = raw["size"]
+        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
             raise OtaError(f"{where}.size: expected a positive integer (bytes), got {size!r}")
         return cls(raw["name"], raw["version"], url, raw["sha256"], raw["signature"], size)
 

@@ -1,17 +1,19 @@
 """Installing an announced bundle: download, check, unpack, verify. Blocking; the updater runs it in a thread.
 
-Nothing is trusted until every check passed, in this order: the archive's size and sha256 (against the
-announcement), a safe unpack (regular files only, inside the target, exactly the files the manifest
-lists), the Ed25519 signature over manifest.json (trusted key from the device config), the manifest's name
-and version (against the announcement), and every file's size and sha256 (verify_bundle). Only then is
-the new directory renamed into place as `<cache>/<name>@<version>`; on any failure it is deleted and the
-running bundle is untouched.
+Nothing from the archive reaches the disk before the signature verified. In order: the archive's size and
+sha256 (against the announcement); its first member must be manifest.json, whose bytes must carry the trusted
+key's Ed25519 signature and the announced name and version; from then on the signed manifest decides: each
+further member must be a plain regular file it lists (or manifest.sig), of exactly the listed size, and is
+written while hashed, refused at the first byte past that size or on a wrong sha256; a listed file missing is
+refused. Only then is the new directory renamed into place as `<cache>/<name>@<version>`; on any failure it
+is deleted and the running bundle is untouched.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import tarfile
@@ -22,20 +24,22 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from edgeomni.bundle import VerifiedBundle, verify_bundle
-from edgeomni.bundle.manifest import MANIFEST_NAME, Manifest
+from edgeomni.bundle.manifest import MANIFEST_NAME, Component, Manifest
 from edgeomni.errors import BundleError, OtaError
 from edgeomni.ota.announcement import Announcement
-from edgeomni.ota.signing import SIGNATURE_NAME, verify_manifest_signature
+from edgeomni.ota.signing import SIGNATURE_NAME, verify_manifest_signature, verify_signature
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 _CHUNK = 1 << 20
-_SOCKET_TIMEOUT_S = 30.0
 _BACKGROUND_NICE = 10
+_MAX_MANIFEST_BYTES = 1 << 20  # a manifest is tens of kB; the cap bounds what is read before the signature
+_MAX_SIGNATURE_BYTES = 4096
+_SOCKET_TIMEOUT_S = 30.0
 
 
 class DownloadError(OtaError):
@@ -64,28 +68,31 @@ class BundleInstaller:
         return self.cache_dir / announcement.tag
 
     def install(self, announcement: Announcement) -> VerifiedBundle:
+        """Download, verify the signed manifest, unpack what it lists."""
+        if announcement.size > self.max_bytes:
+            raise OtaError(f"{announcement.tag}: the announced size, {announcement.size} bytes, is over the limit "
+                           f"of {self.max_bytes} (ota.max_mb)")
         target = self.target_for(announcement)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
         if target.is_dir():  # installed before (e.g. by a previous run): still checked in full, never trusted
             try:
                 return self._check(target, announcement)
             except OtaError:
                 shutil.rmtree(target, ignore_errors=True)
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=f".{announcement.tag}.", dir=self.cache_dir) as scratch:
             archive, staging = Path(scratch) / "bundle.tar", Path(scratch) / "bundle"
             digest = self.download(announcement, archive)
             if digest != announcement.sha256:
                 raise OtaError(f"{announcement.tag}: archive sha256 is {digest[:16]}…, the announcement says "
                                f"{announcement.sha256[:16]}… (corrupted or substituted download)")
-            self.unpack(archive, staging)
+            manifest = self.unpack(archive, staging, announcement)
             archive.unlink()
-            checked = self._check(staging, announcement)
             staging.replace(target)  # atomic on one file system: the bundle appears whole or not at all
-        return VerifiedBundle(path=target, manifest=checked.manifest)
+        return VerifiedBundle(path=target, manifest=manifest)
 
     def download(self, announcement: Announcement, dest: Path) -> str:
         """Stream the archive to `dest` within the size limit and the deadline; return its sha256."""
-        limit = min(self.max_bytes, announcement.size) if announcement.size else self.max_bytes
+        limit = min(self.max_bytes, announcement.size)
         deadline = time.monotonic() + self.timeout_s
         digest, received = hashlib.sha256(), 0
         try:
@@ -109,27 +116,68 @@ class BundleInstaller:
                     out.write(block)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise DownloadError(f"{announcement.tag}: download from {announcement.url} failed ({exc})") from None
-        if announcement.size and received != announcement.size:
+        if received != announcement.size:
             raise OtaError(f"{announcement.tag}: downloaded {received} bytes, the announcement says "
                            f"{announcement.size}")
         return digest.hexdigest()
 
-    def unpack(self, archive: Path, target: Path) -> None:
-        """Extract regular files only, each inside `target`; links, devices, absolute or `..` paths are refused."""
-        target.mkdir(parents=True)
+    def unpack(self, archive: Path, target: Path, announcement: Announcement) -> Manifest:
+        """Check the signed manifest, then write only the files it lists, each capped at its listed size."""
+        tag = announcement.tag
         try:
             with tarfile.open(archive, "r:") as tar:
-                members = tar.getmembers()
-                seen: set[str] = set()
-                for member in members:
-                    path = PurePosixPath(member.name)
-                    if not member.isfile() or path.is_absolute() or ".." in path.parts or member.name in seen:
-                        raise OtaError(f"archive member {member.name!r}: only regular files with relative paths "
-                                       "inside the bundle are allowed")
-                    seen.add(member.name)
-                tar.extractall(target, members=members, filter="data")
+                first = tar.next()
+                if first is None or first.name != MANIFEST_NAME or not _plain(first) \
+                        or first.size > _MAX_MANIFEST_BYTES:
+                    raise OtaError(f"{tag}: the archive must start with {MANIFEST_NAME}, a regular file of at most "
+                                   f"{_MAX_MANIFEST_BYTES} bytes (got {first.name if first else 'nothing'!r})")
+                manifest_bytes = _read(tar, first)
+                verify_signature(manifest_bytes, announcement.signature, self.public_key, f"bundle {tag}")
+                manifest = _signed_manifest(manifest_bytes, announcement)
+                target.mkdir(parents=True)
+                (target / MANIFEST_NAME).write_bytes(manifest_bytes)
+                listed = {c.file: c for c in manifest.components.values()}
+                seen = {MANIFEST_NAME}
+                while (member := tar.next()) is not None:
+                    self._extract(tar, member, target, listed, seen, tag)
         except (tarfile.TarError, OSError) as exc:
-            raise OtaError(f"archive {archive.name}: not a readable tar archive ({exc})") from None
+            raise OtaError(f"archive {archive.name}: cannot unpack ({exc})") from None
+        missing = sorted(set(listed) - seen)
+        if missing:
+            raise OtaError(f"{tag}: the archive lacks files its signed manifest lists: {', '.join(missing[:5])}")
+        if SIGNATURE_NAME in seen:
+            verify_manifest_signature(target, (target / SIGNATURE_NAME).read_text(), self.public_key)
+        else:
+            (target / SIGNATURE_NAME).write_text(announcement.signature + "\n")
+        return manifest
+
+    def _extract(self, tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path,
+                 listed: dict[str, Component], seen: set[str], tag: str) -> None:
+        path = PurePosixPath(member.name)
+        if not _plain(member) or path.is_absolute() or ".." in path.parts or member.name in seen:
+            what = "a sparse file" if member.issparse() else "a duplicate" if member.name in seen else "refused"
+            raise OtaError(f"archive member {member.name!r} ({what}): only regular files with relative paths "
+                           "inside the bundle are allowed")
+        component = listed.get(member.name)
+        if member.name == SIGNATURE_NAME:
+            cap = _MAX_SIGNATURE_BYTES
+        elif component is not None:
+            cap = component.size
+        else:
+            raise OtaError(f"{tag}: the archive holds files its manifest does not list: {member.name} (only files "
+                           "listed in the signed manifest are unpacked)")
+        if member.size > cap or (component is not None and member.size != cap):
+            raise OtaError(f"{tag}: {member.name}: the archive holds {member.size} bytes, the signed manifest "
+                           f"lists {cap}")
+        seen.add(member.name)
+        dest = target / member.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        source = tar.extractfile(member)
+        assert source is not None  # a regular file always has a reader
+        digest = _copy(source, dest, member.size)
+        if component is not None and digest != component.sha256:
+            raise OtaError(f"{tag}: component {component.name!r} ({component.role}): {component.file} sha256 "
+                           f"expected {component.sha256[:16]}…, got {digest[:16]}… (the file was changed)")
 
     def _check(self, directory: Path, announcement: Announcement) -> VerifiedBundle:
         verify_manifest_signature(directory, announcement.signature, self.public_key)
@@ -140,10 +188,45 @@ class BundleInstaller:
                                "not what was announced")
             listed = {MANIFEST_NAME, SIGNATURE_NAME, *(c.file for c in manifest.components.values())}
             extra = sorted(str(p.relative_to(directory)) for p in directory.rglob("*")
-                           if p.is_file() and str(p.relative_to(directory)) not in listed)
+                           if not p.is_dir() and str(p.relative_to(directory)) not in listed)
             if extra:
                 raise OtaError(f"{announcement.tag}: the archive holds files its manifest does not list: "
                                f"{', '.join(extra[:5])}")
             return verify_bundle(directory)
         except BundleError as exc:
             raise OtaError(f"{announcement.tag}: {exc}") from None
+
+
+def _plain(member: tarfile.TarInfo) -> bool:
+    """A regular file stored as such: not a link, device, directory or sparse file (whose holes unpack to any
+    size its header claims)."""
+    return member.type in (tarfile.REGTYPE, tarfile.AREGTYPE) and not member.issparse()
+
+
+def _read(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    source = tar.extractfile(member)
+    assert source is not None
+    return source.read(member.size)
+
+
+def _copy(source: IO[bytes], dest: Path, size: int) -> str:
+    digest, left = hashlib.sha256(), size
+    with dest.open("xb") as out:
+        while left and (block := source.read(min(_CHUNK, left))):
+            left -= len(block)
+            digest.update(block)
+            out.write(block)
+    if left:
+        raise OtaError(f"archive member {dest.name}: truncated ({left} bytes missing)")
+    return digest.hexdigest()
+
+
+def _signed_manifest(data: bytes, announcement: Announcement) -> Manifest:
+    try:
+        manifest = Manifest.from_dict(json.loads(data), source=f"{announcement.tag} {MANIFEST_NAME}")
+    except (ValueError, BundleError) as exc:  # JSONDecodeError and non-UTF-8 bytes are ValueErrors
+        raise OtaError(f"{announcement.tag}: the signed manifest is not a valid bundle manifest ({exc})") from None
+    if (manifest.name, manifest.version) != (announcement.name, announcement.version):
+        raise OtaError(f"{announcement.tag}: the signed manifest is {manifest.name}@{manifest.version}, "
+                       "not what was announced")
+    return manifest

@@ -109,15 +109,20 @@ def sign_manifest(bundle_dir: Path, key: Ed25519PrivateKey) -> str:
 
 def verify_manifest_signature(bundle_dir: Path, signature_b64: str, key: Ed25519PublicKey) -> None:
     """Raise OtaError unless `signature_b64` is the key's signature over this bundle's manifest bytes."""
+    verify_signature(_manifest_bytes(Path(bundle_dir)), signature_b64, key, f"bundle {bundle_dir}")
+
+
+def verify_signature(manifest: bytes, signature_b64: str, key: Ed25519PublicKey, where: str) -> None:
+    """Raise OtaError unless `signature_b64` is the key's signature over the `manifest` bytes."""
     from cryptography.exceptions import InvalidSignature
 
     signature = _b64(signature_b64.strip())
     if signature is None or len(signature) != _SIGNATURE_BYTES:
         raise OtaError(f"signature: expected base64 of {_SIGNATURE_BYTES} bytes, got {signature_b64[:24]!r}…")
     try:
-        key.verify(signature, _manifest_bytes(Path(bundle_dir)))
+        key.verify(signature, manifest)
     except InvalidSignature:
-        raise OtaError(f"bundle {bundle_dir}: the signature does not match its manifest under the trusted public "
+        raise OtaError(f"{where}: the signature does not match its manifest under the trusted public "
                        "key (wrong key, or the manifest was changed after signing)") from None
 
 

@@ -8,9 +8,11 @@ import io
 import json
 import os
 import shutil
+import socket
 import tarfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -151,3 +153,59 @@ class TreeWatch:
                  tb: TracebackType | None) -> None:
         self._stop.set()
         self._thread.join()
+
+
+class RawHttpServer:
+    """A loopback TCP server whose every connection is handed to `respond(conn)` in its own thread: for the
+    servers a real one never is (a trickle). Closing it closes every connection."""
+
+    def __init__(self, respond: Callable[[socket.socket], None]) -> None:
+        self._respond = respond
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.base_url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self.closed = threading.Event()
+        self._conns: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, name="raw-http", daemon=True)
+
+    def _accept(self) -> None:
+        while not self.closed.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            self._conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            conn.recv(65536)  # the request: these servers answer whatever was asked
+            self._respond(conn)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def __enter__(self) -> RawHttpServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.closed.set()
+        self._listener.close()
+        for conn in self._conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        self._thread.join(5)
+
+
+def trickle(length: int, every_s: float) -> Callable[[socket.socket], None]:
+    """A response that announces `length` bytes and sends one every `every_s` (until the server closes)."""
+
+    def respond(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % length)
+        for _ in range(length):
+            time.sleep(every_s)
+            conn.sendall(b"x")  # raises once the server closed the connection
+
+    return respond

@@ -1,18 +1,38 @@
-"""What an unauthenticated archive can do to a device: nothing from it may reach the disk before the signed
-manifest verified, and then only the files that manifest lists, at their listed sizes."""
+"""What an unauthenticated archive or a slow server can do to a device.
+
+Nothing from the archive may reach the disk before the signed manifest verified; the download deadline holds
+whatever the server does, and shutting down never waits for it.
+"""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pytest
-from ota_factory import TreeWatch, announcement_for, first_engine_file, junk_archive, make_keys, pack, versioned_copy
+from ota_factory import (
+    RawHttpServer,
+    TreeWatch,
+    announcement_for,
+    first_engine_file,
+    junk_archive,
+    make_keys,
+    pack,
+    trickle,
+    versioned_copy,
+)
 
 from edgeomni.errors import OtaError
 from edgeomni.ota.announcement import Announcement
-from edgeomni.ota.install import BundleInstaller
+from edgeomni.ota.install import BundleInstaller, DownloadError
 from edgeomni.ota.publish import ArchiveServer
 from edgeomni.ota.signing import load_public_key
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +114,66 @@ def test_an_announcement_without_size_is_refused() -> None:
            "signature": "c2ln"}
     with pytest.raises(OtaError, match=r"missing field\(s\) size"):
         Announcement.from_dict(raw)
+
+
+# -- the download deadline is wall-clock, and shutting down never waits for a server --------------------------
+def test_download_deadline_holds_against_a_server_that_trickles(signed: Path, keys: tuple[Path, str],
+                                                                tmp_path: Path) -> None:
+    """One byte every 0.1 s: each read returns something, so a deadline checked between reads never comes."""
+    outcome: list[BaseException] = []
+    with RawHttpServer(trickle(10**6, 0.1)) as server:
+        announcement = Announcement("default", "7.0.0", f"{server.base_url}/default-7.0.0.tar", "a" * 64,
+                                    "c2ln", 10**6)
+        installer = _installer(tmp_path / "cache", keys[1], timeout_s=2)
+
+        def attempt() -> None:
+            try:
+                installer.install(announcement)
+            except BaseException as exc:  # handed to the test thread
+                outcome.append(exc)
+
+        started = time.monotonic()
+        worker = threading.Thread(target=attempt, daemon=True)
+        worker.start()
+        worker.join(8)
+        elapsed = time.monotonic() - started
+    assert not worker.is_alive(), "the download ran 8 s past its start with a 2 s deadline"
+    assert elapsed < 5 and isinstance(outcome[0], DownloadError) and "longer than 2 s" in str(outcome[0])
+
+
+def test_process_exit_does_not_wait_for_a_slow_download(default_bundle: Path, keys: tuple[Path, str],
+                                                        tmp_path: Path) -> None:
+    """The updater closes while an install is downloading from a trickling server: the process ends at once."""
+    script = textwrap.dedent(f"""
+        import asyncio, time
+        from edgeomni.bundle import verify_bundle
+        from edgeomni.ota.announcement import Announcement
+        from edgeomni.ota.config import OtaConfig
+        from edgeomni.ota.updater import BundleUpdater
+
+        async def main():
+            async def switch(bundle): pass
+            async def report(event): print(event.status, flush=True)
+            config = OtaConfig(broker="mqtt://127.0.0.1:1", public_key={keys[1]!r}, cache_dir={str(tmp_path)!r})
+            updater = BundleUpdater(config, verify_bundle({str(default_bundle)!r}), switch, report)
+            announcement = Announcement("default", "9.0.0", URL, "a" * 64, "c2ln", 10**6)
+            task = asyncio.create_task(updater.handle(updater.topic, announcement.to_json()))
+            await asyncio.sleep(1.5)
+            started = time.monotonic()
+            await updater.close()
+            task.cancel()
+            print("closed", round(time.monotonic() - started, 2), flush=True)
+
+        asyncio.run(main())
+    """)
+    with RawHttpServer(trickle(10**6, 0.2)) as server:
+        started = time.monotonic()
+        try:
+            proc = subprocess.run([sys.executable, "-c", script.replace("URL", repr(f"{server.base_url}/x.tar"))],
+                                  capture_output=True, text=True, timeout=15, cwd=ROOT)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the process was still waiting for the download 15 s after it started")
+        elapsed = time.monotonic() - started
+    assert proc.returncode == 0, proc.stderr
+    assert "downloading" in proc.stdout and "closed" in proc.stdout
+    assert elapsed < 8, f"exit took {elapsed:.1f} s: {proc.stdout}"

@@ -19,9 +19,6 @@ import shutil
 import tarfile
 import tempfile
 import threading
-import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING
@@ -30,6 +27,7 @@ from edgeomni.bundle import VerifiedBundle, verify_bundle
 from edgeomni.bundle.manifest import MANIFEST_NAME, Component, Manifest
 from edgeomni.errors import BundleError, OtaError
 from edgeomni.ota.announcement import Announcement
+from edgeomni.ota.download import DownloadError, fetch
 from edgeomni.ota.signing import SIGNATURE_NAME, verify_manifest_signature, verify_signature
 
 if TYPE_CHECKING:
@@ -39,11 +37,9 @@ _CHUNK = 1 << 20
 _BACKGROUND_NICE = 10
 _MAX_MANIFEST_BYTES = 1 << 20  # a manifest is tens of kB; the cap bounds what is read before the signature
 _MAX_SIGNATURE_BYTES = 4096
-_SOCKET_TIMEOUT_S = 30.0
 
 
-class DownloadError(OtaError):
-    """The archive could not be fetched (network, HTTP error, timeout): worth retrying when announced again."""
+__all__ = ["BundleInstaller", "DownloadError", "background_executor"]
 
 
 def background_executor() -> ThreadPoolExecutor:
@@ -62,7 +58,7 @@ class BundleInstaller:
     def __init__(self, cache_dir: Path, public_key: Ed25519PublicKey, max_bytes: int, timeout_s: float) -> None:
         self.cache_dir, self.public_key = Path(cache_dir).expanduser(), public_key
         self.max_bytes, self.timeout_s = max_bytes, timeout_s
-        self.cancelled = threading.Event()  # set on shutdown: an unfinished download stops at its next chunk
+        self.cancelled = threading.Event()  # set on shutdown: an unfinished download stops at once
 
     def target_for(self, announcement: Announcement) -> Path:
         return self.cache_dir / announcement.tag
@@ -81,7 +77,8 @@ class BundleInstaller:
                 shutil.rmtree(target, ignore_errors=True)
         with tempfile.TemporaryDirectory(prefix=f".{announcement.tag}.", dir=self.cache_dir) as scratch:
             archive, staging = Path(scratch) / "bundle.tar", Path(scratch) / "bundle"
-            digest = self.download(announcement, archive)
+            digest = fetch(announcement.url, archive, announcement.size, self.timeout_s, self.cancelled,
+                           announcement.tag)
             if digest != announcement.sha256:
                 raise OtaError(f"{announcement.tag}: archive sha256 is {digest[:16]}…, the announcement says "
                                f"{announcement.sha256[:16]}… (corrupted or substituted download)")
@@ -89,37 +86,6 @@ class BundleInstaller:
             archive.unlink()
             staging.replace(target)  # atomic on one file system: the bundle appears whole or not at all
         return VerifiedBundle(path=target, manifest=manifest)
-
-    def download(self, announcement: Announcement, dest: Path) -> str:
-        """Stream the archive to `dest` within the size limit and the deadline; return its sha256."""
-        limit = min(self.max_bytes, announcement.size)
-        deadline = time.monotonic() + self.timeout_s
-        digest, received = hashlib.sha256(), 0
-        try:
-            with urllib.request.urlopen(announcement.url, timeout=_SOCKET_TIMEOUT_S) as response, \
-                    dest.open("wb") as out:
-                declared = response.headers.get("Content-Length")
-                if declared and declared.isdigit() and int(declared) > limit:
-                    raise OtaError(f"{announcement.tag}: {announcement.url} is {int(declared)} bytes, over the "
-                                   f"limit of {limit}")
-                while block := response.read(_CHUNK):
-                    received += len(block)
-                    if received > limit:
-                        raise OtaError(f"{announcement.tag}: download from {announcement.url} passed {limit} bytes "
-                                       "(ota.max_mb or the announced size); aborted")
-                    if time.monotonic() > deadline:
-                        raise DownloadError(f"{announcement.tag}: download from {announcement.url} took longer than "
-                                       f"{self.timeout_s:.0f} s (ota.download_timeout_s); aborted")
-                    if self.cancelled.is_set():
-                        raise OtaError(f"{announcement.tag}: download cancelled (shutting down)")
-                    digest.update(block)
-                    out.write(block)
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise DownloadError(f"{announcement.tag}: download from {announcement.url} failed ({exc})") from None
-        if received != announcement.size:
-            raise OtaError(f"{announcement.tag}: downloaded {received} bytes, the announcement says "
-                           f"{announcement.size}")
-        return digest.hexdigest()
 
     def unpack(self, archive: Path, target: Path, announcement: Announcement) -> Manifest:
         """Check the signed manifest, then write only the files it lists, each capped at its listed size."""

@@ -157,7 +157,7 @@ class TreeWatch:
 
 class RawHttpServer:
     """A loopback TCP server whose every connection is handed to `respond(conn)` in its own thread: for the
-    servers a real one never is (a trickle). Closing it closes every connection."""
+    servers a real one never is (a trickle, a redirect to another scheme). Closing it closes every connection."""
 
     def __init__(self, respond: Callable[[socket.socket], None]) -> None:
         self._respond = respond
@@ -207,5 +207,12 @@ def trickle(length: int, every_s: float) -> Callable[[socket.socket], None]:
         for _ in range(length):
             time.sleep(every_s)
             conn.sendall(b"x")  # raises once the server closed the connection
+
+    return respond
+
+
+def redirect(location: str) -> Callable[[socket.socket], None]:
+    def respond(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: %s\r\nContent-Length: 0\r\n\r\n" % location.encode())
 
     return respond

@@ -1,7 +1,7 @@
 """What an unauthenticated archive or a slow server can do to a device.
 
 Nothing from the archive may reach the disk before the signed manifest verified; the download deadline holds
-whatever the server does, and shutting down never waits for it.
+whatever the server does, and shutting down never waits for it; a redirect leads only to http(s).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from ota_factory import (
     junk_archive,
     make_keys,
     pack,
+    redirect,
     trickle,
     versioned_copy,
 )
@@ -136,8 +137,8 @@ def test_download_deadline_holds_against_a_server_that_trickles(signed: Path, ke
         worker = threading.Thread(target=attempt, daemon=True)
         worker.start()
         worker.join(8)
-        elapsed = time.monotonic() - started
-    assert not worker.is_alive(), "the download ran 8 s past its start with a 2 s deadline"
+        elapsed, alive = time.monotonic() - started, worker.is_alive()
+    assert not alive, "the download ran 8 s past its start with a 2 s deadline"
     assert elapsed < 5 and isinstance(outcome[0], DownloadError) and "longer than 2 s" in str(outcome[0])
 
 
@@ -177,3 +178,10 @@ def test_process_exit_does_not_wait_for_a_slow_download(default_bundle: Path, ke
     assert proc.returncode == 0, proc.stderr
     assert "downloading" in proc.stdout and "closed" in proc.stdout
     assert elapsed < 8, f"exit took {elapsed:.1f} s: {proc.stdout}"
+
+
+def test_a_redirect_to_another_scheme_is_refused(keys: tuple[Path, str], tmp_path: Path) -> None:
+    with RawHttpServer(redirect("ftp://127.0.0.1/bundle.tar")) as server:
+        announcement = Announcement("default", "7.0.0", f"{server.base_url}/x.tar", "a" * 64, "c2ln", 1000)
+        with pytest.raises(DownloadError, match=r"redirected to 'ftp://127\.0\.0\.1/bundle\.tar'"):
+            _installer(tmp_path / "cache", keys[1]).install(announcement)

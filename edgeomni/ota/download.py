@@ -1,4 +1,4 @@
-"""Fetching an announced archive: exactly the announced size, within a wall-clock deadline.
+"""Fetching an announced archive: a size cap, a wall-clock deadline, and redirects only to http(s).
 
 The deadline does not depend on the server sending anything: a watchdog thread shuts the socket down when it
 passes (or when the installer is cancelled at shutdown), so a server trickling one byte a second cannot keep a
@@ -18,12 +18,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from edgeomni.errors import OtaError
 
 _CHUNK = 1 << 20
 _SOCKET_TIMEOUT_S = 30.0
 _WATCH_INTERVAL_S = 0.05
+_MAX_REDIRECTS = 5
 
 
 class DownloadError(OtaError):
@@ -79,6 +81,18 @@ def _shutdown(sock: socket.socket) -> None:
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    max_redirections = _MAX_REDIRECTS
+
+    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any,
+                         newurl: str) -> urllib.request.Request | None:
+        old, new = urlsplit(req.full_url).scheme, urlsplit(newurl).scheme.lower()
+        if new not in ("http", "https") or (old == "https" and new == "http"):
+            raise DownloadError(f"{req.full_url} redirected to {newurl!r}: only http(s) redirects are followed, "
+                                "never from https to http")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 def _opener(watchdog: _Watchdog) -> urllib.request.OpenerDirector:
     class Http(urllib.request.HTTPHandler):
         def http_open(self, req: urllib.request.Request) -> Any:
@@ -89,7 +103,7 @@ def _opener(watchdog: _Watchdog) -> urllib.request.OpenerDirector:
             return self.do_open(watchdog.connection(http.client.HTTPSConnection), req,
                                 context=ssl.create_default_context())
 
-    return urllib.request.build_opener(Http(), Https())
+    return urllib.request.build_opener(_Redirects(), Http(), Https())
 
 
 def fetch(url: str, dest: Path, size: int, timeout_s: float, cancelled: threading.Event, where: str) -> str:

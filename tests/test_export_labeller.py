@@ -20,6 +20,7 @@ from edgeomni.export.calibration_photos import (
     build_calibration_sets,
     load_photos,
 )
+from edgeomni.export.default.mobilenet_labeller import MIN_TOP1_AGREEMENT
 
 CATS = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
 
@@ -170,8 +171,9 @@ def test_int8_agrees_with_fp32_on_heldout(default_bundle: Path, sets: Calibratio
     ref = _logits(verified.role_file("image-labeller-fp32"), sets.heldout)
     got = _logits(verified.role_file("image-labeller"), sets.heldout)
     agreement = float(np.mean(ref.argmax(1) == got.argmax(1)))
-    # Measured 0.922 (59/64) on x86-64 ORT 1.32; the build's own gate is 0.85.
-    assert agreement >= 0.9, agreement
+    # 0.922 (59/64) here, but the bundle is calibrated and quantized on each machine, and INT8 kernels differ by
+    # CPU (AVX2, AVX-512 VNNI, ARM): what holds everywhere is the gate the build itself enforced.
+    assert agreement >= MIN_TOP1_AGREEMENT, agreement
     report = verified.manifest.component("labeller").report
     assert report["top1_agreement"] == pytest.approx(agreement, abs=1e-3)
     assert report["heldout_images"] == len(sets.heldout)

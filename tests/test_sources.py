@@ -395,7 +395,9 @@ def test_realtime_pacing_tracks_pts(tmp_path: Path) -> None:
     fast, _ = drain(path, realtime=False)
     fast_wall = time.monotonic() - began
     assert len(fast) == len(frames)
-    assert fast_wall < paced_wall / 4
+    # Unpaced decoding took 0.05 s of the paced 1.5 s here; half the paced time is a bound no CPU misses, and a
+    # source that paced anyway (at least 1.43 s: the last frame's pts) is still far past it.
+    assert fast_wall < paced_wall / 2
 
 
 def test_closing_mid_stream_stops_the_worker(clip: Path) -> None:

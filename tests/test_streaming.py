@@ -107,13 +107,15 @@ def test_stream_that_stalls_mid_utterance_gets_its_final_during_the_stall(
         engines: Engines, sentence_frames: list[AudioFrame]) -> None:
     # Cut inside the last word, so the VAD never hears the silence that would normally end the utterance.
     cut = speech_end(sentence_frames) - 2
-    source = ScriptedSource(sentence_frames[:cut], stall_s=3.0)
+    source = ScriptedSource(sentence_frames[:cut], stall_s=4.0)
     sink = Collect("stall")
     [end] = run_pipelines(engines, [source], [sink])
     finals = [(e, t) for e, t in zip(sink.events, sink.received_at, strict=True) if e["type"] == "final"]
     assert len(finals) == 1 and end["counters"]["stalls"] == 1
     event, received = finals[0]
-    assert source.stall_began is not None and received - source.stall_began < 2.0  # well before the stream ended
+    # stall_ms (1 s) plus one decode (0.1-0.3 s here): 3 s leaves a slow CPU room and is still a second before the
+    # stream ends, where a final that missed the stall would come.
+    assert source.stall_began is not None and received - source.stall_began < 3.0
     assert wer(" ".join(SENTENCE.split()[:-1]), " ".join(event["text"].split()[:-1])) <= 0.2
 
 
@@ -183,8 +185,10 @@ def test_a_file_read_unpaced_gets_the_same_captions_on_an_idle_and_a_loaded_mach
     stall, so the same partials and finals come out with two busy processes on the 2 cores as without."""
     import multiprocessing
 
-    wav = make_speech_turns(tmp_path / "talk.wav", ["The meeting starts now.", "Sales went up this quarter.",
-                                                   "Costs stayed the same.", "We hired two engineers."])
+    # Turns heard confidently (mean log-prob -0.14 or better, far from the -0.8 noise cut), so exactly 4 finals on
+    # any CPU.
+    wav = make_speech_turns(tmp_path / "talk.wav", ["Thank you for joining us.", "Please send me the report.",
+                                                   "We hired two engineers.", "The new office is open."])
 
     def captions() -> tuple[list[tuple], dict]:
         sink = Collect("unpaced")

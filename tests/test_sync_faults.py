@@ -31,8 +31,13 @@ BATCH = 10  # small batches: many messages, so every fault lands while records a
 
 
 def _sync(outbox: Path, url: str, log: Path) -> subprocess.Popen[bytes]:
-    return spawn(["sync", "--outbox", str(outbox), "--broker", url, "--fleet", "test", "--device", "dev-a",
-                  "--batch-size", str(BATCH), "--exit-when-empty"], log)
+    # The retry delay capped at 2 s (default 60): while no trainer is subscribed (shared mode, after a restart) each
+    # of the 16 in-flight batches comes back unrouted and doubles it, so with the default one retry can take a whole
+    # minute of the waits below, twice in a row on a slow machine. What is tested is exactly-once, not the delay.
+    config = log.with_name("sync.toml")
+    config.write_text("[sync]\nbackoff_max_s = 2.0\n")
+    return spawn(["sync", "--config", str(config), "--outbox", str(outbox), "--broker", url, "--fleet", "test",
+                  "--device", "dev-a", "--batch-size", str(BATCH), "--exit-when-empty"], log)
 
 
 def _accepted(data: Path) -> int:

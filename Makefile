@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 APT_PACKAGES := espeak-ng sox ffmpeg portaudio19-dev mosquitto chromium chromium-driver fonts-dejavu-core fonts-liberation \
-                tuxpaint-stamps-default gcc libc6-dev binutils
+                tuxpaint-stamps-default gcc libc6-dev binutils prometheus
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test setup bundle sample lint bench clean-venv

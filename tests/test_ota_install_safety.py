@@ -1,11 +1,13 @@
-"""What an unauthenticated archive or a slow server can do to a device.
+"""What an unauthenticated archive, a slow server or a second installer can do to a device.
 
 Nothing from the archive may reach the disk before the signed manifest verified; the download deadline holds
-whatever the server does, and shutting down never waits for it; a redirect leads only to http(s).
+whatever the server does, and shutting down never waits for it; a redirect leads only to http(s); two
+processes installing one bundle both end up with it.
 """
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -30,7 +32,7 @@ from ota_factory import (
 from edgeomni.errors import OtaError
 from edgeomni.ota.announcement import Announcement
 from edgeomni.ota.install import BundleInstaller, DownloadError
-from edgeomni.ota.publish import ArchiveServer
+from edgeomni.ota.publish import ArchiveServer, pack_bundle
 from edgeomni.ota.signing import load_public_key
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,3 +187,30 @@ def test_a_redirect_to_another_scheme_is_refused(keys: tuple[Path, str], tmp_pat
         announcement = Announcement("default", "7.0.0", f"{server.base_url}/x.tar", "a" * 64, "c2ln", 1000)
         with pytest.raises(DownloadError, match=r"redirected to 'ftp://127\.0\.0\.1/bundle\.tar'"):
             _installer(tmp_path / "cache", keys[1]).install(announcement)
+
+
+# -- two processes installing the same bundle ----------------------------------------------------------------
+def test_two_installers_of_one_bundle_both_get_it(signed: Path, keys: tuple[Path, str], www,
+                                                  tmp_path: Path) -> None:
+    folder, base = www
+    archive, digest = pack_bundle(signed, folder)
+    announcement = announcement_for(signed, archive, base, digest)
+    cache = tmp_path / "cache"
+    for _round in range(3):
+        results: list[object] = []
+        start = threading.Barrier(2)
+
+        def install(results: list[object] = results, start: threading.Barrier = start) -> None:
+            start.wait()
+            try:
+                results.append(_installer(cache, keys[1]).install(announcement).path)
+            except Exception as exc:  # the assertion below shows it
+                results.append(exc)
+
+        workers = [threading.Thread(target=install) for _ in range(2)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(60)
+        assert results == [cache / "default@7.0.0"] * 2, results
+        shutil.rmtree(cache)  # the next round races on a fresh cache again

@@ -6,12 +6,14 @@ key's Ed25519 signature and the announced name and version; from then on the sig
 further member must be a plain regular file it lists (or manifest.sig), of exactly the listed size, and is
 written while hashed, refused at the first byte past that size or on a wrong sha256; a listed file missing is
 refused. Only then is the new directory renamed into place as `<cache>/<name>@<version>`; on any failure it
-is deleted and the running bundle is untouched.
+is deleted and the running bundle is untouched. One lock on the cache directory serialises installers (two
+processes, or two runs of one device), and a bundle already installed is checked in full and used.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -19,6 +21,8 @@ import shutil
 import tarfile
 import tempfile
 import threading
+import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING
@@ -33,13 +37,13 @@ from edgeomni.ota.signing import SIGNATURE_NAME, verify_manifest_signature, veri
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+__all__ = ["BundleInstaller", "DownloadError", "background_executor"]
+
 _CHUNK = 1 << 20
 _BACKGROUND_NICE = 10
 _MAX_MANIFEST_BYTES = 1 << 20  # a manifest is tens of kB; the cap bounds what is read before the signature
 _MAX_SIGNATURE_BYTES = 4096
-
-
-__all__ = ["BundleInstaller", "DownloadError", "background_executor"]
+_LOCK_POLL_S = 0.1
 
 
 def background_executor() -> ThreadPoolExecutor:
@@ -70,22 +74,44 @@ class BundleInstaller:
                            f"of {self.max_bytes} (ota.max_mb)")
         target = self.target_for(announcement)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        if target.is_dir():  # installed before (e.g. by a previous run): still checked in full, never trusted
-            try:
-                return self._check(target, announcement)
-            except OtaError:
-                shutil.rmtree(target, ignore_errors=True)
-        with tempfile.TemporaryDirectory(prefix=f".{announcement.tag}.", dir=self.cache_dir) as scratch:
-            archive, staging = Path(scratch) / "bundle.tar", Path(scratch) / "bundle"
-            digest = fetch(announcement.url, archive, announcement.size, self.timeout_s, self.cancelled,
-                           announcement.tag)
-            if digest != announcement.sha256:
-                raise OtaError(f"{announcement.tag}: archive sha256 is {digest[:16]}…, the announcement says "
-                               f"{announcement.sha256[:16]}… (corrupted or substituted download)")
-            manifest = self.unpack(archive, staging, announcement)
-            archive.unlink()
-            staging.replace(target)  # atomic on one file system: the bundle appears whole or not at all
+        with self._locked():
+            if target.is_dir():  # installed before (another process, a previous run): checked in full, never trusted
+                try:
+                    return self._check(target, announcement)
+                except OtaError:
+                    shutil.rmtree(target, ignore_errors=True)
+            with tempfile.TemporaryDirectory(prefix=f".{announcement.tag}.", dir=self.cache_dir) as scratch:
+                archive, staging = Path(scratch) / "bundle.tar", Path(scratch) / "bundle"
+                digest = fetch(announcement.url, archive, announcement.size, self.timeout_s, self.cancelled,
+                               announcement.tag)
+                if digest != announcement.sha256:
+                    raise OtaError(f"{announcement.tag}: archive sha256 is {digest[:16]}…, the announcement says "
+                                   f"{announcement.sha256[:16]}… (corrupted or substituted download)")
+                manifest = self.unpack(archive, staging, announcement)
+                archive.unlink()
+                staging.replace(target)  # atomic on one file system: the bundle appears whole or not at all
         return VerifiedBundle(path=target, manifest=manifest)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """An exclusive lock on the cache directory (flock: released by the kernel if the process dies)."""
+        fd = os.open(self.cache_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            waited_until = time.monotonic() + self.timeout_s
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if self.cancelled.is_set():
+                        raise OtaError(f"{self.cache_dir}: install cancelled (shutting down)") from None
+                    if time.monotonic() > waited_until:
+                        raise DownloadError(f"{self.cache_dir}: another process has been installing for "
+                                            f"{self.timeout_s:.0f} s") from None
+                    time.sleep(_LOCK_POLL_S)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def unpack(self, archive: Path, target: Path, announcement: Announcement) -> Manifest:
         """Check the signed manifest, then write only the files it lists, each capped at its listed size."""

@@ -1,5 +1,6 @@
 """What `edgeomni run --metrics HOST:PORT` adds to a run: the /metrics, /health and /ready endpoint, the outbox's
-series when the device keeps one, and Jetson telemetry where tegrastats exists."""
+series when the device keeps one, Jetson telemetry where tegrastats exists, and systemd's READY/WATCHDOG
+notifications under a `Type=notify` unit."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from edgeomni.observability.config import parse_listen
 from edgeomni.observability.health import MetricsServer, stream_check
 from edgeomni.observability.metrics import RuntimeMetrics
 from edgeomni.observability.outbox import OutboxCollector
+from edgeomni.observability.systemd import SystemdNotifier
 from edgeomni.observability.tegrastats import JetsonTelemetry
 from edgeomni.runtime import Runtime
 from edgeomni.sync.device import DeviceSync
@@ -28,10 +30,13 @@ class RunEndpoint:
         metrics.registry.register(self.telemetry)
         host, port = parse_listen(config.metrics.listen)
         self.server = MetricsServer(host, port, metrics, self.health, self.ready)
+        self.systemd = SystemdNotifier.from_env(self.ready)
 
     def start(self) -> RunEndpoint:
         self.server.start()
         self.telemetry.start()
+        if self.systemd is not None:
+            self.systemd.start()
         print(f"edgeomni: metrics on {self.server.url}/metrics (liveness /health, readiness /ready)",
               file=sys.stderr, flush=True)
         return self
@@ -53,6 +58,8 @@ class RunEndpoint:
             if self.config.metrics.linger_s > 0:
                 self.server.wait_for_next_scrape(self.config.metrics.linger_s)
         finally:
+            if self.systemd is not None:
+                self.systemd.close()
             self.telemetry.close()
             self.server.close()
 

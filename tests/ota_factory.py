@@ -27,13 +27,15 @@ def make_keys(directory: Path) -> tuple[Path, str]:
     return private, public_b64
 
 
-def versioned_copy(source: Path, target: Path, version: str, key: Path) -> Path:
-    """A full copy of `source` with its manifest's version bumped, signed with `key`."""
+def versioned_copy(source: Path, target: Path, version: str, key: Path, sequence: int | None = None) -> Path:
+    """A full copy of `source` with its manifest's version bumped (and its release `sequence` set), signed."""
     shutil.copytree(source, target, copy_function=shutil.copyfile)
     (target / SIGNATURE_NAME).unlink(missing_ok=True)
     manifest_path = target / MANIFEST_NAME
     raw = json.loads(manifest_path.read_text())
     raw["version"] = version
+    if sequence is not None:
+        raw["sequence"] = sequence
     manifest_path.write_text(json.dumps(raw, indent=2) + "\n")
     sign_manifest(target, load_private_key(key))
     return target

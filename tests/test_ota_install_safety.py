@@ -1,12 +1,13 @@
-"""What an unauthenticated archive, a slow server or a second installer can do to a device.
+"""What an unauthenticated archive, a slow server, an old signed bundle or a second installer can do to a device.
 
 Nothing from the archive may reach the disk before the signed manifest verified; the download deadline holds
-whatever the server does, and shutting down never waits for it; a redirect leads only to http(s); two
-processes installing one bundle both end up with it.
+whatever the server does; a bundle older than the newest one this device ever installed is refused after a
+restart too; two processes installing one bundle both end up with it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import sys
@@ -29,11 +30,15 @@ from ota_factory import (
     versioned_copy,
 )
 
+from edgeomni.bundle import VerifiedBundle, verify_bundle
 from edgeomni.errors import OtaError
-from edgeomni.ota.announcement import Announcement
+from edgeomni.events import OtaEvent
+from edgeomni.ota.announcement import Announcement, version_key
+from edgeomni.ota.config import OtaConfig
 from edgeomni.ota.install import BundleInstaller, DownloadError
 from edgeomni.ota.publish import ArchiveServer, pack_bundle
-from edgeomni.ota.signing import load_public_key
+from edgeomni.ota.signing import load_public_key, read_signature, verify_manifest_signature
+from edgeomni.ota.updater import BundleUpdater
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -139,8 +144,8 @@ def test_download_deadline_holds_against_a_server_that_trickles(signed: Path, ke
         worker = threading.Thread(target=attempt, daemon=True)
         worker.start()
         worker.join(8)
-        elapsed, alive = time.monotonic() - started, worker.is_alive()
-    assert not alive, "the download ran 8 s past its start with a 2 s deadline"
+        elapsed = time.monotonic() - started
+    assert not worker.is_alive(), "the download ran 8 s past its start with a 2 s deadline"
     assert elapsed < 5 and isinstance(outcome[0], DownloadError) and "longer than 2 s" in str(outcome[0])
 
 
@@ -189,6 +194,61 @@ def test_a_redirect_to_another_scheme_is_refused(keys: tuple[Path, str], tmp_pat
             _installer(tmp_path / "cache", keys[1]).install(announcement)
 
 
+# -- rollback: the newest version this device ever installed is remembered ------------------------------------
+def test_versions_order_like_semver() -> None:
+    assert version_key("1.0.0-rc1") < version_key("1.0.0") < version_key("1.0.1")
+    assert version_key("1.0.0-alpha") < version_key("1.0.0-alpha.1") < version_key("1.0.0-beta")
+    assert version_key("1.0.0-rc.2") < version_key("1.0.0-rc.10")
+    assert version_key("dev") < version_key("0.0.1") and version_key("nightly") < version_key("1.0.0-rc1")
+    assert version_key("1.0.0+build7") == version_key("1.0.0") == version_key("1.0")
+
+
+def _updater(cache: Path, public: str, running: VerifiedBundle, installed: list[VerifiedBundle]) -> BundleUpdater:
+    async def switch(bundle: VerifiedBundle) -> None:
+        installed.append(bundle)
+
+    async def report(_event: OtaEvent) -> None:
+        pass
+
+    config = OtaConfig(broker="mqtt://127.0.0.1:1", fleet="f", public_key=public, cache_dir=str(cache))
+    return BundleUpdater(config, running, switch, report)
+
+
+def _offer(updater: BundleUpdater, bundle: Path, folder: Path, base: str) -> None:
+    archive, digest = pack_bundle(bundle, folder)
+    asyncio.run(updater.handle(updater.topic, announcement_for(bundle, archive, base, digest).to_json()))
+
+
+def test_an_older_signed_bundle_is_refused_after_a_restart(default_bundle: Path, signed: Path,
+                                                           keys: tuple[Path, str], www, tmp_path: Path) -> None:
+    folder, base = www
+    cache, installed = tmp_path / "cache", []
+    _offer(_updater(cache, keys[1], verify_bundle(default_bundle), installed), signed, folder, base)
+    assert [b.manifest.version for b in installed] == ["7.0.0"]
+    # The device restarts on its old bundle; the replayed 6.5.0 is older than what it installed.
+    older = versioned_copy(default_bundle, tmp_path / "older", "6.5.0", keys[0])
+    restarted = _updater(cache, keys[1], verify_bundle(default_bundle), installed)
+    with pytest.raises(OtaError, match=r"6\.5\.0 is older than 7\.0\.0, the newest this device installed"):
+        _offer(restarted, older, folder, base)
+    assert len(installed) == 1
+
+
+def test_the_signed_release_sequence_refuses_a_rollback_the_version_string_would_allow(
+        default_bundle: Path, keys: tuple[Path, str], www, tmp_path: Path) -> None:
+    folder, base = www
+    cache, installed = tmp_path / "cache", []
+    current = versioned_copy(default_bundle, tmp_path / "current", "7.0.0", keys[0], sequence=5)
+    _offer(_updater(cache, keys[1], verify_bundle(default_bundle), installed), current, folder, base)
+    stale = versioned_copy(default_bundle, tmp_path / "stale", "7.0.1", keys[0], sequence=3)
+    restarted = _updater(cache, keys[1], verify_bundle(default_bundle), installed)
+    with pytest.raises(OtaError, match="release sequence 3 is older than 5"):
+        _offer(restarted, stale, folder, base)
+    assert [b.manifest.version for b in installed] == ["7.0.0"]
+    newer = versioned_copy(default_bundle, tmp_path / "newer", "7.0.2", keys[0], sequence=6)
+    _offer(restarted, newer, folder, base)
+    assert [b.manifest.version for b in installed] == ["7.0.0", "7.0.2"]
+
+
 # -- two processes installing the same bundle ----------------------------------------------------------------
 def test_two_installers_of_one_bundle_both_get_it(signed: Path, keys: tuple[Path, str], www,
                                                   tmp_path: Path) -> None:
@@ -214,3 +274,12 @@ def test_two_installers_of_one_bundle_both_get_it(signed: Path, keys: tuple[Path
             worker.join(60)
         assert results == [cache / "default@7.0.0"] * 2, results
         shutil.rmtree(cache)  # the next round races on a fresh cache again
+
+
+def test_bundle_sign_sets_the_signed_release_sequence(tmp_bundle_copy: Path, keys: tuple[Path, str]) -> None:
+    proc = subprocess.run([sys.executable, "-m", "edgeomni", "bundle", "sign", str(tmp_bundle_copy), "--key",
+                           str(keys[0]), "--sequence", "12"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    signed = verify_bundle(tmp_bundle_copy)
+    assert signed.manifest.sequence == 12 and signed.manifest.to_dict()["sequence"] == 12
+    verify_manifest_signature(tmp_bundle_copy, read_signature(tmp_bundle_copy), load_public_key(keys[1]))

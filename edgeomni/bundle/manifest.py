@@ -128,6 +128,9 @@ class Manifest:
     format: str = FORMAT
     calibration: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
+    # A release counter the publisher raises with every bundle it signs (`bundle sign --sequence N`); signed with
+    # the manifest, it lets a device refuse an older bundle whatever its version string says. Absent: none.
+    sequence: int | None = None
 
     def component(self, name: str) -> Component:
         try:
@@ -157,6 +160,9 @@ class Manifest:
         if not isinstance(raw["components"], dict) or not raw["components"]:
             raise BundleError(f"{source}.components: expected a non-empty object")
         components = {name: Component.from_dict(name, c) for name, c in raw["components"].items()}
+        sequence = raw.get("sequence")
+        if sequence is not None and (isinstance(sequence, bool) or not isinstance(sequence, int) or sequence < 0):
+            raise BundleError(f"{source}.sequence: expected a non-negative integer, got {sequence!r}")
         return cls(
             name=str(raw["name"]),
             version=str(raw["version"]),
@@ -164,6 +170,7 @@ class Manifest:
             components=components,
             calibration=dict(raw.get("calibration", {})),
             notes=str(raw.get("notes", "")),
+            sequence=sequence,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -171,6 +178,7 @@ class Manifest:
             "format": self.format,
             "name": self.name,
             "version": self.version,
+            **({"sequence": self.sequence} if self.sequence is not None else {}),
             "created": self.created,
             "notes": self.notes,
             "calibration": self.calibration,

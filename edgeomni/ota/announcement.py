@@ -90,7 +90,23 @@ class Announcement:
         return cls(raw["name"], raw["version"], url, raw["sha256"], raw["signature"], size)
 
 
-def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
-    """Sort key for versions: numeric parts compare as numbers (1.9.0 < 1.10.0), other parts as text."""
-    parts = re.split(r"[.\-+_]", version)
-    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts)
+_SEMVER = re.compile(r"^v?(\d+(?:\.\d+)*)(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$")
+
+VersionKey = tuple[int, tuple[int, ...], int, tuple[tuple[int, int | str], ...]]
+
+
+def version_key(version: str) -> VersionKey:
+    """SemVer precedence: numeric parts compare as numbers (1.9.0 < 1.10.0, 1.0 == 1.0.0), a pre-release sorts
+    below its release (1.0.0-rc1 < 1.0.0; its dot-separated parts numerically where both are numbers, numbers
+    below words), build metadata (+...) is ignored. A version that is not SemVer-like at all ("dev",
+    "nightly") sorts below every release: an unnumbered build never counts as newer than a numbered one."""
+    match = _SEMVER.match(version)
+    if match is None:
+        return (0, (), 0, ((1, version),))
+    numbers = tuple(int(p) for p in match.group(1).split("."))
+    while len(numbers) > 1 and numbers[-1] == 0:  # 1.0 and 1.0.0 are one version
+        numbers = numbers[:-1]
+    pre = match.group(2)
+    if pre is None:
+        return (1, numbers, 1, ())
+    return (1, numbers, 0, tuple((0, int(p)) if p.isdigit() else (1, p) for p in pre.split(".")))

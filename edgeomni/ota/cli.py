@@ -25,7 +25,7 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
 def _cmd_sign(args: argparse.Namespace) -> int:
     key = load_private_key(args.key)
     bundle = verify_bundle(args.dir)  # sign only what verifies: the signature vouches for every file's sha256
-    sign_manifest(bundle.path, key)
+    sign_manifest(bundle.path, key, args.sequence)
     print(f"signed {bundle.manifest.name}@{bundle.manifest.version}: {bundle.path / SIGNATURE_NAME} "
           f"(public key {public_key_base64(key.public_key())})")
     return 0
@@ -44,7 +44,14 @@ def add_publish_parser(actions: argparse._SubParsersAction) -> None:
                          "address of this server; without: where you upload the archive)")
     publish.add_argument("--out", type=Path, default=None, help="where to write the archive (default: a temp dir)")
     publish.add_argument("--ca-file", default="", help="CA certificate for an mqtts:// broker")
+    _add_sequence(publish)
     publish.set_defaults(func=_cmd_publish)
+
+
+def _add_sequence(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sequence", type=int, metavar="N", help="set the manifest's release counter before "
+                        "signing: raise it with every release; devices refuse a signed sequence lower than the "
+                        "newest they installed, whatever the version string says")
 
 
 def add_signing_parsers(bundle_actions: argparse._SubParsersAction) -> None:
@@ -55,4 +62,5 @@ def add_signing_parsers(bundle_actions: argparse._SubParsersAction) -> None:
     sign = bundle_actions.add_parser("sign", help="verify a bundle and sign its manifest (writes manifest.sig)")
     sign.add_argument("dir", type=Path)
     sign.add_argument("--key", type=Path, required=True, help="Ed25519 private key (PEM)")
+    _add_sequence(sign)
     sign.set_defaults(func=_cmd_sign)

@@ -22,7 +22,7 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING
@@ -44,6 +44,8 @@ _BACKGROUND_NICE = 10
 _MAX_MANIFEST_BYTES = 1 << 20  # a manifest is tens of kB; the cap bounds what is read before the signature
 _MAX_SIGNATURE_BYTES = 4096
 _LOCK_POLL_S = 0.1
+
+CheckManifest = Callable[[Manifest], None]
 
 
 def background_executor() -> ThreadPoolExecutor:
@@ -67,8 +69,9 @@ class BundleInstaller:
     def target_for(self, announcement: Announcement) -> Path:
         return self.cache_dir / announcement.tag
 
-    def install(self, announcement: Announcement) -> VerifiedBundle:
-        """Download, verify the signed manifest, unpack what it lists."""
+    def install(self, announcement: Announcement, check_manifest: CheckManifest | None = None) -> VerifiedBundle:
+        """Download, verify and unpack; `check_manifest` sees the signed manifest before anything is unpacked
+        (the updater's rollback check) and refuses by raising OtaError."""
         if announcement.size > self.max_bytes:
             raise OtaError(f"{announcement.tag}: the announced size, {announcement.size} bytes, is over the limit "
                            f"of {self.max_bytes} (ota.max_mb)")
@@ -77,7 +80,10 @@ class BundleInstaller:
         with self._locked():
             if target.is_dir():  # installed before (another process, a previous run): checked in full, never trusted
                 try:
-                    return self._check(target, announcement)
+                    installed = self._check(target, announcement)
+                    if check_manifest is not None:
+                        check_manifest(installed.manifest)
+                    return installed
                 except OtaError:
                     shutil.rmtree(target, ignore_errors=True)
             with tempfile.TemporaryDirectory(prefix=f".{announcement.tag}.", dir=self.cache_dir) as scratch:
@@ -87,7 +93,7 @@ class BundleInstaller:
                 if digest != announcement.sha256:
                     raise OtaError(f"{announcement.tag}: archive sha256 is {digest[:16]}…, the announcement says "
                                    f"{announcement.sha256[:16]}… (corrupted or substituted download)")
-                manifest = self.unpack(archive, staging, announcement)
+                manifest = self.unpack(archive, staging, announcement, check_manifest)
                 archive.unlink()
                 staging.replace(target)  # atomic on one file system: the bundle appears whole or not at all
         return VerifiedBundle(path=target, manifest=manifest)
@@ -113,7 +119,8 @@ class BundleInstaller:
         finally:
             os.close(fd)  # releases the lock
 
-    def unpack(self, archive: Path, target: Path, announcement: Announcement) -> Manifest:
+    def unpack(self, archive: Path, target: Path, announcement: Announcement,
+               check_manifest: CheckManifest | None = None) -> Manifest:
         """Check the signed manifest, then write only the files it lists, each capped at its listed size."""
         tag = announcement.tag
         try:
@@ -126,6 +133,8 @@ class BundleInstaller:
                 manifest_bytes = _read(tar, first)
                 verify_signature(manifest_bytes, announcement.signature, self.public_key, f"bundle {tag}")
                 manifest = _signed_manifest(manifest_bytes, announcement)
+                if check_manifest is not None:
+                    check_manifest(manifest)
                 target.mkdir(parents=True)
                 (target / MANIFEST_NAME).write_bytes(manifest_bytes)
                 listed = {c.file: c for c in manifest.components.values()}

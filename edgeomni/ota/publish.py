@@ -130,9 +130,10 @@ def announce(broker_url: str, fleet: str, announcement: Announcement, ca_file: s
 
 
 def publish_bundle(bundle_dir: Path, key_path: Path, broker_url: str, fleet: str, base_url: str, out_dir: Path,
-                   ca_file: str = "") -> tuple[Announcement, Path]:
-    """Sign, pack and announce; the archive must be reachable at `base_url/<archive name>`."""
-    signature = sign_manifest(bundle_dir, load_private_key(key_path))
+                   ca_file: str = "", sequence: int | None = None) -> tuple[Announcement, Path]:
+    """Sign (setting the release `sequence` when given), pack and announce; the archive must be reachable at
+    `base_url/<archive name>`."""
+    signature = sign_manifest(bundle_dir, load_private_key(key_path), sequence)
     archive, digest = pack_bundle(Path(bundle_dir), out_dir)
     bundle = verify_bundle(bundle_dir)
     announcement = Announcement(bundle.manifest.name, bundle.manifest.version,
@@ -148,7 +149,7 @@ def run_publish(args: argparse.Namespace) -> int:
         out_dir = Path(args.out) if args.out else Path(scratch)
         if not args.serve:
             announcement, archive = publish_bundle(args.bundle, args.key, args.broker, args.fleet, args.url, out_dir,
-                                                   args.ca_file)
+                                                   args.ca_file, args.sequence)
             print(f"announced {announcement.tag} on {bundle_topic(args.fleet, announcement.name)}; "
                   f"upload {archive} to {announcement.url}", flush=True)
             if not args.out:
@@ -159,7 +160,7 @@ def run_publish(args: argparse.Namespace) -> int:
             raise OtaError(f"--serve {args.serve!r}: expected HOST:PORT, e.g. 0.0.0.0:8765 (port 0 = any free port)")
         with ArchiveServer(out_dir, host, int(port)) as server:
             announcement, _ = publish_bundle(args.bundle, args.key, args.broker, args.fleet,
-                                             args.url or server.base_url, out_dir, args.ca_file)
+                                             args.url or server.base_url, out_dir, args.ca_file, args.sequence)
             print(f"announced {announcement.tag} on {bundle_topic(args.fleet, announcement.name)}; "
                   f"serving {announcement.url} (Ctrl+C to stop)", flush=True)
             _wait_for_signal()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -99,9 +100,13 @@ def public_key_base64(key: Ed25519PublicKey) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
-def sign_manifest(bundle_dir: Path, key: Ed25519PrivateKey) -> str:
-    """Sign the bundle's manifest bytes, write `manifest.sig` and return the signature (base64)."""
+def sign_manifest(bundle_dir: Path, key: Ed25519PrivateKey, sequence: int | None = None) -> str:
+    """Sign the bundle's manifest bytes, write `manifest.sig` and return the signature (base64). With
+    `sequence`, the manifest's release counter is set first (devices refuse a signed sequence older than the
+    newest they installed)."""
     bundle_dir = Path(bundle_dir).expanduser()
+    if sequence is not None:
+        _set_sequence(bundle_dir / MANIFEST_NAME, sequence)
     signature = base64.b64encode(key.sign(_manifest_bytes(bundle_dir))).decode("ascii")
     (bundle_dir / SIGNATURE_NAME).write_text(signature + "\n")
     return signature
@@ -138,6 +143,18 @@ def _manifest_bytes(bundle_dir: Path) -> bytes:
     if not path.is_file():
         raise OtaError(f"{path}: missing; {bundle_dir} is not a bundle")
     return path.read_bytes()
+
+
+def _set_sequence(path: Path, sequence: int) -> None:
+    if isinstance(sequence, bool) or not isinstance(sequence, int) or sequence < 0:
+        raise OtaError(f"--sequence: expected a non-negative integer, got {sequence!r}")
+    if not path.is_file():
+        raise OtaError(f"{path}: missing; {path.parent} is not a bundle")
+    raw = json.loads(path.read_text())
+    raw["sequence"] = sequence
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(raw, indent=2) + "\n")
+    tmp.replace(path)
 
 
 def _b64(text: str) -> bytes | None:

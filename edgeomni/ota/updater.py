@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from edgeomni.bundle import VerifiedBundle
+from edgeomni.bundle.manifest import Manifest
 from edgeomni.errors import OtaError
 from edgeomni.events import OtaEvent
-from edgeomni.ota.announcement import Announcement, bundle_topic, version_key
+from edgeomni.ota.announcement import Announcement, bundle_topic
 from edgeomni.ota.config import OtaConfig
 from edgeomni.ota.install import BundleInstaller, DownloadError, background_executor
 from edgeomni.ota.mqtt import new_client, parse_broker
+from edgeomni.ota.rollback import ReleaseFloor
 from edgeomni.ota.signing import load_public_key
 from edgeomni.paths import cache_root
 
@@ -44,6 +46,7 @@ class BundleUpdater:
         cache_dir = Path(config.cache_dir).expanduser() if config.cache_dir else cache_root() / "bundles"
         self.installer = BundleInstaller(cache_dir, load_public_key(config.public_key),
                                          int(config.max_mb * 1e6), config.download_timeout_s)
+        self.floor = ReleaseFloor(cache_dir)  # the newest bundle ever installed: a restart must not forget it
         self._address = parse_broker(config.broker, "ota.broker")
         self._latest: tuple[str, bytes] | None = None  # newest announcement not yet handled (older ones coalesce)
         self._arrived = asyncio.Event()
@@ -123,13 +126,13 @@ class BundleUpdater:
         running = self.running.manifest.version
         if announcement.version == running:
             return  # the retained announcement of the bundle we already run
-        if version_key(announcement.version) < version_key(running) and not self.config.allow_downgrade:
-            raise OtaError(f"announcement.version: {announcement.version} is older than the running {running} "
-                           "(set ota.allow_downgrade = true to accept rollbacks)")
+        if not self.config.allow_downgrade:
+            self.floor.check_version(self.name, announcement.version, self.running.manifest)
         await self._report(OtaEvent(status="downloading", bundle=announcement.tag, running=self.running_tag,
                                     url=announcement.url))
         loop = asyncio.get_running_loop()
-        bundle = await loop.run_in_executor(self._install_pool, self.installer.install, announcement)
+        bundle = await loop.run_in_executor(self._install_pool, self.installer.install, announcement,
+                                            self._check_sequence)
         # Reported before the switch: a server hands the new engines to new sessions as soon as they load, so
         # /health can show the new tag while running streams are still moving; "verified" covers that span.
         await self._report(OtaEvent(status="verified", bundle=announcement.tag, running=self.running_tag,
@@ -139,10 +142,16 @@ class BundleUpdater:
         except Exception as exc:  # a bundle that verifies but cannot load (bad engine file) is refused too
             raise OtaError(f"{announcement.tag}: verified, but its engines failed to load ({exc})") from exc
         previous, self.running = self.running_tag, bundle
+        self.floor.record(bundle.manifest)
         log.info("switching %s -> %s (%s); streams change over between utterances", previous, announcement.tag,
                  bundle.path)
         await self._report(OtaEvent(status="installed", bundle=announcement.tag, previous=previous,
                                     path=str(bundle.path)))
+
+    def _check_sequence(self, manifest: Manifest) -> None:
+        """Run by the installer on the signed manifest, before anything is unpacked."""
+        if not self.config.allow_downgrade:
+            self.floor.check_sequence(manifest, self.running.manifest)
 
     async def _refuse(self, payload: bytes, reason: str) -> None:
         try:

@@ -226,8 +226,8 @@ def test_edgeomni_run_captions_with_the_whisper_bundle(whisper_bundle: Path, tmp
 
 
 def test_every_whisper_export_option_is_a_recipe_field(tmp_path: Path) -> None:
-    """`edgeomni export` is the one way to a Whisper bundle: what the options of the former standalone command
-    set is set with --set on the recipe, and --check prints the recipe as it would run."""
+    """`edgeomni export` is the one way to a Whisper bundle (there is no `python -m edgeomni.export.whisper`):
+    every setting of the export is a recipe field, set with --set, and --check prints the recipe as it would run."""
     overrides = ["calibration.count=1", "quantize.method=minmax", "quantize.activations=int8-symmetric",
                  "heldout.count=1", "gate.max_delta=0.02", "gate.min_size_ratio=50", "gate.max_excluded=0",
                  "latency_runs=1", "peer=false", f"heldout.audio=speechset:{tmp_path}"]

@@ -1,11 +1,13 @@
 """The runtime's Prometheus metrics without models: events into histograms and counters, live head counters that
-never step back when a stream ends, inference timing per role and provider, naming conventions, config."""
+never step back when a stream ends, inference timing per role and provider, naming conventions, config, and the
+README's list of metrics."""
 
 from __future__ import annotations
 
 import itertools
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +18,10 @@ from edgeomni.errors import ConfigError
 from edgeomni.events import EndEvent, ErrorEvent, FinalEvent, OtaEvent, PartialEvent, VisualEvent
 from edgeomni.observability.config import MetricsConfig, TelemetryConfig, parse_listen
 from edgeomni.observability.metrics import LATENCY_BUCKETS, RuntimeMetrics, TimedSession, provider_label
+from edgeomni.observability.outbox import OutboxCollector
+from edgeomni.observability.tegrastats import JetsonTelemetry
+from edgeomni.outbox.store import Outbox
+from edgeomni.sync.worker import SyncStats
 
 
 @dataclass
@@ -177,3 +183,31 @@ def test_listen_addresses(text: str, expected: tuple[str, int]) -> None:
 def test_bad_settings_are_named(config: Any, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         config()
+
+
+class _Worker:
+    def __init__(self) -> None:
+        self.stats, self.connected = SyncStats(acked_records=3), True
+
+
+def test_the_readme_lists_every_metric_the_runtime_exposes(tmp_path: Path) -> None:
+    """README.md's metrics table is the Grafana reference: every family there exists, and every edgeomni_ family
+    exists there (with an outbox, sync, Jetson telemetry and serve's session gauge all present)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme.split("<!-- metrics-table")[1].split("<!-- /metrics-table -->")[0]
+    listed = set(re.findall(r"^\| `([a-z0-9_]+)`", table, re.MULTILINE))
+    metrics = RuntimeMetrics()
+    metrics.track_sessions(lambda: 1)
+    metrics.registry.register(OutboxCollector(Outbox(tmp_path / "outbox.sqlite"), _Worker()))  # type: ignore[arg-type]
+    telemetry = JetsonTelemetry(TelemetryConfig())
+    telemetry.handle("RAM 2448/62840MB GR3D_FREQ 5%@[305,305] EMC_FREQ 1%@2133 tj@42C VDD_GPU_SOC 4940mW/4940mW")
+    telemetry.mode, telemetry.clocks = ("MAXN", "0"), True
+    metrics.registry.register(telemetry)
+    metrics.observe(_Stream(), ErrorEvent(stream="main", message="x"))  # type: ignore[arg-type]
+    exposed = set()
+    for family in text_string_to_metric_families(generate_latest(metrics.registry).decode()):
+        exposed.add(f"{family.name}_total" if family.type == "counter" else family.name)
+    exposed.add("edgeomni_bundle_info")  # set when a runtime opens its bundle
+    ours = {name for name in exposed if name.startswith("edgeomni_")}
+    assert {name for name in listed if name.startswith("edgeomni_")} == ours
+    assert listed - ours <= exposed

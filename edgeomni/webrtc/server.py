@@ -29,7 +29,7 @@ from edgeomni.paths import default_bundle_dir
 from edgeomni.runtime import Runtime
 from edgeomni.webrtc.ice import IceServer, allow_loopback_candidates, rtc_configuration
 from edgeomni.webrtc.room import Room
-from edgeomni.webrtc.session import OfferError, Session
+from edgeomni.webrtc.session import CONNECT_GRACE_S, OfferError, Session
 
 PAGE_DIR = Path(__file__).resolve().parents[2] / "demos" / "webrtc_meeting"
 MAX_BODY_BYTES = 256 * 1024  # an SDP offer is a few kB; anything far bigger is not one
@@ -47,6 +47,7 @@ class ServeConfig:
     idle_timeout_s: float = 10.0  # no media for this long: the participant is gone (closed without a word)
     max_sessions: int = 16
     page_dir: Path = PAGE_DIR
+    connect_timeout_s: float = CONNECT_GRACE_S  # ICE + DTLS must complete within this, or the session ends
 
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -146,13 +147,17 @@ class CaptionServer:
                                              content_type="application/json")
         room = self.rooms.setdefault(room_name, Room(room_name))
         session = Session(uuid.uuid4().hex[:12], name, room, self.runtime, self.rtc_config,
-                          self.serve.idle_timeout_s, self._forget)
+                          self.serve.idle_timeout_s, self._forget, connect_timeout_s=self.serve.connect_timeout_s)
+        self.sessions[session.id] = session  # the slot is taken before the first await: concurrent offers count it
         try:
             answer = await session.accept(sdp, burn_in=burn_in)
         except OfferError as exc:
+            self._release(session)
             self.metrics.error("offer")
             raise _bad_request(str(exc)) from None
-        self.sessions[session.id] = session
+        except BaseException:  # the client went away mid-answer (cancelled): nothing may stay behind
+            await session.close("offer abandoned")
+            raise
         return web.json_response({"sdp": answer, "type": "answer", "session": session.id, "participant": name})
 
     async def delete(self, request: web.Request) -> web.Response:
@@ -223,9 +228,12 @@ class CaptionServer:
             raise _unauthorized("wrong token")
 
     def _forget(self, session: Session) -> None:
-        self.sessions.pop(session.id, None)
         self.closed.append({**session.status(), "reason": session.closed_reason})
         del self.closed[:-64]
+        self._release(session)
+
+    def _release(self, session: Session) -> None:
+        self.sessions.pop(session.id, None)
         room = session.room
         if not room.channels and not any(s.room is room for s in self.sessions.values()):
             self.rooms.pop(room.name, None)

@@ -38,9 +38,12 @@ class OfferError(ValueError):
 
 class Session:
     def __init__(self, session_id: str, participant: str, room: Room, runtime: Runtime, rtc_config: Any,
-                 idle_timeout_s: float, on_closed: Callable[[Session], None]) -> None:
+                 idle_timeout_s: float, on_closed: Callable[[Session], None],
+                 connect_timeout_s: float = CONNECT_GRACE_S) -> None:
         self.id, self.participant, self.room, self.runtime = session_id, participant, room, runtime
         self.rtc_config, self.idle_timeout_s, self.on_closed = rtc_config, idle_timeout_s, on_closed
+        self.connect_timeout_s = connect_timeout_s
+        self.connected = False  # ICE + DTLS completed once
         self.metrics = SessionMetrics()
         self.source = TrackSource(participant, video_width=runtime.config.visual.frame_width or None)
         self.pipeline: Pipeline | None = None
@@ -185,6 +188,12 @@ class Session:
                 received = sum(s.bytesReceived for s in stats.values() if s.type == "transport")
                 lost = sum(getattr(s, "packetsLost", 0) for s in stats.values() if s.type == "inbound-rtp")
                 self.metrics.update_transport(received, lost)
+            self.connected = self.connected or self.pc.connectionState == "connected"
+            if not self.connected and time.monotonic() - self.metrics.started > self.connect_timeout_s:
+                # Every session, a listener's too: an offer whose client vanished never connects, and it would
+                # hold a slot of --max-sessions for ever.
+                self.begin_close(f"not connected within {self.connect_timeout_s:g} s of the offer")
+                return
             if not (self.source.has_audio or self.source.has_video):
                 continue  # a listener sends nothing; only the connection state ends it
             buffer = self.source.buffer

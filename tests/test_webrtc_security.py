@@ -1,0 +1,89 @@
+"""What a stranger can do to `edgeomni serve`: fill it with sessions that never connect, race past the session cap,
+reach it through a foreign Host (DNS rebinding) or a cross-site form, read TURN credentials or internal paths,
+hold its file descriptors with half-sent requests; and what TLS and the page do with the token."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from pathlib import Path
+
+import pytest
+from webrtc_support import ServerThread, http
+
+from edgeomni.webrtc.ice import rtc_configuration
+
+
+async def _vanished_offer() -> str:
+    """A data-channel-only offer whose peer is gone the moment it is made: it will never connect."""
+    from aiortc import RTCPeerConnection
+
+    pc = RTCPeerConnection(rtc_configuration([]))
+    try:
+        pc.createDataChannel("captions")
+        await pc.setLocalDescription(await pc.createOffer())
+        return pc.localDescription.sdp
+    finally:
+        await pc.close()
+
+
+def _offer_body(sdp: str, name: str = "tester") -> bytes:
+    return json.dumps({"sdp": sdp, "type": "offer", "name": name}).encode()
+
+
+@pytest.fixture(scope="module")
+def server(default_bundle: Path):
+    running = ServerThread(default_bundle).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def open_server(default_bundle: Path):
+    """No token: the loopback-only mode."""
+    running = ServerThread(default_bundle, token=None).start()
+    yield running
+    running.stop()
+
+
+def _close_all(server: ServerThread) -> None:
+    for session in list(server.server.sessions.values()):
+        http("DELETE", f"{server.url}/session/{session.id}")
+    server.wait_for(lambda: not server.server.sessions, 15, "every session to close")
+
+
+# -- sessions: the cap holds under concurrency, and one that never connects ends -----------------------------
+def test_the_session_cap_holds_for_concurrent_offers(server: ServerThread) -> None:
+    offers = [asyncio.run(_vanished_offer()) for _ in range(8)]
+    server.server.serve.max_sessions = 3
+    statuses: list[int] = []
+    start = threading.Barrier(len(offers))
+
+    def post(sdp: str) -> None:
+        start.wait()
+        statuses.append(http("POST", f"{server.url}/offer", _offer_body(sdp))[0])
+
+    try:
+        workers = [threading.Thread(target=post, args=(sdp,)) for sdp in offers]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(60)
+        assert sorted(statuses) == [200] * 3 + [503] * 5, statuses
+        assert len(server.server.sessions) == 3
+    finally:
+        server.server.serve.max_sessions = 16
+        _close_all(server)
+
+
+def test_a_data_channel_only_session_that_never_connects_is_closed(server: ServerThread) -> None:
+    server.server.serve.connect_timeout_s = 2.0
+    try:
+        status, body = http("POST", f"{server.url}/offer", _offer_body(asyncio.run(_vanished_offer()), "ghost"))
+        assert status == 200, body
+        server.wait_for(lambda: not server.server.sessions, 8, "the session that never connected to close")
+    finally:
+        server.server.serve.connect_timeout_s = 20.0
+        _close_all(server)
+    assert server.server.closed[-1]["reason"] == "not connected within 2 s of the offer"

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from webrtc_support import ServerThread, http
 
-from edgeomni.webrtc.ice import rtc_configuration
+from edgeomni.events import OtaEvent
+from edgeomni.webrtc.ice import IceServer, rtc_configuration
 
 
 async def _vanished_offer() -> str:
@@ -87,3 +88,33 @@ def test_a_data_channel_only_session_that_never_connects_is_closed(server: Serve
         server.server.serve.connect_timeout_s = 20.0
         _close_all(server)
     assert server.server.closed[-1]["reason"] == "not connected within 2 s of the offer"
+
+
+# -- what unauthenticated endpoints tell -------------------------------------------------------------------
+def test_config_gives_turn_credentials_only_with_the_token(server: ServerThread) -> None:
+    server.server.serve.ice_servers = [IceServer.parse("turn:10.0.0.1:3478,turn-user,turn-secret-77"),
+                                       IceServer.parse("stun:10.0.0.1:3478")]
+    try:
+        status, public = http("GET", f"{server.url}/config", token=None)
+        assert status == 200 and public["auth"] is True
+        assert "turn-secret-77" not in json.dumps(public) and "turn-user" not in json.dumps(public)
+        assert {"urls": ["stun:10.0.0.1:3478"]} in public["iceServers"]
+        status, full = http("GET", f"{server.url}/config")
+        assert status == 200 and {"urls": ["turn:10.0.0.1:3478"], "username": "turn-user",
+                                  "credential": "turn-secret-77"} in full["iceServers"]
+    finally:
+        server.server.serve.ice_servers = []
+
+
+def test_health_names_nothing_internal(server: ServerThread) -> None:
+    server.server.last_ota = OtaEvent(status="refused", bundle="default@9.9.9", running="default@1.3.0",
+                                      url="http://10.1.2.3:8765/default-9.9.9.tar", path="/var/cache/edgeomni/x",
+                                      reason="/var/cache/edgeomni/x: sha256 expected ...").to_dict()
+    try:
+        status, health = http("GET", f"{server.url}/health", token=None)
+    finally:
+        server.server.last_ota = None
+    text = json.dumps(health)
+    assert status == 200 and health["bundle_tag"].startswith("default@")
+    assert str(server.server.engines.bundle.path) not in text and "/var/cache" not in text and "10.1.2.3" not in text
+    assert health["ota"] == {"status": "refused", "bundle": "default@9.9.9"}

@@ -44,7 +44,7 @@ async function join(event) {
   state.token = $("token").value.trim();
   $("join").disabled = true;
   try {
-    const config = await (await fetch("config")).json();
+    const config = await (await fetch("config", { headers: authHeaders() })).json();  // TURN credentials need it
     state.stream = await openMedia($("use-camera").checked);
     $("self-view").srcObject = state.stream;
     const pc = new RTCPeerConnection({ iceServers: config.iceServers });

@@ -178,10 +178,11 @@ class CaptionServer:
         """Liveness and load, without names: safe to expose to a monitor."""
         statuses = [s.status() for s in self.sessions.values()]
         finals = [s["sent_latency_ms"].get("final", {}).get("p95") for s in statuses]
+        # The OTA step and bundle, never a URL, path or reason (those go to the server's own log).
+        ota = {"status": self.last_ota["status"], "bundle": self.last_ota.get("bundle")} if self.last_ota else None
         return web.json_response({
             "status": "ok", "uptime_s": round(time.monotonic() - self.started, 1), "sessions": len(statuses),
-            "max_sessions": self.serve.max_sessions, "bundle": str(self.engines.bundle.path),
-            "bundle_tag": self.engines.tag, "ota": self.last_ota,
+            "max_sessions": self.serve.max_sessions, "bundle_tag": self.engines.tag, "ota": ota,
             "final_sent_latency_p95_ms": max((f for f in finals if f is not None), default=None),
             "channel_drops": sum(s["channel_drops"] for s in statuses),
             "frames_dropped": sum(s["audio_frames_dropped"] + s["video_frames_dropped"] for s in statuses),
@@ -205,8 +206,14 @@ class CaptionServer:
         body, content_type = self.metrics.exposition(request.headers.get("Accept", ""))
         return web.Response(body=body, headers={"Content-Type": content_type})
 
-    async def client_config(self, _: web.Request) -> web.Response:
-        return web.json_response({"iceServers": [s.to_browser() for s in self.serve.ice_servers],
+    async def client_config(self, request: web.Request) -> web.Response:
+        """ICE servers for the page; TURN credentials only to a caller that has the token."""
+        try:
+            self._authorize(request)
+            servers = self.serve.ice_servers
+        except web.HTTPUnauthorized:
+            servers = [s for s in self.serve.ice_servers if s.username is None]
+        return web.json_response({"iceServers": [s.to_browser() for s in servers],
                                   "auth": self.serve.token is not None})
 
     async def page(self, _: web.Request) -> web.StreamResponse:

@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import resource
+import socket
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
-from webrtc_support import ServerThread, http
+from webrtc_support import ROOT, ServerThread, http
 
 from edgeomni.events import OtaEvent
 from edgeomni.webrtc.ice import IceServer, rtc_configuration
@@ -118,3 +123,42 @@ def test_health_names_nothing_internal(server: ServerThread) -> None:
     assert status == 200 and health["bundle_tag"].startswith("default@")
     assert str(server.server.engines.bundle.path) not in text and "/var/cache" not in text and "10.1.2.3" not in text
     assert health["ota"] == {"status": "refused", "bundle": "default@9.9.9"}
+
+
+# -- slowloris: half-sent requests are cut, one address cannot take every descriptor -------------------------
+def test_half_sent_requests_are_closed_and_one_address_cannot_hold_every_connection(default_bundle: Path) -> None:
+    running = ServerThread(default_bundle, header_timeout_s=1.0, max_connections_per_ip=8).start()
+    sockets = []
+    try:
+        for _ in range(20):
+            sock = socket.create_connection(("127.0.0.1", running.serve.port), timeout=5)
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never finished
+            sockets.append(sock)
+        time.sleep(2.5)
+        closed = 0
+        for sock in sockets:
+            sock.settimeout(0.5)
+            try:
+                closed += sock.recv(1) == b""
+            except ConnectionResetError:
+                closed += 1
+            except TimeoutError:
+                pass
+        assert closed == len(sockets), f"only {closed} of {len(sockets)} half-sent requests were closed"
+        assert http("GET", f"{running.url}/health", token=None)[0] == 200
+    finally:
+        for sock in sockets:
+            sock.close()
+        running.stop()
+
+
+def test_serve_raises_its_open_file_limit_to_the_hard_limit() -> None:
+    script = ("import resource; soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE);"
+              "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard));"
+              "from edgeomni.webrtc.guard import raise_open_files_limit; raise_open_files_limit();"
+              "print(*resource.getrlimit(resource.RLIMIT_NOFILE))")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    soft, hard = map(int, proc.stdout.split())
+    assert soft == hard or soft >= 65536, (soft, hard)
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[1] == hard

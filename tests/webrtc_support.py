@@ -24,6 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from edgeomni.config import RunConfig
+from edgeomni.webrtc.guard import IDLE_TIMEOUT_S, GuardedSite
 from edgeomni.webrtc.server import CaptionServer, ServeConfig, load_server
 
 TOKEN = "test-token-1234"
@@ -48,9 +49,11 @@ class ServerThread:
     """`edgeomni serve` in a background thread: start() -> url; stop() shuts it down cleanly."""
 
     def __init__(self, bundle: Path, idle_timeout_s: float = 2.0, token: str | None = TOKEN,
-                 config: RunConfig | None = None) -> None:
+                 config: RunConfig | None = None, **serve: Any) -> None:
+        """`serve`: more ServeConfig fields (header_timeout_s, max_connections_per_ip, ...)."""
         config = config or RunConfig()
-        self.serve = ServeConfig(port=free_port(), token=token, bundle=bundle, idle_timeout_s=idle_timeout_s)
+        self.serve = ServeConfig(port=free_port(), token=token, bundle=bundle, idle_timeout_s=idle_timeout_s,
+                                 **serve)
         self.server: CaptionServer = load_server(self.serve, config)
         self.url = f"http://127.0.0.1:{self.serve.port}"
         self.loop = asyncio.new_event_loop()
@@ -61,9 +64,9 @@ class ServerThread:
         self._thread.start()
 
         async def up() -> None:
-            self._runner = web.AppRunner(self.server.app())
+            self._runner = web.AppRunner(self.server.app(), keepalive_timeout=IDLE_TIMEOUT_S)
             await self._runner.setup()
-            await web.TCPSite(self._runner, "127.0.0.1", self.serve.port).start()
+            await GuardedSite(self._runner, "127.0.0.1", self.serve.port, self.server.guard).start()
 
         self.call(up())
         return self

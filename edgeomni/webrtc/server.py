@@ -11,6 +11,7 @@ import contextlib
 import hmac
 import ipaddress
 import json
+import signal
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -27,6 +28,13 @@ from edgeomni.observability.metrics import RuntimeMetrics
 from edgeomni.observability.tegrastats import JetsonTelemetry
 from edgeomni.paths import default_bundle_dir
 from edgeomni.runtime import Runtime
+from edgeomni.webrtc.guard import (
+    IDLE_TIMEOUT_S,
+    ConnectionGuard,
+    GuardedSite,
+    guard_middleware,
+    raise_open_files_limit,
+)
 from edgeomni.webrtc.ice import IceServer, allow_loopback_candidates, rtc_configuration
 from edgeomni.webrtc.room import Room
 from edgeomni.webrtc.session import CONNECT_GRACE_S, OfferError, Session
@@ -34,6 +42,7 @@ from edgeomni.webrtc.session import CONNECT_GRACE_S, OfferError, Session
 PAGE_DIR = Path(__file__).resolve().parents[2] / "demos" / "webrtc_meeting"
 MAX_BODY_BYTES = 256 * 1024  # an SDP offer is a few kB; anything far bigger is not one
 MAX_NAME_CHARS = 64
+BODY_TIMEOUT_S = 10.0  # the whole request body must arrive within this (a slow body holds a handler)
 
 
 @dataclass
@@ -48,6 +57,8 @@ class ServeConfig:
     max_sessions: int = 16
     page_dir: Path = PAGE_DIR
     connect_timeout_s: float = CONNECT_GRACE_S  # ICE + DTLS must complete within this, or the session ends
+    header_timeout_s: float = 10.0  # a connection must finish its request headers within this
+    max_connections_per_ip: int = 64  # open connections one peer address may hold
 
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -94,6 +105,7 @@ class CaptionServer:
         self.metrics.track_sessions(lambda: len(self.sessions))
         self.telemetry = JetsonTelemetry(runtime.config.telemetry)
         self.metrics.registry.register(self.telemetry)
+        self.guard = ConnectionGuard(serve.header_timeout_s, serve.max_connections_per_ip)
 
     @property
     def engines(self) -> Engines:
@@ -101,7 +113,7 @@ class CaptionServer:
         return self.runtime.engines
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[guard_middleware(self.guard)])
         app.add_routes([web.post("/offer", self.offer), web.delete("/session/{id}", self.delete),
                         web.get("/sessions", self.list_sessions), web.get("/health", self.health),
                         web.get("/ready", self.ready), web.get("/metrics", self.prometheus),
@@ -255,7 +267,11 @@ class CaptionServer:
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
-        body = await request.json()
+        body = await asyncio.wait_for(request.json(), BODY_TIMEOUT_S)
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(text=json.dumps({"error": f"request body not received within "
+                                                              f"{BODY_TIMEOUT_S:g} s"}),
+                                     content_type="application/json") from None
     except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
         raise _bad_request(f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
@@ -289,6 +305,23 @@ def run_server(serve: ServeConfig, run_config: RunConfig) -> None:
     host, warning = serve.effective_host()
     if warning:
         print(f"edgeomni serve: {warning}", flush=True)
+    soft, _hard = raise_open_files_limit()  # every participant costs descriptors: sockets, decoders, threads
     print(f"edgeomni serve: meeting page http://{host}:{serve.port}/ · bundle {server.engines.bundle.path} · "
-          f"{'token required' if serve.token else 'no token'}", flush=True)
-    web.run_app(server.app(), host=host, port=serve.port, print=None)
+          f"{'token required' if serve.token else 'no token'} · open files {soft}", flush=True)
+    asyncio.run(_serve_forever(server, host, serve.port))
+
+
+async def _serve_forever(server: CaptionServer, host: str, port: int) -> None:
+    """web.run_app, with every connection behind the server's ConnectionGuard; Ctrl+C / SIGTERM end it."""
+    runner = web.AppRunner(server.app(), keepalive_timeout=IDLE_TIMEOUT_S, access_log=None)
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await GuardedSite(runner, host, port, server.guard).start()
+        await stop.wait()
+    finally:
+        await runner.cleanup()

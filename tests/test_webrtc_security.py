@@ -12,6 +12,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -93,6 +95,48 @@ def test_a_data_channel_only_session_that_never_connects_is_closed(server: Serve
         server.server.serve.connect_timeout_s = 20.0
         _close_all(server)
     assert server.server.closed[-1]["reason"] == "not connected within 2 s of the offer"
+
+
+# -- without a token: this machine only, same origin only ---------------------------------------------------
+def _request(url: str, method: str = "GET", body: bytes | None = None,
+             headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return reply.status, reply.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def test_without_a_token_a_foreign_host_header_is_refused(open_server: ServerThread) -> None:
+    """DNS rebinding: evil.example resolves to 127.0.0.1, and the victim's browser sends Host: evil.example."""
+    port = open_server.serve.port
+    status, body = _request(f"{open_server.url}/sessions", headers={"Host": f"evil.example:{port}"})
+    assert status == 403 and b"Host" in body, body
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"):
+        assert _request(f"{open_server.url}/health", headers={"Host": host})[0] == 200, host
+
+
+def test_without_a_token_a_cross_site_post_is_refused(open_server: ServerThread) -> None:
+    """A page on another site can POST text/plain without a preflight; the offer must not become a session."""
+    sdp = asyncio.run(_vanished_offer())
+    port = open_server.serve.port
+    cross_site = {"Origin": "http://evil.example", "Content-Type": "text/plain"}
+    try:
+        status, body = _request(f"{open_server.url}/offer", "POST", _offer_body(sdp), cross_site)
+        assert status == 403 and b"Origin" in body, body
+        status, body = _request(f"{open_server.url}/offer", "POST", _offer_body(sdp),
+                                {"Origin": f"http://127.0.0.1:{port}", "Content-Type": "text/plain"})
+        assert status == 415 and b"application/json" in body, body
+        status, body = _request(f"{open_server.url}/offer", "POST", _offer_body(sdp),
+                                {"Origin": "http://evil.example", "Content-Type": "application/json"})
+        assert status == 403, body
+        assert not open_server.server.sessions
+        status, body = _request(f"{open_server.url}/offer", "POST", _offer_body(sdp),
+                                {"Origin": f"http://127.0.0.1:{port}", "Content-Type": "application/json"})
+        assert status == 200, body  # the page itself: same origin, JSON
+    finally:
+        _close_all(open_server)
 
 
 # -- what unauthenticated endpoints tell -------------------------------------------------------------------

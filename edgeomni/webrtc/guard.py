@@ -4,20 +4,27 @@
   first byte of its next request); an idle keep-alive connection is closed after `IDLE_TIMEOUT_S`; one peer
   address holds at most `max_per_ip` connections. Half-sent requests (slowloris) cannot pile up until the
   process runs out of file descriptors, and `raise_open_files_limit` lifts that limit to the hard one.
+- Without a token (the loopback-only mode), a browser page of another site is a stranger too: requests must
+  name a loopback Host (a rebound DNS name pointing at 127.0.0.1 is refused) and unsafe methods must come from
+  the same origin, POSTs as `application/json` (which a cross-site form cannot send without a preflight).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import json
 import resource
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
 IDLE_TIMEOUT_S = 15.0  # a keep-alive connection without a new request (aiohttp's own default is an hour)
+_SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 _OPEN_FILES_TARGET = 65536
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -130,18 +137,61 @@ class GuardedSite(web.TCPSite):
         self._bound_port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self._port
 
 
-def guard_middleware(guard: ConnectionGuard) -> Any:
-    """Ends the connection's header deadline once a request arrives."""
+def guard_middleware(guard: ConnectionGuard, loopback_only: Callable[[], bool]) -> Any:
+    """Ends the connection's header deadline once a request arrives; in the loopback-only mode (no token),
+    refuses a foreign Host, a foreign Origin on unsafe methods and a POST that is not application/json."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         guard.request_started(request.transport)
         try:
+            if loopback_only():
+                _check_same_origin(request)
             return await handler(request)
         finally:
             guard.request_finished(request.transport)
 
     return middleware
+
+
+def _check_same_origin(request: web.Request) -> None:
+    host = request.headers.get("Host")
+    if host is not None and not _loopback_authority(host):
+        raise _refuse(web.HTTPForbidden, f"Host {host!r} is not this machine: without --token the server "
+                      "answers only requests addressed to localhost or a loopback address")
+    if request.method in _SAFE_METHODS:
+        return
+    origin = request.headers.get("Origin")
+    if origin is not None and (host is None or _authority(origin) != host.lower()):
+        raise _refuse(web.HTTPForbidden, f"Origin {origin!r} is another site: without --token only the page "
+                      "served here may send requests")
+    if request.method == "POST" and request.content_type != "application/json":
+        raise _refuse(web.HTTPUnsupportedMediaType, f"Content-Type {request.content_type!r}: expected "
+                      "application/json")
+
+
+def _authority(origin: str) -> str | None:
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return None
+    return parts.netloc.lower()
+
+
+def _loopback_authority(authority: str) -> bool:
+    host = authority.strip().lower()
+    if host.startswith("["):
+        host = host[1:host.find("]")] if "]" in host else host
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    if host == "localhost":
+        return True
+    with contextlib.suppress(ValueError):
+        return ipaddress.ip_address(host).is_loopback
+    return False
+
+
+def _refuse(kind: type[web.HTTPException], message: str) -> web.HTTPException:
+    return kind(text=json.dumps({"error": message}), content_type="application/json")
 
 
 def raise_open_files_limit() -> tuple[int, int]:

@@ -113,7 +113,9 @@ class CaptionServer:
         return self.runtime.engines
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[guard_middleware(self.guard)])
+        # Without a token the server is this machine's only: the middleware also refuses foreign Hosts/Origins.
+        app = web.Application(client_max_size=MAX_BODY_BYTES,
+                              middlewares=[guard_middleware(self.guard, lambda: self.serve.token is None)])
         app.add_routes([web.post("/offer", self.offer), web.delete("/session/{id}", self.delete),
                         web.get("/sessions", self.list_sessions), web.get("/health", self.health),
                         web.get("/ready", self.ready), web.get("/metrics", self.prometheus),

@@ -5,9 +5,12 @@ hold its file descriptors with half-sent requests; and what TLS and the page do 
 from __future__ import annotations
 
 import asyncio
+import datetime
+import ipaddress
 import json
 import resource
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -19,8 +22,10 @@ from pathlib import Path
 import pytest
 from webrtc_support import ROOT, ServerThread, http
 
+from edgeomni.errors import ConfigError
 from edgeomni.events import OtaEvent
 from edgeomni.webrtc.ice import IceServer, rtc_configuration
+from edgeomni.webrtc.server import ServeConfig
 
 
 async def _vanished_offer() -> str:
@@ -206,3 +211,42 @@ def test_serve_raises_its_open_file_limit_to_the_hard_limit() -> None:
     soft, hard = map(int, proc.stdout.split())
     assert soft == hard or soft >= 65536, (soft, hard)
     assert resource.getrlimit(resource.RLIMIT_NOFILE)[1] == hard
+
+
+# -- TLS -----------------------------------------------------------------------------------------------------
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_serve_over_tls(default_bundle: Path, tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    with pytest.raises(ConfigError, match="--tls-cert and --tls-key"):
+        ServeConfig(tls_cert=cert).validate()
+    running = ServerThread(default_bundle, tls=(cert, key)).start()
+    try:
+        assert running.url.startswith("https://")
+        context = ssl.create_default_context(cafile=str(cert))
+        with urllib.request.urlopen(f"{running.url}/health", context=context, timeout=30) as reply:
+            assert reply.status == 200 and json.loads(reply.read())["status"] == "ok"
+        with pytest.raises(OSError):  # plain HTTP on the TLS port gets no answer
+            urllib.request.urlopen(f"http://127.0.0.1:{running.serve.port}/health", timeout=5)
+    finally:
+        running.stop()

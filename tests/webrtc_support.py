@@ -24,7 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from edgeomni.config import RunConfig
-from edgeomni.webrtc.guard import IDLE_TIMEOUT_S, GuardedSite
+from edgeomni.webrtc.guard import IDLE_TIMEOUT_S, GuardedSite, tls_context
 from edgeomni.webrtc.server import CaptionServer, ServeConfig, load_server
 
 TOKEN = "test-token-1234"
@@ -49,13 +49,14 @@ class ServerThread:
     """`edgeomni serve` in a background thread: start() -> url; stop() shuts it down cleanly."""
 
     def __init__(self, bundle: Path, idle_timeout_s: float = 2.0, token: str | None = TOKEN,
-                 config: RunConfig | None = None, **serve: Any) -> None:
+                 config: RunConfig | None = None, tls: tuple[Path, Path] | None = None, **serve: Any) -> None:
         """`serve`: more ServeConfig fields (header_timeout_s, max_connections_per_ip, ...)."""
         config = config or RunConfig()
         self.serve = ServeConfig(port=free_port(), token=token, bundle=bundle, idle_timeout_s=idle_timeout_s,
-                                 **serve)
+                                 tls_cert=tls[0] if tls else None, tls_key=tls[1] if tls else None, **serve)
         self.server: CaptionServer = load_server(self.serve, config)
-        self.url = f"http://127.0.0.1:{self.serve.port}"
+        self._tls = tls_context(*tls) if tls else None
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.serve.port}"
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="test-webrtc-server", daemon=True)
         self._runner: Any = None
@@ -66,7 +67,7 @@ class ServerThread:
         async def up() -> None:
             self._runner = web.AppRunner(self.server.app(), keepalive_timeout=IDLE_TIMEOUT_S)
             await self._runner.setup()
-            await GuardedSite(self._runner, "127.0.0.1", self.serve.port, self.server.guard).start()
+            await GuardedSite(self._runner, "127.0.0.1", self.serve.port, self.server.guard, self._tls).start()
 
         self.call(up())
         return self

@@ -22,7 +22,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     serve = ServeConfig(host=args.host, port=args.port, token=args.token, metrics_token=args.metrics_token,
                         bundle=args.bundle,
                         ice_servers=[IceServer.parse(s) for s in args.ice_server or []],
-                        idle_timeout_s=args.idle_timeout, max_sessions=args.max_sessions)
+                        idle_timeout_s=args.idle_timeout, max_sessions=args.max_sessions,
+                        tls_cert=args.tls_cert, tls_key=args.tls_key)
     if args.page is not None:
         serve.page_dir = args.page
     run_server(serve, config)
@@ -49,5 +50,9 @@ def add_serve_parser(commands: Any) -> None:
     serve.add_argument("--ota", metavar="URL", help="follow signed bundle updates from this MQTT broker "
                        "(overrides [ota] broker; needs [ota] public_key): new sessions start on the newest bundle, "
                        "running ones move at their next pause")
+    serve.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve the page and signaling over https with "
+                       "this certificate chain (with --tls-key; browsers allow the microphone only on https pages, "
+                       "localhost excepted)")
+    serve.add_argument("--tls-key", type=Path, metavar="PEM", help="the private key of --tls-cert")
     serve.add_argument("--page", type=Path, default=None, help="directory of the meeting page (default: the demo)")
     serve.set_defaults(func=_cmd_serve)

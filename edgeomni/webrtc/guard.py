@@ -16,12 +16,16 @@ import contextlib
 import ipaddress
 import json
 import resource
+import ssl
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
+
+from edgeomni.errors import ConfigError
 
 IDLE_TIMEOUT_S = 15.0  # a keep-alive connection without a new request (aiohttp's own default is an hour)
 _SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -123,8 +127,9 @@ class _Guarded(asyncio.Protocol):
 class GuardedSite(web.TCPSite):
     """aiohttp's TCP site with every connection behind a ConnectionGuard."""
 
-    def __init__(self, runner: web.BaseRunner, host: str, port: int, guard: ConnectionGuard) -> None:
-        super().__init__(runner, host, port)
+    def __init__(self, runner: web.BaseRunner, host: str, port: int, guard: ConnectionGuard,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        super().__init__(runner, host, port, ssl_context=ssl_context)
         self.guard = guard
 
     async def start(self) -> None:
@@ -203,3 +208,15 @@ def raise_open_files_limit() -> tuple[int, int]:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """The server side of TLS for the page and signaling (a browser grants the microphone to https pages only,
+    localhost excepted)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(str(cert), str(key))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"serve: --tls-cert {cert} / --tls-key {key}: cannot load ({exc})") from None
+    return context

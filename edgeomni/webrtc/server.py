@@ -12,6 +12,7 @@ import hmac
 import ipaddress
 import json
 import signal
+import ssl
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from edgeomni.webrtc.guard import (
     GuardedSite,
     guard_middleware,
     raise_open_files_limit,
+    tls_context,
 )
 from edgeomni.webrtc.ice import IceServer, allow_loopback_candidates, rtc_configuration
 from edgeomni.webrtc.room import Room
@@ -59,6 +61,8 @@ class ServeConfig:
     connect_timeout_s: float = CONNECT_GRACE_S  # ICE + DTLS must complete within this, or the session ends
     header_timeout_s: float = 10.0  # a connection must finish its request headers within this
     max_connections_per_ip: int = 64  # open connections one peer address may hold
+    tls_cert: Path | None = None  # with tls_key: serve the page and signaling over https
+    tls_key: Path | None = None
 
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -70,6 +74,11 @@ class ServeConfig:
             raise ConfigError(f"serve: idle timeout must be > 0 s, got {self.idle_timeout_s}")
         if self.max_sessions < 1:
             raise ConfigError(f"serve: --max-sessions must be >= 1, got {self.max_sessions}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("serve: give both --tls-cert and --tls-key, or neither")
+        for flag, path in (("--tls-cert", self.tls_cert), ("--tls-key", self.tls_key)):
+            if path is not None and not Path(path).is_file():
+                raise ConfigError(f"serve: {flag} {path}: no such file")
 
     def effective_host(self) -> tuple[str, str | None]:
         """Without a token anyone who can reach the port could join, so only this machine may."""
@@ -308,12 +317,14 @@ def run_server(serve: ServeConfig, run_config: RunConfig) -> None:
     if warning:
         print(f"edgeomni serve: {warning}", flush=True)
     soft, _hard = raise_open_files_limit()  # every participant costs descriptors: sockets, decoders, threads
-    print(f"edgeomni serve: meeting page http://{host}:{serve.port}/ · bundle {server.engines.bundle.path} · "
-          f"{'token required' if serve.token else 'no token'} · open files {soft}", flush=True)
-    asyncio.run(_serve_forever(server, host, serve.port))
+    context = tls_context(serve.tls_cert, serve.tls_key) if serve.tls_cert and serve.tls_key else None
+    print(f"edgeomni serve: meeting page {'https' if context else 'http'}://{host}:{serve.port}/ · bundle "
+          f"{server.engines.bundle.path} · {'token required' if serve.token else 'no token'} · "
+          f"open files {soft}", flush=True)
+    asyncio.run(_serve_forever(server, host, serve.port, context))
 
 
-async def _serve_forever(server: CaptionServer, host: str, port: int) -> None:
+async def _serve_forever(server: CaptionServer, host: str, port: int, context: ssl.SSLContext | None) -> None:
     """web.run_app, with every connection behind the server's ConnectionGuard; Ctrl+C / SIGTERM end it."""
     runner = web.AppRunner(server.app(), keepalive_timeout=IDLE_TIMEOUT_S, access_log=None)
     await runner.setup()
@@ -323,7 +334,7 @@ async def _serve_forever(server: CaptionServer, host: str, port: int) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     try:
-        await GuardedSite(runner, host, port, server.guard).start()
+        await GuardedSite(runner, host, port, server.guard, context).start()
         await stop.wait()
     finally:
         await runner.cleanup()

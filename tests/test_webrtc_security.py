@@ -20,7 +20,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from webrtc_support import ROOT, ServerThread, http
+from test_webrtc_browser import start_chromium
+from webrtc_support import ROOT, TOKEN, ServerThread, http
 
 from edgeomni.errors import ConfigError
 from edgeomni.events import OtaEvent
@@ -249,4 +250,23 @@ def test_serve_over_tls(default_bundle: Path, tmp_path: Path) -> None:
         with pytest.raises(OSError):  # plain HTTP on the TLS port gets no answer
             urllib.request.urlopen(f"http://127.0.0.1:{running.serve.port}/health", timeout=5)
     finally:
+        running.stop()
+
+
+# -- the page drops ?token= from the address bar ------------------------------------------------------------
+@pytest.mark.slow
+def test_the_page_takes_the_token_out_of_the_address_bar(default_bundle: Path, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver = start_chromium(tmp_path)
+    running = ServerThread(default_bundle).start()
+    try:
+        driver.get(f"{running.url}/?token={TOKEN}&name=Alice")
+        deadline = time.monotonic() + 10
+        while "token=" in driver.current_url and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "token=" not in driver.current_url and "name=Alice" in driver.current_url
+        assert driver.find_element(By.ID, "token").get_attribute("value") == TOKEN
+    finally:
+        driver.quit()
         running.stop()

@@ -184,6 +184,11 @@ function onEvent(event) {
 window.addEventListener("DOMContentLoaded", () => {
   const params = new URLSearchParams(location.search);
   $("token").value = params.get("token") || "";
+  if (params.has("token")) {  // out of the address bar, the history and any link copied from it
+    params.delete("token");
+    const query = params.toString();
+    history.replaceState(null, "", location.pathname + (query ? `?${query}` : "") + location.hash);
+  }
   $("name").value = params.get("name") || "";
   $("room").value = params.get("room") || "main";
   $("join-form").addEventListener("submit", join);

@@ -52,7 +52,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     runtime = Runtime.open(bundle, config, metrics)
     device_sync = DeviceSync.open(config)  # outbox + MQTT sync; None when neither is configured
     sinks += device_sync.sinks if device_sync else []
-    endpoint = RunEndpoint(runtime, metrics, config, device_sync).start() if metrics else None
+    try:
+        endpoint = RunEndpoint(runtime, metrics, config, device_sync).start() if metrics else None
+    except BaseException:  # e.g. the metrics port is taken: nothing started may outlive the error
+        runtime.close()
+        if device_sync:
+            device_sync.close()
+        raise
 
     async def main() -> EndEvent:
         pipeline = runtime.stream(source, sinks, frame_tap=device_sync.tap if device_sync else None)

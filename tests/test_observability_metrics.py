@@ -107,6 +107,16 @@ def test_head_counters_are_live_and_never_step_back_when_a_stream_ends() -> None
     assert after["edgeomni_sink_dropped_updates_total"][()] == 4
 
 
+def test_an_error_kind_from_events_and_heads_is_one_series() -> None:
+    metrics, stream = RuntimeMetrics(process=False), _Stream()
+    metrics.stream_opened(stream)  # type: ignore[arg-type]
+    stream.sinks.failures["vtt:x"] = "OSError: disk full"
+    metrics.observe(stream, ErrorEvent(stream="main", code="sink", message="a sink failed"))  # type: ignore[arg-type]
+    exposition = generate_latest(metrics.registry).decode()
+    assert exposition.count('edgeomni_errors_total{kind="sink"}') == 1
+    assert _scrape(metrics)["edgeomni_errors_total"][(("kind", "sink"),)] == 2
+
+
 class _Session:
     def __init__(self, providers: list[str]) -> None:
         self.providers, self.calls = providers, 0

@@ -108,9 +108,11 @@ class StreamCollector(Collector):
 
     def closed(self, pipeline: Pipeline) -> None:
         with self._lock:
-            if pipeline in self._live:
-                self._live.remove(pipeline)
-                self._finished.update(stream_counters(pipeline))
+            for index, live in enumerate(self._live):
+                if live is pipeline:
+                    del self._live[index]
+                    self._finished.update(stream_counters(pipeline))
+                    return
 
     def error(self, kind: str) -> None:
         with self._lock:
@@ -128,16 +130,20 @@ class StreamCollector(Collector):
                 totals.update(_read_live(pipeline))
             live, errors = len(self._live), Tally(self.errors)
         yield GaugeMetricFamily("edgeomni_active_streams", "Streams being captioned now", value=live)
-        families: dict[str, CounterMetricFamily] = {}
+        values: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
         for key, (name, labels) in HEAD_COUNTERS.items():
-            family = families.get(name)
-            if family is None:
-                family = families[name] = CounterMetricFamily(name, HELP[name], labels=sorted(labels))
+            series = values.setdefault(name, {})
             if labels or key in totals:
-                family.add_metric([labels[k] for k in sorted(labels)], totals.get(key, 0.0))
-        for kind, count in sorted(errors.items()):
-            families["edgeomni_errors"].add_metric([kind], count)
-        yield from families.values()
+                label_set = tuple(sorted(labels.items()))
+                series[label_set] = series.get(label_set, 0.0) + totals.get(key, 0.0)
+        for kind, count in errors.items():  # error events add to the same series as the heads' errors of a kind
+            series = values["edgeomni_errors"]
+            series[(("kind", kind),)] = series.get((("kind", kind),), 0.0) + count
+        for name, series in values.items():
+            family = CounterMetricFamily(name, HELP[name], labels=[k for k, _ in next(iter(series), ())])
+            for label_set, value in sorted(series.items()):
+                family.add_metric([v for _, v in label_set], value)
+            yield family
 
 
 def _read_live(pipeline: Pipeline) -> dict[str, float]:

@@ -23,7 +23,7 @@ from edgeomni.export.cli import add_export_parser
 from edgeomni.export.runner import build_default_bundle
 from edgeomni.observability.endpoint import RunEndpoint
 from edgeomni.observability.metrics import RuntimeMetrics
-from edgeomni.ota.cli import add_signing_parsers
+from edgeomni.ota.cli import add_signing_parsers, add_verify_arguments, signature_note
 from edgeomni.paths import default_bundle_dir
 from edgeomni.runtime import Runtime
 from edgeomni.sinks import SINK_FORMS, open_sink
@@ -93,7 +93,8 @@ def _cmd_bundle_verify(args: argparse.Namespace) -> int:
     bundle = verify_bundle(args.dir)
     total = sum(c.size for c in bundle.manifest.components.values())
     print(f"OK {bundle.path}: {bundle.manifest.name} {bundle.manifest.version}, "
-          f"{len(bundle.manifest.components)} components, {total / 1e6:.1f} MB, every sha256 matches")
+          f"{len(bundle.manifest.components)} components, {total / 1e6:.1f} MB, every sha256 matches"
+          f"{signature_note(bundle, args)}")
     return EXIT_OK
 
 
@@ -151,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.set_defaults(func=_cmd_bundle_build)
     verify = bundle_cmds.add_parser("verify", help="check the manifest and every file's size and sha256")
     verify.add_argument("dir", type=Path)
+    add_verify_arguments(verify)  # --public-key / --config: check manifest.sig too
     verify.set_defaults(func=_cmd_bundle_verify)
     show = bundle_cmds.add_parser("show", help="print every component of a bundle")
     show.add_argument("dir", type=Path)

@@ -42,9 +42,15 @@ def verify_bundle(directory: Path | str) -> VerifiedBundle:
     """
     path = Path(directory).expanduser()
     manifest = Manifest.load(path)
+    root = path.resolve()
     problems: list[str] = []
     for name, comp in manifest.components.items():
         target = path / comp.file
+        if not target.resolve().is_relative_to(root):
+            # A link out of the bundle: the sha256 matches today, but whoever can write there changes the bundle.
+            problems.append(f"component {name!r} ({comp.role}): {comp.file} leads outside the bundle "
+                            f"(to {target.resolve()}); bundle files must live inside it")
+            continue
         if not target.is_file():
             problems.append(f"component {name!r} ({comp.role}): file {comp.file} is missing")
             continue

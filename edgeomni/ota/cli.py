@@ -5,9 +5,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgeomni.bundle import verify_bundle
+from edgeomni.bundle import VerifiedBundle, verify_bundle
+from edgeomni.config import RunConfig
 from edgeomni.ota.publish import run_publish
-from edgeomni.ota.signing import SIGNATURE_NAME, generate_keypair, load_private_key, public_key_base64, sign_manifest
+from edgeomni.ota.signing import (
+    SIGNATURE_NAME,
+    generate_keypair,
+    load_private_key,
+    load_public_key,
+    public_key_base64,
+    read_signature,
+    sign_manifest,
+    verify_manifest_signature,
+)
 
 
 def _cmd_publish(args: argparse.Namespace) -> int:
@@ -29,6 +39,22 @@ def _cmd_sign(args: argparse.Namespace) -> int:
     print(f"signed {bundle.manifest.name}@{bundle.manifest.version}: {bundle.path / SIGNATURE_NAME} "
           f"(public key {public_key_base64(key.public_key())})")
     return 0
+
+
+def add_verify_arguments(verify: argparse.ArgumentParser) -> None:
+    """`edgeomni bundle verify DIR`: with a trusted key, the signature is checked too."""
+    verify.add_argument("--public-key", metavar="KEY", help="also check manifest.sig under this Ed25519 public key "
+                        "(base64 of its 32 bytes, or a PEM file)")
+    verify.add_argument("--config", type=Path, help="TOML config: its [ota] public_key, if set, is the trusted key")
+
+
+def signature_note(bundle: VerifiedBundle, args: argparse.Namespace) -> str:
+    """Check manifest.sig when a public key is given or configured; the note `bundle verify` prints for it."""
+    spec = args.public_key or RunConfig.load(args.config).ota.public_key
+    if not spec:
+        return ""
+    verify_manifest_signature(bundle.path, read_signature(bundle.path), load_public_key(spec))
+    return f"; {SIGNATURE_NAME} verifies under the trusted key"
 
 
 def add_publish_parser(actions: argparse._SubParsersAction) -> None:

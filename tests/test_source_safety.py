@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import wave
 from pathlib import Path
 
 import pytest
 from media_factory import make_speech_wav
 
+from edgeomni.errors import SourceError
 from edgeomni.ota.publish import ArchiveServer
 from edgeomni.sources import mask_credentials, open_source
 
@@ -40,8 +42,6 @@ def test_credentials_in_a_source_url_never_leave_the_process(default_bundle: Pat
 
 
 def test_unreachable_source_url_error_names_it_masked() -> None:
-    from edgeomni.errors import SourceError
-
     with pytest.raises(SourceError) as caught:
         open_source(f"rtsp://cam:{SECRET}@127.0.0.1:1/stream")
     assert SECRET not in str(caught.value) and "cam:***@127.0.0.1:1" in str(caught.value)
@@ -58,3 +58,27 @@ def test_unreachable_source_url_error_names_it_masked() -> None:
 ])
 def test_mask_credentials_hides_passwords_and_secret_query_values(spec: str, masked: str) -> None:
     assert mask_credentials(spec) == masked
+
+
+def test_a_named_pipe_as_source_fails_at_once_instead_of_waiting_for_a_writer(tmp_path: Path) -> None:
+    fifo = tmp_path / "talk.wav"
+    os.mkfifo(fifo)
+    script = ("from edgeomni.sources import open_source\nfrom edgeomni.errors import SourceError\n"
+              f"try:\n    open_source({str(fifo)!r})\nexcept SourceError as exc:\n    print(exc)\n")
+    try:
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail("open_source still waited for a writer on the named pipe after 20 s")
+    assert "named pipe" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_a_wav_that_declares_an_absurd_sample_rate_is_refused(tmp_path: Path) -> None:
+    """100 samples at 1 Hz would be 100 s of media, paced in real time; a long file, hours."""
+    path = tmp_path / "one-hertz.wav"
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(1)
+        out.writeframes(b"\0\1" * 100)
+    with pytest.raises(SourceError, match=r"one-hertz.wav: audio at 1 Hz.*expected 2000\.\.768000 Hz"):
+        open_source(str(path))

@@ -108,6 +108,12 @@ def _open(spec: str, realtime: bool, video_size: tuple[int, int] | None) -> Sour
         raise SourceError(f"{mask_credentials(spec)}: no such file ({ACCEPTED})")
     if path.is_dir():
         raise SourceError(f"{spec} is a directory, not a media file")
+    if not path.is_file():
+        # Opening a named pipe blocks until something writes to it (for ever, if nothing does), and a device
+        # node reads without end: neither is a media file.
+        what = "a named pipe (FIFO)" if path.is_fifo() else "not a regular file"
+        raise SourceError(f"{spec} is {what}; give a media file, or stream into a URL the runtime reads, e.g. "
+                          "tcp://127.0.0.1:PORT?listen or udp://127.0.0.1:PORT")
     return AVSource(spec, spec, str(path), paced=realtime, video_size=video_size)
 
 

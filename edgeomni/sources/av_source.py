@@ -31,6 +31,10 @@ NETWORK_TIMEOUT = (10.0, 10.0)
 # Give up on a stream after this many consecutive undecodable packets: it is not that stream.
 _MAX_CONSECUTIVE_BAD_PACKETS = 200
 
+# Audio rates a real recording has (telephony's 8 kHz down to 2 kHz, up to 768 kHz studio formats). A header
+# that claims 1 Hz turns each sample into a second of media: a small file would then be paced for hours.
+SAMPLE_RATES = (2000, 768_000)
+
 
 @contextlib.contextmanager
 def ffmpeg_errors() -> Iterator[None]:
@@ -106,6 +110,10 @@ class AVSource(Source):
         if self.audio_stream is None and self.video_stream is None:
             listed = ", ".join(found) if found else "no streams at all"
             raise SourceError(f"{self.name} has no audio or video stream (found: {listed})")
+        rate = self.audio_stream.codec_context.sample_rate if self.audio_stream is not None else None
+        if rate and not SAMPLE_RATES[0] <= rate <= SAMPLE_RATES[1]:  # 0: not known before decoding (live input)
+            raise SourceError(f"{self.name}: audio at {rate} Hz, expected {SAMPLE_RATES[0]}..{SAMPLE_RATES[1]} Hz "
+                              "(a damaged or forged header)")
         self.has_audio = self.audio_stream is not None
         self.has_video = self.video_stream is not None
         self._streams = [_describe_stream(s) for s in (self.audio_stream, self.video_stream) if s is not None]

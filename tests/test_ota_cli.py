@@ -88,3 +88,13 @@ def test_keygen_sign_publish_and_a_device_installs_it(tmp_bundle_copy: Path, tmp
         publisher.send_signal(signal.SIGTERM)
         code = publisher.wait(30)
     assert code == 0
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "[::]"])
+def test_publish_serving_on_every_interface_needs_the_address_devices_use(tmp_bundle_copy: Path, tmp_path: Path,
+                                                                          host: str) -> None:
+    """A device cannot download from http://0.0.0.0:PORT/...: announcing that would reach no one."""
+    _cli("bundle", "keygen", "--out", str(tmp_path / "keys"))
+    proc = _cli("trainer", "publish", str(tmp_bundle_copy), "--key", str(tmp_path / "keys" / "ota-signing.key"),
+                "--broker", "mqtt://127.0.0.1:1", "--serve", f"{host}:0", check=False)
+    assert proc.returncode == 2 and "--url" in proc.stderr and "every interface" in proc.stderr, proc.stderr

@@ -158,6 +158,9 @@ def run_publish(args: argparse.Namespace) -> int:
         host, _, port = args.serve.rpartition(":")
         if not host or not port.isdigit():
             raise OtaError(f"--serve {args.serve!r}: expected HOST:PORT, e.g. 0.0.0.0:8765 (port 0 = any free port)")
+        if host.strip("[]") in ("0.0.0.0", "::") and not args.url:
+            raise OtaError(f"--serve {args.serve}: listens on every interface, but devices need the address they "
+                           f"reach this machine at: add --url http://HOST:{port} (HOST: its name or LAN address)")
         with ArchiveServer(out_dir, host, int(port)) as server:
             announcement, _ = publish_bundle(args.bundle, args.key, args.broker, args.fleet,
                                              args.url or server.base_url, out_dir, args.ca_file, args.sequence)

@@ -3,7 +3,11 @@
   the dataset still holds every record exactly once;
 - a device using its own credentials on another device's topics is dropped by the broker's ACL;
 - malformed, oversized, badly compressed and schema-violating payloads are rejected and counted, and the
-  trainer keeps ingesting.
+  trainer keeps ingesting;
+- messages whose records cannot be stored are rejected, counted and acknowledged: behind more of them than the
+  broker's in-flight window, a good record is still stored, by one trainer or two;
+- a message that meets an I/O error stays unacknowledged and is stored once the error passes (the trainer
+  reconnects so that the broker delivers it again).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 import pytest
 from mqtt_broker import Broker
 from sync_support import fill_outbox, ingest_counters, outbox_count, spawn, start_trainer, stop, stored_ids, wait_for
+from unstorable import unstorable
 
 from edgeomni.sync.codec import encode_batch
 
@@ -237,3 +242,81 @@ def test_sync_over_tls_verifies_the_broker(tmp_path: Path, mqtt_broker) -> None:
         worker.stop()
         outbox.close()
         stop(trainer)
+
+
+def _inflight_window(broker: Broker, messages: int) -> None:
+    """Mosquitto's own default (20): how many unacknowledged messages a trainer can hold before delivery stops."""
+    broker.stop()
+    conf = broker.conf_path.read_text()
+    broker.conf_path.write_text(conf.replace("max_inflight_messages 100", f"max_inflight_messages {messages}"))
+    broker.start_again()
+
+
+def _rejected(data: Path) -> int:
+    return sum(n for name, n in ingest_counters(data).items() if name.startswith("rejected:"))
+
+
+@pytest.mark.parametrize("trainers", [1, 2])
+def test_unstorable_messages_are_counted_and_a_good_one_behind_them_is_stored(tmp_path: Path, mqtt_broker,
+                                                                             trainers: int) -> None:
+    broker = mqtt_broker(users={"dev-a": "pw-a"}, fleet="test")
+    _inflight_window(broker, 20)
+    data = [tmp_path / f"data-{n}" for n in range(trainers)]
+    procs = [start_trainer(broker.url_for("trainer"), data[n], tmp_path / f"trainer-{n}.log", f"edgeomni-trainer-{n}")
+             for n in range(trainers)]
+    client = _publisher(broker, "dev-a")
+    bad = [payload for name, payload in unstorable().items() if name != "nesting deeper than a record needs"]
+    try:
+        for n in range(25):  # more than the in-flight window
+            client.publish("edgeomni/test/dev-a/caption", bad[n % len(bad)], qos=1).wait_for_publish(5)
+        good = _record("dev-a")
+        client.publish("edgeomni/test/dev-a/error", encode_batch([good]), qos=1).wait_for_publish(5)
+        wait_for(lambda: any(good["id"] in stored_ids(d) for d in data), 30, "the good record behind 25 bad ones")
+        wait_for(lambda: sum(map(_rejected, data)) == 25, 30, "25 rejects counted")
+        assert all(p.poll() is None for p in procs), "a trainer died on bad input"
+        for n, proc in enumerate(procs):
+            stop(proc)
+            procs[n] = start_trainer(broker.url_for("trainer"), data[n], tmp_path / f"trainer-{n}.log",
+                                     f"edgeomni-trainer-{n}")
+        time.sleep(2.0)  # acknowledged: a restarted trainer is not handed the same messages again
+        assert sum(map(_rejected, data)) == 25 and sum(map(_accepted, data)) == 1
+    finally:
+        client.loop_stop()
+        client.disconnect()
+        for proc in procs:
+            stop(proc)
+
+
+def test_a_message_that_meets_an_io_error_is_stored_once_the_error_passes(tmp_path: Path, mqtt_broker) -> None:
+    import errno
+    import threading
+
+    from edgeomni.trainer.ingest import IngestConfig, Ingestor
+
+    broker = mqtt_broker(users={"dev-a": "pw-a"}, fleet="test")
+    ingestor = Ingestor(IngestConfig(broker.url_for("trainer"), tmp_path / "data", shared=False))
+    store, failures = ingestor.dataset.store, []
+
+    def disk_full_twice(*args: Any, **kwargs: Any) -> int:
+        if len(failures) < 2:
+            failures.append(time.monotonic())
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return store(*args, **kwargs)
+
+    ingestor.dataset.store = disk_full_twice  # type: ignore[method-assign]
+    stop_event = threading.Event()
+    thread = threading.Thread(target=ingestor.run, args=(stop_event,), daemon=True)
+    thread.start()
+    client = _publisher(broker, "dev-a")
+    try:
+        assert ingestor.connected.wait(10)
+        record = _record("dev-a")
+        client.publish("edgeomni/test/dev-a/error", encode_batch([record]), qos=1).wait_for_publish(5)
+        wait_for(lambda: len(failures) == 2, 15, "the delivery after a reconnect to meet the error again")
+        wait_for(lambda: ingestor.dataset.counters().get("accepted") == 1, 20, "the record once the disk has room")
+        assert stored_ids(tmp_path / "data") == [record["id"]]
+    finally:
+        client.loop_stop()
+        client.disconnect()
+        stop_event.set()
+        thread.join(10)

@@ -14,6 +14,9 @@ from typing import Any
 
 FORMAT_VERSION = 1
 TOPIC_ROOT = "edgeomni"
+# Records per message, the most a device's `[sync] batch_size` allows: tiny records inflate to millions under the
+# size cap, and each costs the trainer a check on its MQTT thread.
+MAX_RECORDS = 10_000
 
 
 class PayloadError(ValueError):
@@ -33,8 +36,8 @@ def encode_batch(records: list[dict[str, Any]], compression: str = "zlib") -> by
     return zlib.compress(raw, 6) if compression == "zlib" else raw
 
 
-def decode_batch(payload: bytes, max_bytes: int) -> list[Any]:
-    """Payload -> its list of records; raises PayloadError (oversized, compression, json, format)."""
+def decode_batch(payload: bytes, max_bytes: int, max_records: int = MAX_RECORDS) -> list[Any]:
+    """Payload -> its list of records; raises PayloadError (oversized, compression, json, format, too many)."""
     if len(payload) > max_bytes:
         raise PayloadError("oversized", f"{len(payload)} bytes on the wire, limit {max_bytes}")
     if payload[:1] == b"{":
@@ -51,8 +54,12 @@ def decode_batch(payload: bytes, max_bytes: int) -> list[Any]:
             raise PayloadError("bad_compression", "truncated zlib stream")
     try:
         batch = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PayloadError("malformed_json", str(exc)) from None
+    except RecursionError:
+        raise PayloadError("malformed_json", "nested too deeply") from None
+    except ValueError as exc:  # not JSON, not UTF-8, or an integer past Python's digit limit
+        raise PayloadError("malformed_json", str(exc)[:200]) from None
     if not isinstance(batch, dict) or batch.get("v") != FORMAT_VERSION or not isinstance(batch.get("records"), list):
         raise PayloadError("bad_format", f'expected {{"v": {FORMAT_VERSION}, "records": [...]}}')
+    if len(batch["records"]) > max_records:
+        raise PayloadError("too_many_records", f"{len(batch['records'])} records, limit {max_records}")
     return batch["records"]

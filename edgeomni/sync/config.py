@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from edgeomni.errors import ConfigError
+from edgeomni.sync.codec import MAX_RECORDS
 from edgeomni.typed import check
 
 TOPIC_SAFE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")  # no MQTT wildcards or separators in fleet/device names
@@ -70,7 +71,7 @@ class SyncConfig:
               f"{section}.device", "1-64 of [A-Za-z0-9._-], not 'bundles'", self.device)
         check(bool(self.cert_file) == bool(self.key_file), f"{section}.cert_file/key_file", "both or neither",
               (self.cert_file, self.key_file))
-        check(1 <= self.batch_size <= 10_000, f"{section}.batch_size", "1..10000", self.batch_size)
+        check(1 <= self.batch_size <= MAX_RECORDS, f"{section}.batch_size", f"1..{MAX_RECORDS}", self.batch_size)
         check(1 <= self.max_batch_kb <= 65_536, f"{section}.max_batch_kb", "1..65536", self.max_batch_kb)
         check(self.compression in COMPRESSIONS, f"{section}.compression", f"one of {COMPRESSIONS}", self.compression)
         check(1 <= self.inflight <= 1000, f"{section}.inflight", "1..1000", self.inflight)

@@ -3,11 +3,13 @@
 Layout of DIR:
   dataset/date=YYYY-MM-DD/device=NAME/part-<time>-<uuid>.parquet   (hive partitioning)
   index.sqlite   ids already stored, files committed, ingest counters (accepted, duplicates, rejected by reason)
-  rejected.jsonl one line per rejected payload or record: when, topic, reason, detail
+  rejected.jsonl rejected payloads and records: when, topic, reason, detail (at most `LOGGED_REJECTS` lines per
+                 message, then one line saying how many more)
 
 Exactly once: a batch's new records are written to `part-*.parquet.tmp` (fsynced), then their ids and the
 file name are committed to the index in one transaction, then the file is renamed into place, and only
-then is the MQTT message acknowledged. A crash before the commit leaves a tmp file that `recover()`
+then is the MQTT message acknowledged. A message's accepted records, duplicates and rejects are counted in that
+same transaction (`store`). A crash before the commit leaves a tmp file that `recover()`
 deletes (the broker redelivers the message); a crash after it leaves one that `recover()` renames.
 
 Compaction (one file per MQTT batch adds up to thousands a day): a partition's files are merged into one
@@ -20,6 +22,7 @@ Readers list the committed files from the index, so they never see a record twic
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 import datetime as dt
 import fcntl
@@ -33,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeomni.errors import EdgeOmniError
+from edgeomni.trainer.schema import BLOB_FIELDS
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS ids (id TEXT PRIMARY KEY, file TEXT NOT NULL) WITHOUT ROWID;
@@ -40,7 +44,10 @@ CREATE TABLE IF NOT EXISTS files (name TEXT PRIMARY KEY, records INTEGER NOT NUL
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, count INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS retired (name TEXT PRIMARY KEY) WITHOUT ROWID;
 """
-BLOB_FIELDS = {"audio_wav_b64": "audio_wav", "thumbnail_png_b64": "thumbnail_png", "image_png_b64": "image_png"}
+LOGGED_REJECTS = 20  # rejected.jsonl lines per message; the rest are counted in one more line
+# What turning a checked record into a row can still raise on input the schema missed: a reject, never a crash.
+CONVERSION_ERRORS = (ValueError, TypeError, OverflowError, KeyError, RecursionError, binascii.Error)
+Reject = tuple[str, str]  # (reason, detail)
 
 
 def _arrow_schema() -> Any:
@@ -173,60 +180,95 @@ class Dataset:
 
     def append(self, device: str, records: list[dict[str, Any]]) -> int:
         """Store records (already validated, not yet stored, all from one device); returns how many."""
-        with self._writing:
-            return self._append(device, records)
+        return self.store("", device, records, [])
 
-    def _append(self, device: str, records: list[dict[str, Any]]) -> int:
+    def store(self, topic: str, device: str, records: list[dict[str, Any]], rejects: list[Reject],
+              duplicates: int = 0) -> int:
+        """One MQTT message's outcome: its new records (validated, all from `device`) are written, and they, the
+        duplicates and the rejects are counted in one transaction. A record that still cannot be converted is
+        one more reject. Raises only on I/O (OSError, sqlite3.OperationalError): then nothing is kept."""
+        with self._writing:
+            return self._store(topic, device, records, list(rejects), duplicates)
+
+    def _store(self, topic: str, device: str, records: list[dict[str, Any]], rejects: list[Reject],
+               duplicates: int) -> int:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         received = time.time()
-        by_date: dict[str, list[dict[str, Any]]] = {}
+        by_date: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         for record in records:
-            day = dt.datetime.fromtimestamp(record["ts"], dt.UTC).strftime("%Y-%m-%d")
-            by_date.setdefault(day, []).append(record)
+            try:
+                row = _row(record, received)
+                day = dt.datetime.fromtimestamp(record["ts"], dt.UTC).strftime("%Y-%m-%d")
+            except CONVERSION_ERRORS as exc:
+                rejects.append(("unstorable", f"record {str(record.get('id'))[:64]}: {type(exc).__name__}: {exc}"))
+                continue
+            by_date.setdefault(day, []).append((record["id"], row))
         written: list[tuple[str, Path, list[str]]] = []
-        for day, group in by_date.items():
-            rows = [_row(r, received) for r in group]
-            table = pa.Table.from_pylist(rows, schema=_arrow_schema())
-            relative = Path(f"date={day}") / f"device={device}" / f"part-{received:.6f}-{uuid.uuid4().hex[:8]}.parquet"
-            target = self.files_dir / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(target.name + ".tmp")
-            pq.write_table(table, tmp)
-            with tmp.open("rb+") as handle:
-                os.fsync(handle.fileno())
-            written.append((str(relative), tmp, [r["id"] for r in group]))
+        try:
+            for day, group in by_date.items():
+                table = pa.Table.from_pylist([row for _, row in group], schema=_arrow_schema())
+                name = f"part-{received:.6f}-{uuid.uuid4().hex[:8]}.parquet"
+                relative = Path(f"date={day}") / f"device={device}" / name
+                target = self.files_dir / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_name(target.name + ".tmp")
+                written.append((str(relative), tmp, [record_id for record_id, _ in group]))
+                pq.write_table(table, tmp)
+                with tmp.open("rb+") as handle:
+                    os.fsync(handle.fileno())
+            self._log_rejects(topic, rejects)
+            self._commit(written, rejects, duplicates, received)
+        except BaseException:
+            for _, tmp, _ in written:
+                tmp.unlink(missing_ok=True)
+            raise
+        for _, tmp, _ in written:
+            os.replace(tmp, tmp.with_suffix(""))
+        return sum(len(ids) for _, _, ids in written)
+
+    def _commit(self, written: list[tuple[str, Path, list[str]]], rejects: list[Reject], duplicates: int,
+                received: float) -> None:
+        counts: dict[str, int] = {}
+        for reason, _ in rejects:
+            counts[f"rejected:{reason}"] = counts.get(f"rejected:{reason}", 0) + 1
+        if duplicates:
+            counts["duplicates"] = duplicates
+        accepted = sum(len(ids) for _, _, ids in written)
+        if accepted:
+            counts["accepted"] = accepted
+        if not counts:
+            return
         try:
             self._db.execute("BEGIN IMMEDIATE")
             for name, _, ids in written:
                 self._db.executemany("INSERT INTO ids (id, file) VALUES (?, ?)", [(i, name) for i in ids])
                 self._db.execute("INSERT INTO files (name, records, committed) VALUES (?, ?, ?)",
                                  (name, len(ids), received))
-            self._count_locked("accepted", len(records))
+            for name, n in counts.items():
+                self._count_locked(name, n)
             self._db.execute("COMMIT")
         except sqlite3.Error:
-            # e.g. another trainer on the same DIR stored one of these ids first: nothing of this batch is
-            # kept, the message stays unacked and its redelivery is deduplicated.
+            # e.g. an id stored meanwhile by another process: nothing of this message is kept, it stays unacked
+            # and its redelivery is deduplicated.
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
-            for _, tmp, _ in written:
-                tmp.unlink(missing_ok=True)
             raise
-        for _, tmp, _ in written:
-            os.replace(tmp, tmp.with_suffix(""))
-        return len(records)
 
-    def count(self, name: str, n: int = 1) -> None:
-        with self._writing:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._count_locked(name, n)
-            self._db.execute("COMMIT")
-
-    def reject(self, topic: str, reason: str, detail: str) -> None:
-        self.count(f"rejected:{reason}")
-        self._rejected_log.write(json.dumps({"at": time.time(), "topic": topic, "reason": reason,
-                                             "detail": detail[:500]}) + "\n")
+    def _log_rejects(self, topic: str, rejects: list[Reject]) -> None:
+        if not rejects:
+            return
+        now = time.time()
+        lines = [{"at": now, "topic": topic, "reason": reason, "detail": detail[:500]}
+                 for reason, detail in rejects[:LOGGED_REJECTS]]
+        if len(rejects) > LOGGED_REJECTS:
+            reasons: dict[str, int] = {}
+            for reason, _ in rejects[LOGGED_REJECTS:]:
+                reasons[reason] = reasons.get(reason, 0) + 1
+            lines.append({"at": now, "topic": topic, "reason": "more",
+                          "detail": f"{len(rejects) - LOGGED_REJECTS} more rejects in this message: {reasons}"})
+        self._rejected_log.write("".join(json.dumps(line) + "\n" for line in lines))
         self._rejected_log.flush()
 
     def counters(self) -> dict[str, int]:
@@ -244,15 +286,20 @@ class Dataset:
 
 
 def _row(record: dict[str, Any], received: float) -> dict[str, Any]:
+    """A checked record as a dataset row; raises one of CONVERSION_ERRORS on what the schema should have refused."""
     data = dict(record["data"])
-    blobs = {column: base64.b64decode(data.pop(field)) if field in data else None
+    blobs = {column: base64.b64decode(data.pop(field), validate=True) if field in data else None
              for field, column in BLOB_FIELDS.items()}
     number = (int, float)
-    return {"id": record["id"], "kind": record["kind"], "fleet": record["fleet"], "ts": float(record["ts"]),
-            "received": received, "text": data.get("text") if isinstance(data.get("text"), str) else None,
-            "latency_ms": float(data["latency_ms"]) if isinstance(data.get("latency_ms"), number) else None,
-            "confidence": float(data["confidence"]) if isinstance(data.get("confidence"), number) else None,
-            "data": json.dumps(data, ensure_ascii=False), **blobs}
+    row = {"id": record["id"], "kind": record["kind"], "fleet": record["fleet"], "ts": float(record["ts"]),
+           "received": received, "text": data.get("text") if isinstance(data.get("text"), str) else None,
+           "latency_ms": float(data["latency_ms"]) if isinstance(data.get("latency_ms"), number) else None,
+           "confidence": float(data["confidence"]) if isinstance(data.get("confidence"), number) else None,
+           "data": json.dumps(data, ensure_ascii=False), **blobs}
+    for name in ("id", "kind", "fleet", "text", "data"):
+        if row[name] is not None:
+            row[name].encode("utf-8")  # a lone surrogate: UnicodeEncodeError (a ValueError) here, not in pyarrow
+    return row
 
 
 def read_counters(root: Path) -> dict[str, int]:

@@ -4,11 +4,18 @@ Several trainer processes with different client ids split the load on `$share/tr
 persistent MQTT v5 session with manual acks: a message is acknowledged only after its records are
 committed (or it was rejected), so a trainer killed mid-write gets the message again and drops what it
 already stored by id.
+
+Whatever a device sends, its message ends stored, counted as duplicate or rejected, and acknowledged: a message
+left unacknowledged holds one of the broker's few in-flight slots for this trainer, and enough of them stop
+ingest for the whole fleet. Only an I/O error (a full disk, a failing index) leaves a message unacknowledged; the
+broker redelivers unacknowledged messages only on a new connection, so the trainer then reconnects, with a
+backoff while the error lasts.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -17,13 +24,15 @@ from typing import Any
 
 from edgeomni.sync.codec import TOPIC_ROOT, PayloadError, decode_batch
 from edgeomni.sync.config import BrokerAddress
-from edgeomni.trainer.dataset import Dataset
+from edgeomni.trainer.dataset import Dataset, Reject
 from edgeomni.trainer.schema import SchemaError, validate_record
 
 log = logging.getLogger("edgeomni.trainer")
 RECORD_TOPICS = f"{TOPIC_ROOT}/+/+/#"
 SHARED_TOPIC = f"$share/trainers/{RECORD_TOPICS}"
 SESSION_EXPIRY_S = 7 * 86400
+IO_ERRORS = (OSError, sqlite3.OperationalError)  # worth a redelivery: the same message may store once they pass
+RECONNECT_BACKOFF_S = (1.0, 60.0)  # after an I/O error: first wait, doubling up to the second while errors last
 
 
 @dataclass
@@ -51,52 +60,70 @@ class Ingestor:
         self.max_bytes = config.max_payload_kb * 1024
         self.messages = 0
         self.connected = threading.Event()
+        self._reconnect_at: float | None = None  # set when an I/O error left a message unacknowledged
+        self._backoff_s = RECONNECT_BACKOFF_S[0]
         self._client = self._make_client()
 
     def handle(self, topic: str, payload: bytes) -> None:
-        """One MQTT message: everything in it is stored, counted as duplicate, or rejected with a reason."""
+        """One MQTT message: everything in it is stored, counted as duplicate, or rejected with a reason, in one
+        transaction. Raises only on I/O errors."""
         self.messages += 1
         parts = topic.split("/")
         if len(parts) != 4 or parts[0] != TOPIC_ROOT:
-            self.dataset.reject(topic, "bad_topic", f"expected {TOPIC_ROOT}/<fleet>/<device>/<kind>")
+            self.dataset.store(topic, "", [], [("bad_topic", f"expected {TOPIC_ROOT}/<fleet>/<device>/<kind>")])
             return
         _, fleet, device, kind = parts
         try:
             raw_records = decode_batch(payload, self.max_bytes)
         except PayloadError as exc:
             log.warning("trainer: rejected message on %s: %s", topic, exc)
-            self.dataset.reject(topic, exc.reason, str(exc))
+            self.dataset.store(topic, device, [], [(exc.reason, str(exc))])
             return
         valid: dict[str, dict[str, Any]] = {}
+        rejects: list[Reject] = []
         checked_count = 0
         for index, record in enumerate(raw_records):
             try:
                 checked = validate_record(record, fleet, device, kind)
             except SchemaError as exc:
-                log.warning("trainer: rejected record %d on %s: %s", index, topic, exc)
-                self.dataset.reject(topic, "schema", f"record {index}: {exc}")
+                rejects.append(("schema", f"record {index}: {exc}"))
                 continue
             checked_count += 1
             valid.setdefault(checked["id"], checked)
+        if rejects:
+            log.warning("trainer: rejected %d of %d records on %s (first: %s)", len(rejects), len(raw_records), topic,
+                        rejects[0][1][:200])
         new = self.dataset.new_ids(list(valid))
-        if checked_count - len(new):  # seen before (a redelivery or a resend), or twice in this batch
-            self.dataset.count("duplicates", checked_count - len(new))
-        if new:
-            self.dataset.append(device, [r for i, r in valid.items() if i in new])
+        # seen before (a redelivery or a resend), or twice in this batch
+        self.dataset.store(topic, device, [r for i, r in valid.items() if i in new], rejects, checked_count - len(new))
 
     # -- MQTT ------------------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         client = self._client
-        client.connect_async(self.address.host, self.address.port, keepalive=30,
-                             clean_start=False, properties=self._connect_properties())
-        client.loop_start()
+        self._connect()
         try:
             while not stop.wait(0.2):
-                pass
+                if self.reconnect_due():
+                    log.warning("trainer: reconnecting so that the broker delivers the unacknowledged message(s) "
+                                "again")
+                    self._reconnect_at = None
+                    client.disconnect()
+                    client.loop_stop()
+                    self._connect()
         finally:
             client.disconnect()
             client.loop_stop()
             self.dataset.close()
+
+    def reconnect_due(self, now: float | None = None) -> bool:
+        """True once a message was left unacknowledged and its backoff has passed."""
+        at = self._reconnect_at
+        return at is not None and (time.monotonic() if now is None else now) >= at
+
+    def _connect(self) -> None:
+        self._client.connect_async(self.address.host, self.address.port, keepalive=30, clean_start=False,
+                                   properties=self._connect_properties())
+        self._client.loop_start()
 
     def _connect_properties(self) -> Any:
         from paho.mqtt.packettypes import PacketTypes
@@ -143,9 +170,20 @@ class Ingestor:
             return
         try:
             self.handle(topic, message.payload)
-        except Exception:  # a bug or a full disk: do not ack, so the broker redelivers once we are fixed
-            log.exception("trainer: failed to store the message on %s; it stays unacknowledged", topic)
+        except IO_ERRORS as exc:  # a full disk: unacked, and redelivered after a reconnect
+            if self._reconnect_at is None:
+                self._reconnect_at = time.monotonic() + self._backoff_s
+                self._backoff_s = min(RECONNECT_BACKOFF_S[1], self._backoff_s * 2)
+            log.error("trainer: cannot store the message on %s (%s: %s); it stays unacknowledged and is delivered "
+                      "again after a reconnect", topic, type(exc).__name__, exc)
             return
+        except Exception as exc:  # a bug: kept unacked it would be redelivered, fail again and hold a slot for ever
+            log.exception("trainer: failed to handle the message on %s; counted as rejected", topic)
+            try:
+                self.dataset.store(topic, "", [], [("internal_error", f"{type(exc).__name__}: {exc}")])
+            except IO_ERRORS:
+                return
+        self._backoff_s = RECONNECT_BACKOFF_S[0]
         client.ack(message.mid, message.qos)  # only after the records are committed
 
 

@@ -1,10 +1,15 @@
-"""The record schema the trainer accepts: common fields, then fields per kind. Reasons name the field."""
+"""The record schema the trainer accepts: common fields, then fields per kind. Reasons name the field.
+
+A record that passes is one the dataset can store: its text is valid UTF-8 (JSON lets a lone surrogate through),
+its numbers fit a float, it nests no deeper than `MAX_DEPTH`, and every media field is a base64 string.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import math
+import sys
 import time
 from typing import Any
 
@@ -25,6 +30,9 @@ HARD_EXAMPLE_MODALITIES: dict[str, dict[str, type | tuple[type, ...]]] = {
     "vision": {"image_png_b64": str, "labels": list},
 }
 MAX_FUTURE_S = 86400.0  # device clocks drift, but a record from tomorrow is a bug
+MAX_DEPTH = 16  # a record's data nests 4 levels deep; deeper is a device bug or an attack on the JSON codec
+# data fields holding media (base64) -> the dataset's binary column
+BLOB_FIELDS = {"audio_wav_b64": "audio_wav", "thumbnail_png_b64": "thumbnail_png", "image_png_b64": "image_png"}
 
 
 class SchemaError(ValueError):
@@ -39,7 +47,11 @@ def _require(ok: bool, message: str) -> None:
 def _typed(value: Any, expected: type | tuple[type, ...]) -> bool:
     if isinstance(value, bool):  # bool is an int subclass; never a valid number or string here
         return expected is bool
-    return isinstance(value, expected) and not (isinstance(value, float) and not math.isfinite(value))
+    if not isinstance(value, expected):
+        return False
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return not isinstance(value, int) or abs(value) <= sys.float_info.max  # stored as a float
 
 
 def validate_record(record: Any, fleet: str, device: str, kind: str) -> dict[str, Any]:
@@ -62,12 +74,38 @@ def validate_record(record: Any, fleet: str, device: str, kind: str) -> dict[str
         _require(name in data, f"{kind} record: missing data.{name}")
         _require(_typed(data[name], expected), f"{kind} record: data.{name} expected {_name(expected)}, "
                  f"got {type(data[name]).__name__}")
+    _check_storable(data, "data", 0)
+    blobs = {name: _blob(data, name) for name in BLOB_FIELDS if name in data}
     if kind == "hard_example":
-        _check_hard_example(data)
+        _check_hard_example(data, blobs)
     return record
 
 
-def _check_hard_example(data: dict[str, Any]) -> None:
+def _check_storable(value: Any, where: str, depth: int) -> None:
+    """Text the dataset can write as UTF-8, nesting its JSON codec can take (numbers are checked by type)."""
+    _require(depth <= MAX_DEPTH, f"{where}: nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, str):
+        _require(value.isascii() or _utf8(value), f"{where}: text that is not valid UTF-8 (a lone surrogate)")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_storable(key, f"{where} key", depth + 1)
+            _check_storable(item, f"{where}.{key[:40]}", depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_storable(item, f"{where}[{index}]", depth + 1)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        _require(abs(value) <= sys.float_info.max, f"{where}: integer too large for a number column")
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_hard_example(data: dict[str, Any], blobs: dict[str, bytes]) -> None:
     modality = data.get("modality", "speech")
     _require(modality in HARD_EXAMPLE_MODALITIES, f"hard_example record: data.modality {str(modality)[:20]!r} "
              f"is not one of {', '.join(HARD_EXAMPLE_MODALITIES)}")
@@ -76,10 +114,10 @@ def _check_hard_example(data: dict[str, Any]) -> None:
         _require(_typed(data[name], expected), f"hard_example record ({modality}): data.{name} expected "
                  f"{_name(expected)}, got {type(data[name]).__name__}")
     if modality == "speech":
-        audio = _blob(data, "audio_wav_b64")
+        audio = blobs["audio_wav_b64"]
         _require(audio[:4] == b"RIFF" and audio[8:12] == b"WAVE", "hard_example record: audio is not a WAV file")
     else:
-        image = _blob(data, "image_png_b64")
+        image = blobs["image_png_b64"]
         _require(image[:8] == b"\x89PNG\r\n\x1a\n", "hard_example record: data.image_png_b64 is not a PNG file")
         _require(all(isinstance(item, dict) and isinstance(item.get("label"), str) and _typed(item.get("score"), NUMBER)
                      for item in data["labels"]),
@@ -87,10 +125,11 @@ def _check_hard_example(data: dict[str, Any]) -> None:
 
 
 def _blob(data: dict[str, Any], name: str) -> bytes:
+    _require(isinstance(data[name], str), f"data.{name} expected base64 text, got {type(data[name]).__name__}")
     try:
         return base64.b64decode(data[name], validate=True)
     except (binascii.Error, ValueError):
-        raise SchemaError(f"hard_example record: data.{name} is not base64") from None
+        raise SchemaError(f"data.{name} is not base64") from None
 
 
 def _name(expected: type | tuple[type, ...]) -> str:

@@ -458,14 +458,17 @@ def check_labeller_engine(default_bundle: Path, tmp_path: Path) -> dict[str, Any
     engine = TensorRtEngine.load(engine_path, record)
     reference = create_session(symmetric, EngineProfile(("CPUExecutionProvider",)))
     size, mean, std = onnx.preprocess["size"], onnx.preprocess["mean"], onnx.preprocess["std"]
-    agree = 0
-    names = ("chelsea", "coffee", "astronaut", "rocket", "cat")
+    # The astronaut and the rocket are near-ties for MobileNetV2 (FP32: 0.29 vs 0.12, 0.26 vs 0.23) that two INT8
+    # runs may split either way; the cats and the coffee (0.79 and 0.99 sure) must come out the same.
+    names, decisive = ("chelsea", "coffee", "astronaut", "rocket", "cat"), {"chelsea", "coffee", "cat"}
+    differ = []
     for name in names:
         batch = preprocess_rgb(_photo(name), size, tuple(mean), tuple(std))
         trt_top = int(np.argmax(engine.run(None, {name_in: batch})[0][0]))
         cpu_top = int(np.argmax(reference.run(None, {reference.get_inputs()[0].name: batch})[0][0]))
-        agree += trt_top == cpu_top
-    assert agree >= len(names) - 1, f"TensorRT top-1 agreed with ORT CPU on {agree}/{len(names)} photos"
+        if trt_top != cpu_top:
+            differ.append(name)
+    assert not decisive & set(differ), f"TensorRT top-1 differs from ORT CPU on {differ}"
     with pytest.raises(EdgeOmniError, match="outside the optimisation profile"):
         engine.run(None, {name_in: np.zeros((9, 3, 224, 224), np.float32)})
     # Through the bundle and the engine layer: the labeller now runs on the engine

@@ -8,7 +8,6 @@ captioned by the new bundle from the start.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -34,10 +33,8 @@ def test_server_moves_a_speaking_participant_at_a_pause_and_new_ones_start_on_th
     release = versioned_copy(default_bundle, tmp_path / "release", bumped(identity(default_bundle)[1]), key)
     old, new = "{}@{}".format(*identity(default_bundle)), "{}@{}".format(*identity(release))
     broker = mqtt_broker(users={"server": "pw-s"}, fleet=FLEET)
-    config = RunConfig()
-    config.ota.broker, config.ota.fleet, config.ota.public_key = broker.url_for("server"), FLEET, public
-    config.ota.cache_dir = str(tmp_path / "installed")
-    config.ota.validate()
+    config = RunConfig().override({"ota.broker": broker.url_for("server"), "ota.fleet": FLEET,
+                                   "ota.public_key": public, "ota.cache_dir": str(tmp_path / "installed")})
     server = ServerThread(default_bundle, idle_timeout_s=2.0, config=config).start()
     www = tmp_path / "www"
     www.mkdir()
@@ -45,8 +42,10 @@ def test_server_moves_a_speaking_participant_at_a_pause_and_new_ones_start_on_th
         assert http("GET", f"{server.url}/health")[1]["bundle_tag"] == old
         talk = speech_with_pauses(tmp_path, SENTENCES, "talk", pause_s=1.5)  # ~20 s, spoken in real time
         speaker = start_client(server.url, talk, "speaker")
-        server.wait_for(lambda: any(s.pipeline for s in server.server.sessions.values()), 30, "the speaker's session")
-        time.sleep(3.0)  # the first sentence is under way
+        # Announced once 2 s of the first sentence (3.8 s long) have arrived, however long the session took to set
+        # up: the switch then comes at a pause after it, with finals on both sides.
+        server.wait_for(lambda: any(s.pipeline and s.source.buffer.received["audio"] > 100
+                                    for s in server.server.sessions.values()), 30, "2 s of the speaker's audio")
         with ArchiveServer(www) as archives:
             archive, digest = pack_bundle(release, www)
             announce(broker.url_for("trainer"), FLEET, announcement_for(release, archive, archives.base_url, digest))

@@ -15,13 +15,12 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 from test_webrtc_browser import start_chromium
-from webrtc_support import ROOT, TOKEN, ServerThread, http
+from webrtc_support import ROOT, TOKEN, ServerThread, http, raw_request
 
 from edgeomni.errors import ConfigError
 from edgeomni.events import OtaEvent
@@ -104,23 +103,13 @@ def test_a_data_channel_only_session_that_never_connects_is_closed(server: Serve
 
 
 # -- without a token: this machine only, same origin only ---------------------------------------------------
-def _request(url: str, method: str = "GET", body: bytes | None = None,
-             headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as reply:
-            return reply.status, reply.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
 def test_without_a_token_a_foreign_host_header_is_refused(open_server: ServerThread) -> None:
     """DNS rebinding: evil.example resolves to 127.0.0.1, and the victim's browser sends Host: evil.example."""
     port = open_server.serve.port
-    status, body = _request(f"{open_server.url}/sessions", headers={"Host": f"evil.example:{port}"})
+    status, body = raw_request(f"{open_server.url}/sessions", headers={"Host": f"evil.example:{port}"})
     assert status == 403 and b"Host" in body, body
     for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"):
-        assert _request(f"{open_server.url}/health", headers={"Host": host})[0] == 200, host
+        assert raw_request(f"{open_server.url}/health", headers={"Host": host})[0] == 200, host
 
 
 def test_without_a_token_a_cross_site_post_is_refused(open_server: ServerThread) -> None:
@@ -129,16 +118,16 @@ def test_without_a_token_a_cross_site_post_is_refused(open_server: ServerThread)
     port = open_server.serve.port
     cross_site = {"Origin": "http://evil.example", "Content-Type": "text/plain"}
     try:
-        status, body = _request(f"{open_server.url}/offer", "POST", _offer_body(sdp), cross_site)
+        status, body = raw_request(f"{open_server.url}/offer", "POST", _offer_body(sdp), cross_site)
         assert status == 403 and b"Origin" in body, body
-        status, body = _request(f"{open_server.url}/offer", "POST", _offer_body(sdp),
+        status, body = raw_request(f"{open_server.url}/offer", "POST", _offer_body(sdp),
                                 {"Origin": f"http://127.0.0.1:{port}", "Content-Type": "text/plain"})
         assert status == 415 and b"application/json" in body, body
-        status, body = _request(f"{open_server.url}/offer", "POST", _offer_body(sdp),
+        status, body = raw_request(f"{open_server.url}/offer", "POST", _offer_body(sdp),
                                 {"Origin": "http://evil.example", "Content-Type": "application/json"})
         assert status == 403, body
         assert not open_server.server.sessions
-        status, body = _request(f"{open_server.url}/offer", "POST", _offer_body(sdp),
+        status, body = raw_request(f"{open_server.url}/offer", "POST", _offer_body(sdp),
                                 {"Origin": f"http://127.0.0.1:{port}", "Content-Type": "application/json"})
         assert status == 200, body  # the page itself: same origin, JSON
     finally:

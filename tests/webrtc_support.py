@@ -100,16 +100,22 @@ class ServerThread:
 def http(method: str, url: str, body: bytes | None = None, token: str | None = TOKEN,
          content_type: str = "application/json") -> tuple[int, dict[str, Any]]:
     """One request; returns (status, JSON body) for success and error statuses alike."""
-    request = urllib.request.Request(url, data=body, method=method)
-    if token is not None:
-        request.add_header("Authorization", f"Bearer {token}")
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
     if body is not None:
-        request.add_header("Content-Type", content_type)
+        headers["Content-Type"] = content_type
+    status, reply = raw_request(url, method, body, headers)
+    return status, json.loads(reply or b"{}")
+
+
+def raw_request(url: str, method: str = "GET", body: bytes | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """One request with exactly these headers (a Host or Origin of one's choosing); (status, body bytes)."""
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=30) as reply:
-            return reply.status, json.loads(reply.read() or b"{}")
+            return reply.status, reply.read()
     except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
+        return exc.code, exc.read()
 
 
 def start_client(url: str, wav: Path, name: str, extra: list[str] | None = None) -> subprocess.Popen[str]:

@@ -188,6 +188,11 @@ def _loopback_authority(authority: str) -> bool:
         host = host[1:host.find("]")] if "]" in host else host
     elif host.count(":") == 1:
         host = host.split(":", 1)[0]
+    return is_loopback_host(host)
+
+
+def is_loopback_host(host: str) -> bool:
+    """`localhost` or a loopback address (127.0.0.0/8, ::1)."""
     if host == "localhost":
         return True
     with contextlib.suppress(ValueError):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import ipaddress
 import json
 import signal
 import ssl
@@ -34,6 +33,7 @@ from edgeomni.webrtc.guard import (
     ConnectionGuard,
     GuardedSite,
     guard_middleware,
+    is_loopback_host,
     raise_open_files_limit,
     tls_context,
 )
@@ -82,18 +82,10 @@ class ServeConfig:
 
     def effective_host(self) -> tuple[str, str | None]:
         """Without a token anyone who can reach the port could join, so only this machine may."""
-        if self.token is not None or _is_loopback(self.host):
+        if self.token is not None or is_loopback_host(self.host):
             return self.host, None
         return "127.0.0.1", (f"no --token given: binding to 127.0.0.1 instead of {self.host}; "
                              "pass --token to accept other machines")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    with contextlib.suppress(ValueError):
-        return ipaddress.ip_address(host).is_loopback
-    return False
 
 
 class CaptionServer:
@@ -224,7 +216,7 @@ class CaptionServer:
     async def prometheus(self, request: web.Request) -> web.Response:
         """The runtime's Prometheus metrics. Open on a loopback-only server; otherwise it needs the metrics token
         (`--metrics-token`) or, without one, the signaling token."""
-        if not _is_loopback(self.serve.effective_host()[0]):
+        if not is_loopback_host(self.serve.effective_host()[0]):
             self._authorize(request, self.serve.metrics_token or self.serve.token)
         body, content_type = self.metrics.exposition(request.headers.get("Accept", ""))
         return web.Response(body=body, headers={"Content-Type": content_type})

@@ -89,7 +89,14 @@ def one_run(bundle: Path, source: str, with_metrics: bool) -> dict[str, Any]:
     end = sink.end
     assert end is not None
     return {"metrics": with_metrics, "latencies": sink.latencies, "cpu_seconds": end.cpu_seconds, "rtf": end.rtf,
-            "finals": end.finals, "partials": end.partials, "scrape_ms": scrapes}
+            "finals": end.finals, "partials": end.partials, "scrape_ms": scrapes,
+            "model_calls": _model_calls(metrics) if metrics is not None else None}
+
+
+def _model_calls(metrics: RuntimeMetrics) -> int:
+    """How many model calls were timed in the run (the calls the wrapper cost something on)."""
+    return int(sum(sample.value for family in metrics.inference.collect() for sample in family.samples
+                   if sample.name == "edgeomni_inference_seconds_count"))
 
 
 class _Bare:
@@ -127,6 +134,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         }
         if on:
             out[label]["scrape_ms"] = percentiles([v for r in mine for v in r["scrape_ms"]])
+            out[label]["model_calls"] = [r["model_calls"] for r in mine]
     return out
 
 
@@ -141,9 +149,11 @@ def markdown(report: dict[str, Any]) -> str:
         cells = [f"{row[f'{k}_ms'].get('p50', '-')} / {row[f'{k}_ms'].get('p95', '-')} ms" for k in KINDS]
         lines.append(f"| {label} | {' | '.join(cells)} | {', '.join(str(c) for c in row['cpu_seconds'])} | "
                      f"{', '.join(str(r) for r in row['rtf'])} |")
-    costs = report["per_call"]
+    costs, calls = report["per_call"], s["on"]["model_calls"]
     lines += ["", f"Per call: a bare session.run {costs['session_run_us']} us, timed {costs['timed_session_run_us']} "
               f"us (+{costs['timing_overhead_us']} us); observing one caption event {costs['observe_event_us']} us. "
+              f"Model calls timed per run: {', '.join(str(c) for c in calls)} (x {costs['timing_overhead_us']} us = "
+              f"{max(calls) * costs['timing_overhead_us'] / 1000:.0f} ms of CPU at most per run). "
               f"Scrapes while on: {s['on']['scrape_ms']['n']}, each p50 / p95 {s['on']['scrape_ms'].get('p50')} / "
               f"{s['on']['scrape_ms'].get('p95')} ms."]
     return "\n".join(lines) + "\n"

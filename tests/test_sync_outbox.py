@@ -227,14 +227,16 @@ def test_schema_names_the_bad_field() -> None:
     for record, reason in bad:
         with pytest.raises(SchemaError, match=reason):
             validate_record(record, "f", "d", "caption")
-    png = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 16).decode()
+    from edgeomni.outbox.media import png_bytes
+
+    png = base64.b64encode(png_bytes(np.zeros((4, 6, 3), np.uint8))).decode()
     frame = {"modality": "vision", "text": "on screen: kite", "confidence": 0.3, "start": 0.0, "end": 1.5,
              "labels": [{"label": "kite", "score": 0.3}], "image_png_b64": png}
     hard = {**good, "kind": "hard_example", "data": frame}
     assert validate_record(hard, "f", "d", "hard_example") is hard
     bad_frames = [({**frame, "modality": "smell"}, "data.modality 'smell' is not one of speech, vision"),
                   ({k: v for k, v in frame.items() if k != "image_png_b64"}, r"\(vision\): missing data.image_png_b64"),
-                  ({**frame, "image_png_b64": base64.b64encode(b"GIF89a").decode()}, "image_png_b64 is not a PNG"),
+                  ({**frame, "image_png_b64": base64.b64encode(b"GIF89a").decode()}, "image_png_b64: not a PNG"),
                   ({**frame, "image_png_b64": "%%%"}, "image_png_b64 is not base64"),
                   ({**frame, "labels": [{"label": "kite"}]}, "data.labels expected a list of"),
                   ({k: v for k, v in frame.items() if k != "modality"}, r"\(speech\): missing data.audio_wav_b64")]

@@ -7,7 +7,9 @@ Audio manifest: {"format": "edgeomni-audio-set/1", "purpose", "seed", "count", "
 "files": [{"file", "seconds", "text", "confidence", "device", "id"}]}. Image manifest: {"format":
 "edgeomni-image-set/1", "purpose", "seed", "count", "files": [{"file", "width", "height", "labels",
 "confidence", "text", "device", "source", "scene", "id"}]}. Each split is a seeded shuffle, so the same data
-and seed give the same sets; frames of one scene (device, source, stream, scene number) stay on one side.
+and seed give the same sets; frames of one scene (device, source, stream, scene number) stay on one side. A row
+whose media or scene cannot be used (stored by a trainer that did not check them) is skipped and counted in the
+summary's `skipped`, by what was wrong: audio, image or scene.
 `text`/`labels` are what the device made of the example (unsure by definition): the export's
 distillation and fine-tuning re-label with a teacher, and the image held-out set gates INT8 against FP32
 on frames from the users' own cameras, which the calibration never saw.
@@ -15,17 +17,17 @@ on frames from the users' own cameras, which the calibration never saw.
 
 from __future__ import annotations
 
-import io
 import json
 import random
-import struct
-import wave
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from edgeomni.errors import EdgeOmniError
 from edgeomni.trainer.dataset import read_datasets
+from edgeomni.trainer.media import png_size, wav_info
 from edgeomni.trainer.report import check_data_dirs
+from edgeomni.trainer.schema import check_scene_fields
 from edgeomni.trainer.set_formats import AUDIO_SET_FORMAT, IMAGE_SET_FORMAT, set_subfolder
 
 
@@ -42,12 +44,15 @@ def build_sets(data_dirs: list[Path], out: Path, seed: int = 0, calibration_frac
         raise EdgeOmniError(f"--scene-block-s: expected seconds >= 0 (0: never cut a scene), got {scene_block_s}")
     check_data_dirs(data_dirs)
     rows = [row for row in read_datasets(data_dirs).to_pylist() if row["kind"] == "hard_example"]
-    speech = _shuffled([row for row in rows if row["audio_wav"]], seed)
-    images = _shuffled([row for row in rows if row["image_png"]], seed)
+    skipped: dict[str, int] = {}
+    speech = _shuffled(_usable([row for row in rows if row["audio_wav"]], {"audio": _audio_ok}, skipped), seed)
+    images = _shuffled(_usable([row for row in rows if row["image_png"]],
+                               {"image": _image_ok, "scene": _scene_ok}, skipped), seed)
     if not speech and not images:
-        raise EdgeOmniError(f"{', '.join(map(str, data_dirs))}: no hard examples with audio or a frame in the "
-                            "dataset (devices record them only with [outbox] hard_examples = true)")
-    summary: dict[str, Any] = {}
+        raise EdgeOmniError(f"{', '.join(map(str, data_dirs))}: no usable hard examples with audio or a frame in "
+                            "the dataset (devices record them only with [outbox] hard_examples = true; "
+                            f"skipped: {skipped or 'none'})")
+    summary: dict[str, Any] = {"skipped": skipped}
     if speech:
         n_cal = min(max_calibration, max(1, round(len(speech) * calibration_fraction)))
         for purpose, chosen in (("calibration", speech[:n_cal]), ("distillation", speech[n_cal:] or speech[:n_cal])):
@@ -66,6 +71,45 @@ def build_sets(data_dirs: list[Path], out: Path, seed: int = 0, calibration_frac
                              for purpose, chosen in splits.items()}
         summary["image_scenes"] = len(groups)
     return summary
+
+
+def _usable(rows: list[dict[str, Any]], checks: dict[str, Callable[[dict[str, Any]], bool]],
+            skipped: dict[str, int]) -> list[dict[str, Any]]:
+    """The rows every check passes; the others are counted in `skipped` under the first check they fail."""
+    kept = []
+    for row in rows:
+        failed = next((name for name, ok in checks.items() if not ok(row)), None)
+        if failed is None:
+            kept.append(row)
+        else:
+            skipped[failed] = skipped.get(failed, 0) + 1
+    return kept
+
+
+def _audio_ok(row: dict[str, Any]) -> bool:
+    try:
+        frames, _ = wav_info(row["audio_wav"])
+    except ValueError:
+        return False
+    return frames > 0  # an utterance whose audio had already left the device's ring: nothing to calibrate on
+
+
+def _image_ok(row: dict[str, Any]) -> bool:
+    try:
+        png_size(row["image_png"])
+    except ValueError:
+        return False
+    return True
+
+
+def _scene_ok(row: dict[str, Any]) -> bool:
+    """What frames are grouped by must be a scene number and names (or absent)."""
+    try:
+        data = json.loads(row["data"] or "{}")
+        check_scene_fields(data)
+    except (ValueError, AttributeError):  # SchemaError is a ValueError; data that is not an object has no .get
+        return False
+    return True
 
 
 def _scene_groups(rows: list[dict[str, Any]], block_s: float) -> list[list[dict[str, Any]]]:
@@ -105,9 +149,8 @@ def _write_audio_set(target: Path, purpose: str, rows: list[dict[str, Any]], see
     for index, row in enumerate(rows):
         name = f"{index:05d}-{row['id'][:8]}.wav"
         (target / name).write_bytes(row["audio_wav"])
-        with wave.open(io.BytesIO(row["audio_wav"])) as clip:
-            seconds = clip.getnframes() / clip.getframerate()
-            rate = clip.getframerate()
+        frames, rate = wav_info(row["audio_wav"])
+        seconds = frames / rate
         total += seconds
         files.append({"file": name, "seconds": round(seconds, 3), "text": row["text"] or "",
                       "confidence": row["confidence"], "device": row["device"], "id": row["id"]})
@@ -124,7 +167,7 @@ def _write_image_set(target: Path, purpose: str, rows: list[dict[str, Any]], see
         name = f"{index:05d}-{row['id'][:8]}.png"
         png = row["image_png"]
         (target / name).write_bytes(png)
-        width, height = struct.unpack(">II", png[16:24])  # the IHDR chunk, always first in a PNG
+        width, height = png_size(png)
         data = json.loads(row["data"] or "{}")
         files.append({"file": name, "width": width, "height": height, "labels": data.get("labels", []),
                       "confidence": row["confidence"], "text": row["text"] or "", "device": row["device"],

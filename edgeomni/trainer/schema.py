@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from edgeomni.sync.config import TOPIC_SAFE
+from edgeomni.trainer.media import png_size, wav_info
 
 NUMBER = (int, float)
 # kind -> {field: expected type(s)} inside `data`
@@ -33,6 +34,10 @@ MAX_FUTURE_S = 86400.0  # device clocks drift, but a record from tomorrow is a b
 MAX_DEPTH = 16  # a record's data nests 4 levels deep; deeper is a device bug or an attack on the JSON codec
 # data fields holding media (base64) -> the dataset's binary column
 BLOB_FIELDS = {"audio_wav_b64": "audio_wav", "thumbnail_png_b64": "thumbnail_png", "image_png_b64": "image_png"}
+_MEDIA_CHECKS = {"audio_wav_b64": wav_info, "thumbnail_png_b64": png_size, "image_png_b64": png_size}
+# hard_example fields that `build-sets` groups frames by: a scene number, and the source and stream names
+_SCENE_FIELDS: dict[str, tuple[type, ...]] = {"scene": (int, type(None)), "source": (str, type(None)),
+                                               "stream": (str, type(None))}
 
 
 class SchemaError(ValueError):
@@ -75,9 +80,15 @@ def validate_record(record: Any, fleet: str, device: str, kind: str) -> dict[str
         _require(_typed(data[name], expected), f"{kind} record: data.{name} expected {_name(expected)}, "
                  f"got {type(data[name]).__name__}")
     _check_storable(data, "data", 0)
-    blobs = {name: _blob(data, name) for name in BLOB_FIELDS if name in data}
+    for name in BLOB_FIELDS:
+        if name in data:
+            blob = _blob(data, name)
+            try:
+                _MEDIA_CHECKS[name](blob)
+            except ValueError as exc:
+                raise SchemaError(f"{kind} record: data.{name}: {exc}") from None
     if kind == "hard_example":
-        _check_hard_example(data, blobs)
+        _check_hard_example(data)
     return record
 
 
@@ -105,7 +116,7 @@ def _utf8(text: str) -> bool:
     return True
 
 
-def _check_hard_example(data: dict[str, Any], blobs: dict[str, bytes]) -> None:
+def _check_hard_example(data: dict[str, Any]) -> None:
     modality = data.get("modality", "speech")
     _require(modality in HARD_EXAMPLE_MODALITIES, f"hard_example record: data.modality {str(modality)[:20]!r} "
              f"is not one of {', '.join(HARD_EXAMPLE_MODALITIES)}")
@@ -113,15 +124,19 @@ def _check_hard_example(data: dict[str, Any], blobs: dict[str, bytes]) -> None:
         _require(name in data, f"hard_example record ({modality}): missing data.{name}")
         _require(_typed(data[name], expected), f"hard_example record ({modality}): data.{name} expected "
                  f"{_name(expected)}, got {type(data[name]).__name__}")
-    if modality == "speech":
-        audio = blobs["audio_wav_b64"]
-        _require(audio[:4] == b"RIFF" and audio[8:12] == b"WAVE", "hard_example record: audio is not a WAV file")
-    else:
-        image = blobs["image_png_b64"]
-        _require(image[:8] == b"\x89PNG\r\n\x1a\n", "hard_example record: data.image_png_b64 is not a PNG file")
+    check_scene_fields(data)
+    if modality == "vision":
         _require(all(isinstance(item, dict) and isinstance(item.get("label"), str) and _typed(item.get("score"), NUMBER)
                      for item in data["labels"]),
                  "hard_example record: data.labels expected a list of {label: string, score: number}")
+
+
+def check_scene_fields(data: dict[str, Any]) -> None:
+    """What `build-sets` groups frames by: a scene number and the source and stream names, each optional."""
+    for name, expected in _SCENE_FIELDS.items():
+        _require(not isinstance(data.get(name), bool) and isinstance(data.get(name), expected),
+                 f"hard_example record: data.{name} expected {' or '.join(_name(t) for t in expected)}, "
+                 f"got {type(data.get(name)).__name__}")
 
 
 def _blob(data: dict[str, Any], name: str) -> bytes:
@@ -133,4 +148,6 @@ def _blob(data: dict[str, Any], name: str) -> bytes:
 
 
 def _name(expected: type | tuple[type, ...]) -> str:
-    return "number" if expected == NUMBER else getattr(expected, "__name__", str(expected))
+    if expected == NUMBER:
+        return "number"
+    return "null" if expected is type(None) else getattr(expected, "__name__", str(expected))

@@ -166,13 +166,15 @@ class EndEvent(Event):
     counters: dict[str, Any]
     sink_drops: dict[str, int]
     error: str | None
+    # per sink that failed: {"failures", "lost", "gave_up", "last_error"} (SinkSet.failure_report)
+    sink_failures: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> Record:
         return {"type": self.type, "stream": self.stream, "source": self.source,
                 "media_seconds": self.media_seconds, "wall_seconds": self.wall_seconds, "finals": self.finals,
                 "partials": self.partials, "visuals": self.visuals, "latency_ms": self.latency_ms, "rtf": self.rtf,
                 "cpu_seconds": self.cpu_seconds, "counters": self.counters, "sink_drops": self.sink_drops,
-                "error": self.error}
+                "error": self.error, "sink_failures": self.sink_failures}
 
 
 OTA_STATUSES = ("downloading", "verified", "installed", "refused", "switched")

@@ -150,7 +150,7 @@ class Pipeline:
             partials=self._tally.count(PartialEvent), visuals=self._tally.count(VisualEvent),
             latency_ms=self._tally.summary(), rtf=round(compute / media_end, 4) if media_end else None,
             cpu_seconds=round(time.process_time() - started_cpu, 3), counters=counters,
-            sink_drops=dict(self.sinks.dropped), error=error,
+            sink_drops=dict(self.sinks.dropped), error=error, sink_failures=self.sinks.failure_report(),
         )
         self.ended = True
         await self._publish(end)

@@ -95,7 +95,8 @@ class OutboxSink(Sink):
                                                         "finals", "partials", "visuals")}
             return [("metrics", {**common, "scope": "run", "latency_ms": event.get("latency_ms", {}), **summary}),
                     ("counters", {**common, "counters": event.get("counters", {}),
-                                  "sink_drops": event.get("sink_drops", {}), "error": event.get("error")})]
+                                  "sink_drops": event.get("sink_drops", {}), "error": event.get("error"),
+                                  "sink_failures": event.get("sink_failures", {})})]
         return []
 
     def _flush_window(self) -> list[tuple[str, dict[str, Any]]]:

@@ -1,7 +1,10 @@
 """The device outbox: a SQLite (WAL, synchronous=FULL) queue of records waiting to be synced.
 
 Every `append` is one committed transaction, fsynced before it returns: a crash or a power cut loses
-nothing that was appended. Records leave only through `delete` (sync calls it after the broker's PUBACK)
+nothing that was appended. A file SQLite finds damaged when it is opened is moved aside (`NAME.corrupt-<time>`,
+with its WAL) and a fresh outbox started, with a warning: captions never depend on telemetry.
+
+Records leave only through `delete` (sync calls it after the broker's PUBACK)
 or through the declared retention policy in `enforce_bounds`, which counts every record it drops:
 
 1. age: telemetry, captions and errors older than `max_age_s` go; hard examples get 4x as long;
@@ -12,6 +15,8 @@ or through the declared retention policy in `enforce_bounds`, which counts every
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sqlite3
 import threading
 import time
@@ -23,6 +28,7 @@ from typing import Any
 
 from edgeomni.errors import EdgeOmniError
 
+log = logging.getLogger("edgeomni.outbox")
 # Lower priority is dropped first when the outbox is over its bounds.
 KIND_PRIORITY = {"metrics": 0, "counters": 0, "caption": 1, "error": 1, "hard_example": 2}
 KINDS = tuple(KIND_PRIORITY)
@@ -64,16 +70,44 @@ class Outbox:
         self.path = Path(path).expanduser()
         self.max_bytes, self.max_age_s = max_bytes, max_age_s
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # isolation_level=None: we issue BEGIN/COMMIT ourselves, so each append is exactly one transaction.
-            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")  # fsync the WAL on every commit: durable on power loss
-            self._db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
+            self._db, self._bytes = self._open()
+        except sqlite3.DatabaseError as exc:
+            if not _damaged(exc):
+                raise OutboxError(f"outbox {self.path}: cannot open ({exc})") from None
+            aside = self._move_aside()
+            log.warning("outbox %s is damaged (%s): moved aside to %s; recording goes on in a fresh outbox",
+                        self.path, exc, aside.name)
+            try:
+                self._db, self._bytes = self._open()
+            except (OSError, sqlite3.Error) as again:
+                raise OutboxError(f"outbox {self.path}: cannot open ({again})") from None
+        except OSError as exc:
             raise OutboxError(f"outbox {self.path}: cannot open ({exc})") from None
         self._lock = threading.Lock()  # one connection shared by the sink thread and the sync thread
-        self._bytes = self._stored_bytes()
+
+    def _open(self) -> tuple[sqlite3.Connection, int]:
+        """The connection and the stored bytes (reading them walks the table: a damaged file fails here)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so each append is exactly one transaction.
+        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")  # fsync the WAL on every commit: durable on power loss
+            db.executescript(_SCHEMA)
+            return db, int(db.execute("SELECT COALESCE(SUM(size), 0) FROM records").fetchone()[0])
+        except BaseException:
+            db.close()
+            raise
+
+    def _move_aside(self) -> Path:
+        """The damaged file and its WAL and shared-memory files -> NAME.corrupt-<UTC time>[-wal|-shm]."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            source = self.path.with_name(self.path.name + suffix)
+            if source.exists():
+                os.replace(source, aside.with_name(aside.name + suffix))
+        return aside
 
     # -- writing ---------------------------------------------------------------------------------------
     def append(self, kind: str, data: dict[str, Any], ts: float | None = None) -> str:
@@ -152,6 +186,7 @@ class Outbox:
     def _stored_bytes(self) -> int:
         return int(self._db.execute("SELECT COALESCE(SUM(size), 0) FROM records").fetchone()[0])
 
+
     def _enforce_locked(self, now: float) -> dict[str, int]:
         self._bytes = self._stored_bytes()  # another process (a standalone `edgeomni sync`) may have deleted rows
         victims: list[tuple[int, str, int]] = self._db.execute(
@@ -183,3 +218,10 @@ class Outbox:
             raise OutboxError(f"outbox {self.path}: retention cleanup failed ({exc})") from None
         self._bytes = self._stored_bytes()
         return dropped
+
+
+def _damaged(exc: sqlite3.DatabaseError) -> bool:
+    """SQLite's own word that the file is not (or no longer) a database; not a locked or unreadable one."""
+    name = getattr(exc, "sqlite_errorname", "")
+    return name == "SQLITE_NOTADB" or name.startswith("SQLITE_CORRUPT")
+

@@ -1,9 +1,12 @@
-"""The outbox file on the device: a damaged one never stops captioning (it is moved aside and a fresh one started)."""
+"""The outbox file on the device: a damaged one never stops captioning (it is moved aside and a fresh one started),
+and what it holds (users' audio and frames) is readable by its owner only."""
 
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
+import stat
 from pathlib import Path
 
 import pytest
@@ -61,3 +64,28 @@ def test_a_run_with_a_corrupt_outbox_still_captions(default_bundle: Path, tmp_pa
     assert "moved aside" in err
     assert Outbox(outbox).count() > 0  # the fresh outbox recorded the run
 
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_the_outbox_is_private_to_its_owner(tmp_path: Path) -> None:
+    os.umask(0o022)
+    path = tmp_path / "cache" / "outbox" / "outbox.sqlite"
+    outbox = Outbox(path)
+    outbox.append("hard_example", {"audio_wav_b64": "UklGRg=="})
+    try:
+        assert _mode(path.parent) == 0o700 and _mode(path.parent.parent) == 0o700
+        for name in ("outbox.sqlite", "outbox.sqlite-wal", "outbox.sqlite-shm"):
+            assert _mode(path.parent / name) == 0o600, name
+    finally:
+        outbox.close()
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o755)
+    loose = shared / "loose.sqlite"  # made by an older version: 0644
+    Outbox(loose).close()
+    loose.chmod(0o644)
+    Outbox(loose).close()
+    assert _mode(loose) == 0o600
+    assert _mode(shared) == 0o755, "a folder the outbox did not create keeps its mode"

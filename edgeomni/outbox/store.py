@@ -2,7 +2,8 @@
 
 Every `append` is one committed transaction, fsynced before it returns: a crash or a power cut loses
 nothing that was appended. A file SQLite finds damaged when it is opened is moved aside (`NAME.corrupt-<time>`,
-with its WAL) and a fresh outbox started, with a warning: captions never depend on telemetry.
+with its WAL) and a fresh outbox started, with a warning: captions never depend on telemetry. The outbox holds
+users' audio and frames, so its file is created 0600 and the folders it creates 0700.
 
 Records leave only through `delete` (sync calls it after the broker's PUBACK)
 or through the declared retention policy in `enforce_bounds`, which counts every record it drops:
@@ -87,7 +88,7 @@ class Outbox:
 
     def _open(self) -> tuple[sqlite3.Connection, int]:
         """The connection and the stored bytes (reading them walks the table: a damaged file fails here)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _private_file(self.path)
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so each append is exactly one transaction.
         db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
         try:
@@ -225,3 +226,13 @@ def _damaged(exc: sqlite3.DatabaseError) -> bool:
     name = getattr(exc, "sqlite_errorname", "")
     return name == "SQLITE_NOTADB" or name.startswith("SQLITE_CORRUPT")
 
+
+def _private_file(path: Path) -> None:
+    """Create the folders the outbox needs 0700 and its file 0600 (SQLite gives its WAL the file's mode); an
+    existing file readable by others is tightened. Folders that already exist are left as they are."""
+    missing = [folder for folder in [path.parent, *path.parent.parents] if not folder.exists()]
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    if path.stat().st_mode & 0o077 and path.stat().st_uid == os.getuid():
+        path.chmod(0o600)

@@ -27,7 +27,10 @@ from edgeomni.sync.worker import SyncStats
 @dataclass
 class _Sinks:
     dropped: dict[str, int] = field(default_factory=lambda: {"jsonl:-": 0})
-    failures: dict[str, str] = field(default_factory=dict)
+    failing: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def failure_report(self) -> dict[str, dict[str, Any]]:
+        return self.failing
 
 
 @dataclass
@@ -89,13 +92,14 @@ def test_head_counters_are_live_and_never_step_back_when_a_stream_ends() -> None
     first.head.update(merged_updates=3, interval_widened=1, audio_seconds=2.5)
     second.head.update(merged_updates=2)
     second.sinks.dropped["jsonl:-"] = 4
-    second.sinks.failures["vtt:x"] = "OSError: disk full"
+    second.sinks.failing["vtt:x"] = {"failures": 3, "lost": 2, "gave_up": False, "last_error": "OSError: disk full"}
     live = _scrape(metrics)
     assert live["edgeomni_updates_coalesced_total"][()] == 5
     assert live["edgeomni_degradations_total"][(("kind", "partial_interval_widened"),)] == 1
     assert live["edgeomni_audio_seconds_total"][()] == 2.5
     assert live["edgeomni_sink_dropped_updates_total"][()] == 4
-    assert live["edgeomni_errors_total"][(("kind", "sink"),)] == 1
+    assert live["edgeomni_errors_total"][(("kind", "sink"),)] == 3
+    assert live["edgeomni_sink_lost_events_total"][()] == 2
     first.head["merged_updates"] = 4
     metrics.observe(first, _end())  # type: ignore[arg-type]  # folded into the finished totals
     first.head["merged_updates"] = 99  # a finished stream is no longer read
@@ -110,7 +114,7 @@ def test_head_counters_are_live_and_never_step_back_when_a_stream_ends() -> None
 def test_an_error_kind_from_events_and_heads_is_one_series() -> None:
     metrics, stream = RuntimeMetrics(process=False), _Stream()
     metrics.stream_opened(stream)  # type: ignore[arg-type]
-    stream.sinks.failures["vtt:x"] = "OSError: disk full"
+    stream.sinks.failing["vtt:x"] = {"failures": 1, "lost": 0, "gave_up": False, "last_error": "OSError"}
     metrics.observe(stream, ErrorEvent(stream="main", code="sink", message="a sink failed"))  # type: ignore[arg-type]
     exposition = generate_latest(metrics.registry).decode()
     assert exposition.count('edgeomni_errors_total{kind="sink"}') == 1

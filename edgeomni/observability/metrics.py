@@ -64,6 +64,7 @@ HEAD_COUNTERS: dict[str, tuple[str, dict[str, str]]] = {
     "failed_blocks": ("edgeomni_errors", {"kind": "video_block"}),
     "sink_drops": ("edgeomni_sink_dropped_updates", {}),
     "sink_failures": ("edgeomni_errors", {"kind": "sink"}),
+    "sink_lost": ("edgeomni_sink_lost_events", {}),
 }
 HELP = {
     "edgeomni_updates_coalesced": "Partial caption updates merged into a newer one while the decoder was busy",
@@ -76,19 +77,24 @@ HELP = {
     "edgeomni_head_compute_seconds": "Wall seconds the caption heads spent in their models, by head",
     "edgeomni_video_blocks": "Video blocks formed from sampled frames",
     "edgeomni_video_frames": "Video frames seen by the visual head",
-    "edgeomni_errors": "Errors by kind: source (a stream failed), video_block, sink, offer, and error event codes",
+    "edgeomni_errors": "Errors by kind: source (a stream failed), video_block, sink (a failed send), offer, and "
+                       "error event codes",
     "edgeomni_sink_dropped_updates": "Partial captions a slow sink did not get (superseded ones only)",
+    "edgeomni_sink_lost_events": "Events a failing sink never got (given up on, or its queue full while failing)",
 }
 
 
 def stream_counters(pipeline: Pipeline) -> dict[str, float]:
-    """The numeric counters of one stream right now: its heads' counters and its sinks' drops and failures."""
+    """The numeric counters of one stream right now: its heads' counters, its sinks' drops, failed sends and lost
+    events."""
     counters: dict[str, float] = {}
     for key, value in pipeline.counters().items():
         if key in HEAD_COUNTERS and isinstance(value, int | float) and not isinstance(value, bool):
             counters[key] = float(value)
     counters["sink_drops"] = float(sum(pipeline.sinks.dropped.values()))
-    counters["sink_failures"] = float(len(pipeline.sinks.failures))
+    failing = pipeline.sinks.failure_report().values()
+    counters["sink_failures"] = float(sum(report["failures"] for report in failing))
+    counters["sink_lost"] = float(sum(report["lost"] for report in failing))
     return counters
 
 

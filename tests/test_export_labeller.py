@@ -11,15 +11,15 @@ import pytest
 from onnx import numpy_helper
 
 from edgeomni.bundle import verify_bundle
-from edgeomni.engines.image_preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess_batch, preprocess_rgb
-from edgeomni.errors import ExportError
-from edgeomni.export.calibration_photos import (
+from edgeomni.datasets.calibration_photos import (
     CALIBRATION_PHOTOS,
     HELDOUT_PHOTOS,
     CalibrationSets,
     build_calibration_sets,
     load_photos,
 )
+from edgeomni.engines.image_preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess_batch, preprocess_rgb
+from edgeomni.errors import ExportError
 from edgeomni.export.default.mobilenet_labeller import MIN_TOP1_AGREEMENT
 
 CATS = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}

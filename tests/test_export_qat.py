@@ -12,7 +12,7 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from edgeomni.export.calibration_photos import build_calibration_sets
+from edgeomni.datasets.calibration_photos import build_calibration_sets
 from edgeomni.export.steps.finetune import FakeQuantGraph, FinetuneConfig, finetune_for_int8
 from edgeomni.export.steps.quantize_int8 import logits, quantize_int8
 

@@ -355,7 +355,7 @@ def test_where_tensorrt_exists_the_labeller_engine_gets_a_symmetric_qdq_model(
     import onnx
 
     from edgeomni.bundle import verify_bundle
-    from edgeomni.export.calibration_photos import build_calibration_sets
+    from edgeomni.datasets.calibration_photos import build_calibration_sets
     from edgeomni.export.steps import tensorrt_engine as tensorrt
     from edgeomni.export.tasks.classifier import _symmetric_qdq
 

@@ -436,9 +436,9 @@ def check_labeller_engine(default_bundle: Path, tmp_path: Path) -> dict[str, Any
     (symmetric int8 activations: the bundle's own uint8 ones are refused by TensorRT), run it against ORT CPU,
     refuse a batch outside its profile, and label a photo through the bundle's engine layer; returns the build
     record."""
+    from edgeomni.datasets.calibration_photos import build_calibration_sets
     from edgeomni.engines.image_preprocess import preprocess_rgb
     from edgeomni.engines.tensorrt_runner import TensorRtEngine
-    from edgeomni.export.calibration_photos import build_calibration_sets
     from edgeomni.export.recipe import Recipe
     from edgeomni.export.steps.tensorrt_engine import TensorRtSettings, build_engine, profile_for
     from edgeomni.export.tasks.classifier import _symmetric_qdq

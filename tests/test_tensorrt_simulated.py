@@ -44,7 +44,7 @@ def _labeller_onnx(default_bundle: Path) -> Path:
 def symmetric_labeller(default_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default bundle's MobileNetV2 quantized with symmetric int8 activations (the tensorrt target's form;
     ONNX Runtime's int32 biases still in it), from 4 calibration images."""
-    from edgeomni.export.calibration_photos import build_calibration_sets
+    from edgeomni.datasets.calibration_photos import build_calibration_sets
     from edgeomni.export.steps.quantize_int8 import quantize_int8
 
     out = tmp_path_factory.mktemp("symmetric") / "mobilenet_v2_int8_symmetric.onnx"

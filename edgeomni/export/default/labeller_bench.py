@@ -25,8 +25,8 @@ import numpy as np
 import onnxruntime
 
 from edgeomni.bundle.verify import verify_bundle
+from edgeomni.datasets.calibration_photos import build_calibration_sets
 from edgeomni.engines.image_preprocess import preprocess_rgb
-from edgeomni.export.calibration_photos import build_calibration_sets
 from edgeomni.export.default.build import build_default_bundle
 from edgeomni.export.default.mobilenet_labeller import LABELLER_METHOD, LABELLER_PERCENTILE
 from edgeomni.export.steps.quantize_int8 import compare_classifiers, quantize_int8

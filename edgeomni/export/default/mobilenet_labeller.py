@@ -13,9 +13,9 @@ import torch
 
 from edgeomni.bundle.describe import describe_file
 from edgeomni.bundle.manifest import Component
+from edgeomni.datasets.calibration_photos import build_calibration_sets
 from edgeomni.engines.image_preprocess import IMAGENET_MEAN, IMAGENET_STD
 from edgeomni.errors import ExportError
-from edgeomni.export.calibration_photos import build_calibration_sets
 from edgeomni.export.default.mobilenet_v2 import load_mobilenet_v2
 from edgeomni.export.pinned import PinnedFile, locate, provenance
 from edgeomni.export.progress import Steps

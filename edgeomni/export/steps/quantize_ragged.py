@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
+from edgeomni.datasets.calibration_photos import tensor_stats
 from edgeomni.errors import ExportError
-from edgeomni.export.calibration_photos import tensor_stats
 from edgeomni.export.recipe import QuantizeSpec
 from edgeomni.export.steps.gate_accuracy import sensitive_nodes
 from edgeomni.export.steps.quantize_int8 import (

@@ -12,12 +12,12 @@ import numpy as np
 import onnxruntime as ort
 
 from edgeomni.bundle.describe import describe_file
+from edgeomni.datasets.calibration_photos import augment
 from edgeomni.datasets.media_sets import load_image_set, unlabeled_images
 from edgeomni.datasets.photo_sets import cutouts, paste_cutout
 from edgeomni.engines.image_preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess_rgb
 from edgeomni.errors import ExportError
 from edgeomni.export.bundle_writer import publish_bundle, recipe_manifest
-from edgeomni.export.calibration_photos import augment
 from edgeomni.export.model_source import resolve_path, source_provenance
 from edgeomni.export.recipe import Recipe
 from edgeomni.export.recipe_report import REPORT_MD, GateFailed, Report

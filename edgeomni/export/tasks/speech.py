@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 
 from edgeomni.datasets.audio_sets import calibration_audio, heldout_items
+from edgeomni.datasets.calibration_photos import tensor_stats
 from edgeomni.engines.whisper_features import LogMel
 from edgeomni.errors import ExportError
 from edgeomni.export.bundle_writer import publish_bundle, recipe_manifest
-from edgeomni.export.calibration_photos import tensor_stats
 from edgeomni.export.model_source import resolve_path
 from edgeomni.export.recipe import Recipe
 from edgeomni.export.recipe_report import GateFailed, Report

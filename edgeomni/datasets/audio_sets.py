@@ -20,8 +20,8 @@ import numpy as np
 
 from edgeomni.datasets.audio import decode
 from edgeomni.datasets.media_sets import folder_strata, stratified
+from edgeomni.datasets.trainer_sets import trainer_set
 from edgeomni.errors import ExportError
-from edgeomni.export.trainer_sets import trainer_set
 from edgeomni.export.whisper.calibration_audio import calibration_clips
 from edgeomni.export.whisper.evaluate import speech_items
 

@@ -26,10 +26,10 @@ from edgeomni.datasets.calibration_photos import (
     tensor_stats,
 )
 from edgeomni.datasets.photo_sets import on_white, photo_pool
+from edgeomni.datasets.trainer_sets import IMAGE_SET_FORMAT, trainer_set
 from edgeomni.engines.image_preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess_rgb
 from edgeomni.errors import ExportError
 from edgeomni.export.recipe import DataSpec, Recipe
-from edgeomni.export.trainer_sets import IMAGE_SET_FORMAT, trainer_set
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 T = TypeVar("T")

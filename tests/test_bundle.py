@@ -13,7 +13,7 @@ from edgeomni.bundle import Manifest, verify_bundle
 from edgeomni.errors import BundleError, ExportError
 from edgeomni.export.default import build as db
 from edgeomni.export.default.build import build_default_bundle
-from edgeomni.export.pinned import PinnedFile, locate
+from edgeomni.pinned import PinnedFile, locate
 
 EXPECTED_ROLES = {
     "vad": "vad",

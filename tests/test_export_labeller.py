@@ -107,7 +107,7 @@ def test_mobilenet_definition_matches_torchvision_checkpoint_keys() -> None:
 
     from edgeomni.export.default.mobilenet_labeller import MOBILENET
     from edgeomni.export.default.mobilenet_v2 import MobileNetV2, load_mobilenet_v2
-    from edgeomni.export.pinned import locate
+    from edgeomni.pinned import locate
 
     state = torch.load(locate(MOBILENET), map_location="cpu", weights_only=True)
     assert list(MobileNetV2().state_dict()) == list(state)

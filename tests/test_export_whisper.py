@@ -118,9 +118,9 @@ def test_byte_level_detokenizer_matches_tokenizers_library(ct2_and_hf: tuple) ->
 
 
 def test_ct2_reader_names_a_truncated_model(tmp_path: Path) -> None:
-    from edgeomni.export.pinned import locate
     from edgeomni.export.whisper.ct2_reader import read_ct2_model
     from edgeomni.export.whisper.ct2_to_hf import WHISPER_CT2
+    from edgeomni.pinned import locate
 
     data = locate(WHISPER_CT2).read_bytes()
     cut = tmp_path / "model.bin"

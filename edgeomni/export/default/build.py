@@ -26,9 +26,9 @@ from edgeomni.errors import BundleError, ExportError
 from edgeomni.export.bundle_writer import new_manifest, publish_bundle
 from edgeomni.export.default.mobilenet_labeller import LABELS_FILE, MOBILENET, build_labeller
 from edgeomni.export.default.vision_models import VISION_PINNED, build_vision_components
-from edgeomni.export.pinned import VAD, PinnedFile, locate, provenance
 from edgeomni.export.progress import Steps
 from edgeomni.paths import default_bundle_dir
+from edgeomni.pinned import VAD, PinnedFile, locate, provenance
 
 BUNDLE_NAME = "default"
 # 1.1.0 added the video path engines (faces, OCR), 1.2.0 the glyph atlas for burned-in captions;

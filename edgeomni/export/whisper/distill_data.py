@@ -33,9 +33,9 @@ from edgeomni.datasets.audio_sets import decode_clip, unlabeled_audio
 from edgeomni.engines.whisper_asr import WhisperDecoding, window_frames
 from edgeomni.engines.whisper_features import CHUNK_SAMPLES, FRAMES, HOP, SAMPLE_RATE, LogMel
 from edgeomni.errors import ExportError
-from edgeomni.export.pinned import PinnedFile, locate
 from edgeomni.export.whisper.calibration_audio import decode_audio
 from edgeomni.export.whisper.ct2_to_hf import EOT, NO_TIMESTAMPS, SOT
+from edgeomni.pinned import PinnedFile, locate
 from edgeomni.wer import edit_distance, words
 
 # Real speech in moonshine-voice 0.1.0 that the bench set (two_cities.wav, beckett.wav) does not contain.

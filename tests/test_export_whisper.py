@@ -72,7 +72,7 @@ def ct2_and_hf() -> tuple[object, object]:
 
 
 def _decode(path: Path) -> np.ndarray:
-    from edgeomni.export.whisper.calibration_audio import decode_audio
+    from edgeomni.datasets.audio import decode_audio
 
     return decode_audio(path)
 
@@ -304,9 +304,9 @@ def test_the_encoder_engine_is_built_from_a_symmetric_encoder_and_transcribes_bo
     from edgeomni.bundle import verify_bundle
     from edgeomni.bundle.describe import describe_file
     from edgeomni.bundle.manifest import Manifest
+    from edgeomni.datasets.calibration_speech import calibration_features
     from edgeomni.engines.whisper_asr import WhisperAsr
     from edgeomni.export.steps.tensorrt_whisper import encoder_target
-    from edgeomni.export.whisper.calibration_audio import calibration_features
     from edgeomni.export.whisper.ct2_to_hf import mel_filters
     from edgeomni.export.whisper.onnx_graph import export_whisper_onnx
 

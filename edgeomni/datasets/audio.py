@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from pathlib import Path
 
@@ -18,6 +19,11 @@ async def decode(path: Path) -> np.ndarray:
     source = open_source(str(path), realtime=False, require_audio=True)
     parts = [frame.samples async for frame in source.frames() if isinstance(frame, AudioFrame)]
     return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+
+def decode_audio(path: Path) -> np.ndarray:
+    """`decode` for callers outside an event loop."""
+    return asyncio.run(decode(path))
 
 
 def offline_spans(seconds: float, segments: list[list[float]],

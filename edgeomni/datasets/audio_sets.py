@@ -10,7 +10,6 @@ counts, seed and strata.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
@@ -18,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from edgeomni.datasets.audio import decode
+from edgeomni.datasets.audio import decode_audio
+from edgeomni.datasets.calibration_speech import calibration_clips
 from edgeomni.datasets.media_sets import folder_strata, stratified
 from edgeomni.datasets.trainer_sets import trainer_set
 from edgeomni.errors import ExportError
-from edgeomni.export.whisper.calibration_audio import calibration_clips
 from edgeomni.export.whisper.evaluate import speech_items
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac", ".mp4", ".webm")
@@ -106,6 +105,6 @@ def _stratified(strata: dict[str, list[Path]], count: int, seed: int) -> list[Pa
 
 def _decode(path: Path) -> np.ndarray:
     try:
-        return asyncio.run(decode(path))
+        return decode_audio(path)
     except Exception as exc:  # PyAV raises its own error types; the file is what the user needs to hear about
         raise ExportError(f"audio file {path}: cannot be decoded ({exc})") from None

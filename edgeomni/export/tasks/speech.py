@@ -19,8 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from edgeomni.datasets.audio import decode_audio
 from edgeomni.datasets.audio_sets import calibration_audio, heldout_items
 from edgeomni.datasets.calibration_photos import tensor_stats
+from edgeomni.datasets.calibration_speech import calibration_features
 from edgeomni.engines.whisper_features import LogMel
 from edgeomni.errors import ExportError
 from edgeomni.export.bundle_writer import publish_bundle, recipe_manifest
@@ -31,7 +33,6 @@ from edgeomni.export.steps.gate_wer import WerGate
 from edgeomni.export.steps.tensorrt_target import describe
 from edgeomni.export.steps.tensorrt_whisper import encoder_target
 from edgeomni.export.tasks.speech_bundle import NOTES, bundle_components, report_markdown
-from edgeomni.export.whisper.calibration_audio import calibration_features, decode_audio
 from edgeomni.export.whisper.ct2_to_hf import build_hf_whisper, check_mapping, load_ct2_whisper, mel_filters
 from edgeomni.export.whisper.distill import distill_whisper_student
 from edgeomni.export.whisper.evaluate import score

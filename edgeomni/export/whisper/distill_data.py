@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 
+from edgeomni.datasets.audio import decode_audio
 from edgeomni.datasets.audio_sets import decode_clip, unlabeled_audio
 from edgeomni.engines.whisper_asr import WhisperDecoding, window_frames
 from edgeomni.engines.whisper_features import CHUNK_SAMPLES, FRAMES, HOP, SAMPLE_RATE, LogMel
 from edgeomni.errors import ExportError
-from edgeomni.export.whisper.calibration_audio import decode_audio
 from edgeomni.export.whisper.ct2_to_hf import EOT, NO_TIMESTAMPS, SOT
 from edgeomni.pinned import PinnedFile, locate
 from edgeomni.wer import edit_distance, words

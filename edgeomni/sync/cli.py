@@ -47,9 +47,11 @@ def _cmd_sync(args: argparse.Namespace) -> int:
             remaining = outbox.count()
             if time.monotonic() - last_report > 5.0:
                 last_report = time.monotonic()
-                print(f"sync: {worker.stats.acked_records} delivered, {remaining} waiting, "
-                      f"{'connected' if worker.connected else 'offline'}", file=sys.stderr, flush=True)
-            if args.exit_when_empty and remaining == 0 and worker.stats.connects:
+                state = "connected" if worker.connected else "standing by" if worker.standing_by else "offline"
+                print(f"sync: {worker.stats.acked_records} delivered, {remaining} waiting, {state}", file=sys.stderr,
+                      flush=True)
+            # standing by: the process that holds the outbox delivered it
+            if args.exit_when_empty and remaining == 0 and (worker.stats.connects or worker.standing_by):
                 break
     finally:
         worker.stop()

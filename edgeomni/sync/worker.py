@@ -1,7 +1,11 @@
 """SyncWorker: drains the outbox to an MQTT broker in its own thread, so it can never block captioning.
 
-Delivery contract: QoS 1 on a persistent MQTT v5 session (fixed client id, clean_start False, a session
-expiry); a record is deleted from the outbox only after the broker's successful PUBACK for the message
+Delivery contract: QoS 1 on an MQTT v5 session that lasts through reconnects (clean on the first connect, kept
+for `SESSION_EXPIRY_S` after); the client id is unique to the process, so two clients with one device id (two
+machines with one host name) never take each other's session and kick each other off. One outbox is delivered by
+one process at a time: the worker holds a lock beside it (`<outbox>.sync-lock`), and a second worker on the same
+outbox (`edgeomni run --sync` beside an `edgeomni sync` service) stands by until the lock is free. A record is
+deleted from the outbox only after the broker's successful PUBACK for the message
 that carried it. A PUBACK with a failure reason (e.g. "Not authorized": the ACL refuses this device's
 credentials on that topic) keeps the records, logs the reason and retries after `backoff_max_s`. A PUBACK
 "No matching subscribers" (MQTT v5 reason 16: no trainer is subscribed, e.g. right after a broker restart,
@@ -15,11 +19,15 @@ exponential backoff between `backoff_min_s` and `backoff_max_s`, and the worker 
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import queue
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from edgeomni.errors import ConfigError
@@ -28,7 +36,8 @@ from edgeomni.sync.codec import encode_batch, topic_for
 from edgeomni.sync.config import SyncConfig
 
 log = logging.getLogger("edgeomni.sync")
-SESSION_EXPIRY_S = 7 * 86400
+SESSION_EXPIRY_S = 3600  # a process's own session; the next process starts another (the outbox resends)
+LOCK_RETRY_S = 2.0  # how often a standing-by worker tries the outbox's lock again
 NO_MATCHING_SUBSCRIBERS = 16  # MQTT v5 PUBACK reason code
 
 
@@ -61,6 +70,10 @@ class SyncWorker(threading.Thread):
         self.outbox, self.config, self.ack_timeout_s = outbox, config, ack_timeout_s
         self.fleet, self.device = config.fleet, config.device_id()
         self.address = config.address()
+        if not config.device and self.address.username and self.address.username != self.device:
+            log.warning("sync: device id %r is this machine's host name, the broker user is %r: a broker that lets "
+                        "each device write only its own topics refuses it (set [sync] device or --device)",
+                        self.device, self.address.username)
         self.stats = SyncStats()
         self._stop_requested = threading.Event()
         self._connected = threading.Event()
@@ -71,6 +84,8 @@ class SyncWorker(threading.Thread):
         self._retry_refused_at: float | None = None
         self._inflight: dict[int, _InFlight] = {}
         self._cursor = 0  # highest outbox seq handed to paho in this session
+        self._lock_file: Any = None  # held while this worker delivers the outbox
+        self.standing_by = False  # another process delivers this outbox; we wait for its lock
         self._client = self._make_client()
 
     # -- public ----------------------------------------------------------------------------------------
@@ -99,9 +114,11 @@ class SyncWorker(threading.Thread):
 
     # -- the thread ------------------------------------------------------------------------------------
     def run(self) -> None:
+        if not self._take_outbox():
+            return  # stopped while another process delivered the outbox
         client = self._client
         client.connect_async(self.address.host, self.address.port, keepalive=self.config.keepalive_s,
-                             clean_start=False, properties=self._session_properties())
+                             clean_start=self._clean_start, properties=self._session_properties())
         client.loop_start()  # paho's network thread: reconnects with backoff by itself
         last_enforce = time.monotonic()
         try:
@@ -126,6 +143,28 @@ class SyncWorker(threading.Thread):
         finally:
             client.disconnect()
             client.loop_stop()
+            self._lock_file.close()  # the next worker on this outbox may deliver it
+
+    def _take_outbox(self) -> bool:
+        """Hold the outbox's delivery lock, waiting (standing by) while another process holds it; False if
+        stopped first."""
+        path = Path(self.outbox.path).with_name(Path(self.outbox.path).name + ".sync-lock")
+        self._lock_file = os.fdopen(os.open(path, os.O_CREAT | os.O_RDWR, 0o600), "r+")
+        while True:
+            try:
+                fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not self.standing_by:
+                    self.standing_by = True
+                    log.info("sync: another process delivers %s; standing by until it stops", self.outbox.path)
+                if self._stop_requested.wait(LOCK_RETRY_S):
+                    self._lock_file.close()
+                    return False
+                continue
+            if self.standing_by:
+                log.info("sync: the outbox %s is free; delivering it", self.outbox.path)
+            self.standing_by = False
+            return True
 
     def _publish_next(self) -> bool:
         if len(self._inflight) >= self.config.inflight:
@@ -209,8 +248,10 @@ class SyncWorker(threading.Thread):
         except ImportError:
             raise ConfigError("sync needs paho-mqtt: pip install 'edgeomni[sync]' (paho-mqtt==2.2.0)") from None
 
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edgeomni-{self.fleet}-{self.device}",
-                             protocol=mqtt.MQTTv5)
+        # Unique per process: a fixed id let two clients with one device id take each other's session.
+        client_id = f"edgeomni-{self.fleet}-{self.device}-{uuid.uuid4().hex[:8]}"
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        self._clean_start = mqtt.MQTT_CLEAN_START_FIRST_ONLY  # a new id has no session; reconnects keep ours
         if self.address.username:
             client.username_pw_set(self.address.username, self.address.password)
         if self.address.tls or self.config.ca_file:

@@ -60,11 +60,11 @@ def test_dynamic_int8_error_model_matches_onnxruntime(tmp_path: Path) -> None:
 def teacher_pair(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Whisper tiny.en as the export makes it: FP32 pair, encoder static INT8 (2 calibration clips), decoder
     dynamic INT8; plus 2 held-out speech clips and what the gate needs to open the pair."""
+    from edgeomni.datasets.audio_sets import speech_items
     from edgeomni.datasets.calibration_speech import calibration_clips, calibration_features
     from edgeomni.engines.whisper_asr import WhisperDecoding
     from edgeomni.export.steps.quantize_whisper import quantize_decoder, quantize_encoder
     from edgeomni.export.whisper.ct2_to_hf import build_hf_whisper, load_ct2_whisper, mel_filters
-    from edgeomni.export.whisper.evaluate import speech_items
     from edgeomni.export.whisper.onnx_graph import export_whisper_onnx
     from edgeomni.export.whisper.onnx_pair import WhisperPair, pair_asr
 

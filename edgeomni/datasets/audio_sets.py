@@ -17,16 +17,18 @@ from typing import Any
 
 import numpy as np
 
-from edgeomni.datasets.audio import decode_audio
+from edgeomni.datasets.audio import decode_audio, offline_spans
 from edgeomni.datasets.calibration_speech import calibration_clips
 from edgeomni.datasets.media_sets import folder_strata, stratified
+from edgeomni.datasets.speechset import default_speech_set_dir, load_speech_set, read_wav
 from edgeomni.datasets.trainer_sets import trainer_set
 from edgeomni.errors import ExportError
-from edgeomni.export.whisper.evaluate import speech_items
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac", ".mp4", ".webm")
 SAMPLE_RATE = 16_000
 MAX_CLIP_S = 30.0  # what one Whisper window sees
+# Longer speech-set clips are cut in pauses into spans of at most this (the rule the Moonshine offline bench uses).
+SPAN_LIMIT_S = 28.0
 
 
 def calibration_audio(source: str, count: int, seed: int, resolve: Callable[[str], Path],
@@ -55,7 +57,7 @@ def calibration_audio(source: str, count: int, seed: int, resolve: Callable[[str
 
 def heldout_items(source: str, count: int, resolve: Callable[[str], Path],
                   progress: Callable[[str], None] = print) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """[{name, reference, spans}] as edgeomni.export.whisper.evaluate.score wants them."""
+    """Held-out speech as [{name, reference, spans}]: clips with the reference texts a WER gate scores against."""
     if source == "speechset" or source.startswith("speechset:"):
         directory = resolve(source.split(":", 1)[1]) if ":" in source else None
         items = speech_items(directory, progress)[:count]
@@ -79,6 +81,20 @@ def heldout_items(source: str, count: int, resolve: Callable[[str], Path],
         raise ExportError(f"heldout.audio: {source!r} gave no speech clips; an empty held-out set cannot gate")
     return items, {"source": where, "count": len(items), "clips": [i["name"] for i in items],
                    "seconds": round(sum(len(s) for i in items for s in i["spans"]) / SAMPLE_RATE, 1)}
+
+
+def speech_items(speech_set: Path | None = None, progress: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """The speech clips of the bench speech set (generated on first use), as (name, reference, audio spans)."""
+    sset = load_speech_set(Path(speech_set) if speech_set is not None else default_speech_set_dir(), progress=progress)
+    items = []
+    for clip in sset.clips:
+        if clip.kind != "speech":
+            continue
+        audio = read_wav(sset.wav(clip))
+        spans = offline_spans(len(audio) / SAMPLE_RATE, clip.segments, limit=SPAN_LIMIT_S)
+        items.append({"name": clip.name, "reference": clip.reference,
+                      "spans": [audio[int(a * SAMPLE_RATE) : int(b * SAMPLE_RATE)] for a, b in spans]})
+    return items
 
 
 def unlabeled_audio(source: str, resolve: Callable[[str], Path], field: str) -> tuple[dict[str, list[Path]], str]:

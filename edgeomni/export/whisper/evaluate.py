@@ -4,39 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from edgeomni.datasets.audio import offline_spans
-from edgeomni.datasets.speechset import load_speech_set, read_wav
 from edgeomni.export.progress import track
-from edgeomni.paths import cache_root
 from edgeomni.wer import edit_distance, words
-
-# Whisper sees at most 30 s; longer clips are cut in pauses (the same rule the Moonshine offline bench uses).
-SPAN_LIMIT_S = 28.0
 
 
 class Transcriber(Protocol):
     def __call__(self, audio: np.ndarray) -> str: ...
-
-
-def speech_items(speech_set: Path | None = None, progress: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """The speech clips of the bench speech set (generated on first use), as (name, reference, audio spans)."""
-
-    root = Path(speech_set) if speech_set is not None else cache_root() / "bench" / "speechset"
-    sset = load_speech_set(root, progress=progress)
-    items = []
-    for clip in sset.clips:
-        if clip.kind != "speech":
-            continue
-        audio = read_wav(sset.wav(clip))
-        spans = offline_spans(len(audio) / 16_000, clip.segments, limit=SPAN_LIMIT_S)
-        items.append({"name": clip.name, "reference": clip.reference,
-                      "spans": [audio[int(a * 16_000) : int(b * 16_000)] for a, b in spans]})
-    return items
 
 
 def score(transcribe: Transcriber, items: list[dict[str, Any]], progress: Callable[[str], None] | None = None,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -29,12 +29,37 @@ from edgeomni.datasets.photo_sets import on_white, photo_pool
 from edgeomni.datasets.trainer_sets import IMAGE_SET_FORMAT, trainer_set
 from edgeomni.engines.image_preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess_rgb
 from edgeomni.errors import ExportError
-from edgeomni.export.recipe import DataSpec, Recipe
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 T = TypeVar("T")
 _PREPROCESS = {"function": "edgeomni.engines.image_preprocess.preprocess_rgb",
                "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+
+
+class ImageSpec(Protocol):
+    """Which images and how many, drawn with which seed (an export recipe's DataSpec is one)."""
+
+    @property
+    def images(self) -> str: ...
+    @property
+    def count(self) -> int: ...
+    @property
+    def seed(self) -> int: ...
+
+
+class ModelInput(Protocol):
+    @property
+    def input_name(self) -> str: ...
+    @property
+    def input_shape(self) -> list[int]: ...
+
+
+class ImageRecipe(Protocol):
+    """The model a set is for (its input's name and shape) and where relative paths start (an export Recipe)."""
+
+    @property
+    def source(self) -> ModelInput: ...
+    def resolve(self, path: str) -> Path: ...
 
 
 @dataclass
@@ -44,7 +69,7 @@ class ImageSet:
     photos: list[np.ndarray] = field(default_factory=list)  # the RGB photos it was drawn from (fine-tuning views)
 
 
-def load_image_set(recipe: Recipe, spec: DataSpec, role: str) -> ImageSet:
+def load_image_set(recipe: ImageRecipe, spec: ImageSpec, role: str) -> ImageSet:
     size = recipe.source.input_shape[-1]
     if spec.images.startswith("skimage:"):
         which = spec.images.split(":", 1)[1]
@@ -70,7 +95,7 @@ def load_image_set(recipe: Recipe, spec: DataSpec, role: str) -> ImageSet:
     return ImageSet(tensors, manifest, photos)
 
 
-def _from_photo_pool(which: str, spec: DataSpec, role: str, size: int) -> tuple[np.ndarray, dict[str, Any],
+def _from_photo_pool(which: str, spec: ImageSpec, role: str, size: int) -> tuple[np.ndarray, dict[str, Any],
                                                                               list[np.ndarray]]:
     """Whole photos, stratified by source; a calibration set asks for more than the pool holds gets augmented
     views of them (as for skimage:), a held-out set never does: it is scored on the photos as they are."""
@@ -97,7 +122,7 @@ def _from_photo_pool(which: str, spec: DataSpec, role: str, size: int) -> tuple[
     return tensors, manifest, photos
 
 
-def _from_strata(strata: dict[str, list[Path]], where: str, root: Path, spec: DataSpec, size: int) -> tuple[
+def _from_strata(strata: dict[str, list[Path]], where: str, root: Path, spec: ImageSpec, size: int) -> tuple[
         np.ndarray, dict[str, Any], list[np.ndarray]]:
     rng = np.random.default_rng(spec.seed)
     chosen = stratified(strata, spec.count, rng)
@@ -113,7 +138,7 @@ def _from_strata(strata: dict[str, list[Path]], where: str, root: Path, spec: Da
     return tensors, manifest, photos
 
 
-def unlabeled_images(source: str, recipe: Recipe, field: str) -> tuple[list[np.ndarray], dict[str, Any]]:
+def unlabeled_images(source: str, recipe: ImageRecipe, field: str) -> tuple[list[np.ndarray], dict[str, Any]]:
     """Every image of `trainer:DIR` (the frames build-sets set aside for distillation) or of a folder, as RGB:
     extra unlabeled inputs for fine-tuning, which the FP32 model labels."""
     if source.startswith("trainer:"):

@@ -190,9 +190,10 @@ def test_tiny_distillation_learns_and_its_int8_export_transcribes(tiny_student: 
     student, report, _ = tiny_student
     assert report["student"]["decoder_layers"] == 2 and report["student"]["init_layers"] == [0, 3]
     data = report["data"]
-    # At 15 s the teacher loops on one of the 4 clips (no end of text within its budget): that label is dropped.
+    # The teacher may loop on a clip at 15 s (no end of text within its budget) and that label is dropped: none of
+    # the 4 here, one on other machines (a near-tie for the model); two left still make a batch to train on.
     assert data["disjointness"]["disjoint"] and data["clips"] + sum(data["dropped"].values()) == 4
-    assert data["clips"] >= 3 and data["clips_by_window_s"] == {"15": data["clips"]}  # the runtime's 15 s window
+    assert data["clips"] >= 2 and data["clips_by_window_s"] == {"15": data["clips"]}  # the runtime's 15 s window
     curve = report["training"]["loss_curve"]
     assert curve["finite"] and curve["steps"] == 16
     assert curve["last_steps_mean"] < 0.6 * curve["first_steps_mean"], curve  # one batch, 16 steps: it must fit
@@ -219,8 +220,9 @@ def test_tiny_distillation_learns_and_its_int8_export_transcribes(tiny_student: 
     decoding = WhisperDecoding(num_layers=2, num_heads=shapes["num_heads"], head_dim=shapes["head_dim"],
                                suppress_ids=tuple(ct2.config.get("suppress_ids", [])))
     asr = WhisperAsr.from_files(encoder, decoder_int8, ct2.vocabulary, tmp_path / "mel.npz", decoding)
-    audio, info = synthesize(1, TRAIN_SENTENCES, seed=0, noise_fraction=0.0)[0]  # the run's first clip
-    label = next(e["label"] for e in report["data"]["examples"] if e["script"] == info["script"])
+    example = report["data"]["examples"][0]  # the first clip kept (whichever clip a loop dropped)
+    clips = synthesize(4, TRAIN_SENTENCES, seed=0, noise_fraction=0.0)  # the run's clips, in its order
+    audio, label = next(a for a, info in clips if info["script"] == example["script"]), example["label"]
     heard = asr.transcribe(audio).text
     assert words(heard), heard
     overlap = len(set(words(heard)) & set(words(label))) / len(set(words(label)))

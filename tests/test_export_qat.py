@@ -36,18 +36,20 @@ def test_the_torch_mirror_computes_what_onnx_runtime_computes(quantized: tuple[P
     quant_pre_process(str(fp32), str(prepared))
     mirror = FakeQuantGraph(onnx.load(str(prepared)), onnx.load(str(int8)))
     with torch.no_grad():
-        ours = mirror(torch.from_numpy(images[:8])).numpy()
-    theirs = logits(int8, images[:8])
+        ours = mirror(torch.from_numpy(images)).numpy()
+    theirs = logits(int8, images)
     # Not bit-exact: ORT's fused integer kernels requantize in another order (int32 bias, fused Add), and one
     # rounding step that falls the other way early on moves the logits. ORT's own unfused QDQ run differs from
-    # its fused one about as much; the mirror must be no further from the deployed model than that.
+    # its fused one about as much; the mirror must be no further from the deployed model than that. Over all 24
+    # images (8 alone swing by 0.1) the mirror is 1.08x ORT's own spread here and the FP32 model 1.70x: 1.35 keeps
+    # a quarter of margin each way, for other CPUs' integer kernels.
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     unfused = ort.InferenceSession(str(int8), options, providers=["CPUExecutionProvider"])
-    simulated = np.concatenate([unfused.run(None, {"input": images[i : i + 1]})[0] for i in range(8)])
+    simulated = np.concatenate([unfused.run(None, {"input": images[i : i + 1]})[0] for i in range(len(images))])
     mirror_error = np.abs(ours - theirs).mean()
     ort_modes_error = np.abs(simulated - theirs).mean()
-    assert mirror_error < 1.25 * ort_modes_error, (mirror_error, ort_modes_error)
+    assert mirror_error < 1.35 * ort_modes_error, (mirror_error, ort_modes_error)
     assert (ours.argmax(1) == theirs.argmax(1)).mean() >= (simulated.argmax(1) == theirs.argmax(1)).mean() - 1 / 8
 
 

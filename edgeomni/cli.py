@@ -17,6 +17,7 @@ from edgeomni.bundle import verify_bundle
 from edgeomni.bundle.manifest import Manifest
 from edgeomni.bundle.show import format_manifest
 from edgeomni.config import RunConfig
+from edgeomni.credentials import warn_secrets_in_argv
 from edgeomni.errors import EdgeOmniError
 from edgeomni.events import EndEvent
 from edgeomni.export.cli import add_export_parser
@@ -183,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    warn_secrets_in_argv(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -6,12 +6,12 @@ field left out keeps its default, and an unknown or bad field is an error that n
 
 from __future__ import annotations
 
-import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from edgeomni.credentials import redact_url
 from edgeomni.errors import ConfigError
 from edgeomni.observability.config import MetricsConfig, TelemetryConfig
 from edgeomni.ota.config import OtaConfig
@@ -203,10 +203,9 @@ def _section_dict(section: Any) -> dict[str, Any]:
 
 
 def _redacted(name: str, value: str) -> str:
-    if "password" in name or "secret" in name:
+    if name.endswith(("password", "secret", "token")):  # not `password_file`: a path is no secret
         return "***"
-    # scheme://user:password@host -> scheme://user:***@host
-    return re.sub(r"^([a-z][a-z0-9+.-]*://[^:/@]*):[^@/]*@", r"\1:***@", value)
+    return redact_url(value)
 
 
 def _toml_value(value: Any) -> str:

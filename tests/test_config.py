@@ -78,3 +78,23 @@ def test_config_show_hides_sync_secrets(capsys: pytest.CaptureFixture[str], tmp_
     assert "s3cret" not in out
     assert 'broker = "mqtts://dev-a:***@broker.example:8883"' in out and 'password = "***"' in out
     assert 'username = "dev-a"' in out
+
+
+@pytest.mark.parametrize("url", ["MQTTS://dev-a:s3cret-upper@broker.example:8883",
+                                 "mqtt://dev-a:p@s3cret-at@broker.example:1883",
+                                 "Mqtt://dev-a:s3cret@sign@@broker.example"])
+def test_config_show_hides_the_password_of_any_broker_url(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                          url: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(f'[sync]\nbroker = "{url}"\n')
+    assert main(["config", "show", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "s3cret" not in out and "dev-a:***@broker.example" in out, out
+
+
+@pytest.mark.parametrize("url", ["mqtt://dev-a:s3cret@host:notaport", "http://dev-a:s3cret@host",
+                                 "mqtt://dev-a:s3/cret@host", "mqtt://dev-a:s3cret@"])
+def test_a_bad_broker_url_is_named_without_its_password(url: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        RunConfig.from_dict({"sync": {"broker": url}})
+    assert "sync.broker" in str(err.value) and "s3" not in str(err.value) and "cret" not in str(err.value)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from edgeomni.config import RunConfig
+from edgeomni.credentials import MQTT_PASSWORD_ENV
 from edgeomni.errors import ConfigError
 from edgeomni.sync.device import open_outbox
 from edgeomni.sync.worker import SyncWorker
@@ -19,7 +20,10 @@ from edgeomni.sync.worker import SyncWorker
 def add_sync_parser(commands: argparse._SubParsersAction) -> None:
     sync = commands.add_parser("sync", help="deliver an outbox's records to an MQTT broker (QoS 1, delete on ack)")
     sync.add_argument("--outbox", type=Path, help="outbox SQLite file (default: [outbox] path, else the cache's)")
-    sync.add_argument("--broker", help="mqtt[s]://user:pass@host:port (default: [sync] broker)")
+    sync.add_argument("--broker", help="mqtt[s]://user@host:port (default: [sync] broker; a password here shows in "
+                      "`ps`: use --password-file)")
+    sync.add_argument("--password-file", metavar="FILE", help="the broker password, first line of FILE (default: "
+                      f"[sync] password_file, else ${MQTT_PASSWORD_ENV})")
     sync.add_argument("--fleet", help="fleet name in topics (default: [sync] fleet)")
     sync.add_argument("--device", help="device id in topics (default: [sync] device, else the host name)")
     sync.add_argument("--config", type=Path, help="TOML config with [outbox] and [sync] sections")
@@ -31,7 +35,8 @@ def add_sync_parser(commands: argparse._SubParsersAction) -> None:
 def _cmd_sync(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = RunConfig.load(args.config).override(
-        {f"sync.{option}": getattr(args, option) for option in ("broker", "fleet", "device", "batch_size")},
+        {f"sync.{option}": getattr(args, option)
+         for option in ("broker", "fleet", "device", "batch_size", "password_file")},
         source="command line")
     if not config.sync.broker:
         raise ConfigError("edgeomni sync: no broker (give --broker URL or [sync] broker)")

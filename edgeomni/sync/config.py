@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import unquote, urlsplit
 
+from edgeomni.credentials import MQTT_PASSWORD_ENV, read_secret, redact_url, secret
 from edgeomni.errors import ConfigError
 from edgeomni.sync.codec import MAX_RECORDS
 from edgeomni.typed import check
@@ -26,13 +27,15 @@ class BrokerAddress:
     @classmethod
     def parse(cls, url: str, where: str = "broker URL") -> BrokerAddress:
         parts = urlsplit(url)
-        check(parts.scheme in ("mqtt", "mqtts"), f"{where} {url!r}", "scheme mqtt:// or mqtts://", parts.scheme)
+        shown = f"{where} {redact_url(url)!r}"  # an error message must not carry the password
+        check(parts.scheme in ("mqtt", "mqtts"), shown, "scheme mqtt:// or mqtts://", parts.scheme)
         try:
             port = parts.port
         except ValueError:
-            raise ConfigError(f"{where} {url!r}: port is not a number 1..65535") from None
-        check(bool(parts.hostname), f"{where} {url!r}", "a host name", parts.hostname)
-        check(parts.path in ("", "/"), f"{where} {url!r}", "no path after host:port", parts.path)
+            raise ConfigError(f"{shown}: port is not a number 1..65535") from None
+        check(bool(parts.hostname), shown, "a host name", parts.hostname)
+        check(parts.path in ("", "/"), shown, "no path after host:port",
+              parts.path if "@" not in parts.path else "a path (not shown: a password with '/' in it?)")
         tls = parts.scheme == "mqtts"
         return cls(str(parts.hostname), port or (8883 if tls else 1883), tls,
                    unquote(parts.username or ""), unquote(parts.password or ""))
@@ -41,16 +44,24 @@ class BrokerAddress:
         user = f"{self.username}:***@" if self.username else ""
         return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
 
+    def with_password(self, password_file: str | None, where: str) -> BrokerAddress:
+        """A user named without a password gets it from `password_file`, else $EDGEOMNI_MQTT_PASSWORD."""
+        if not self.username or self.password:
+            return self
+        return replace(self, password=secret(None, password_file, MQTT_PASSWORD_ENV, where) or "")
+
 
 @dataclass(frozen=True)
 class SyncConfig:
-    """Outbox -> MQTT. Credentials in the broker URL win over username/password here."""
+    """Outbox -> MQTT. Credentials in the broker URL win over username/password here; a user without a password
+    gets it from `password_file`, else $EDGEOMNI_MQTT_PASSWORD (never on the command line, where `ps` shows it)."""
 
     broker: str = ""  # mqtt://[user:pass@]host[:port] or mqtts://...; "" = sync off
     fleet: str = "default"
     device: str = ""  # "" = this machine's host name
     username: str = ""
     password: str = ""
+    password_file: str = ""  # a file holding the password (first line)
     ca_file: str = ""  # TLS: CA bundle that signed the broker's certificate
     cert_file: str = ""  # TLS client certificate (per-device credentials), with key_file
     key_file: str = ""
@@ -66,6 +77,8 @@ class SyncConfig:
     def validate(self, section: str = "sync") -> None:
         if self.broker:
             BrokerAddress.parse(self.broker, f"{section}.broker")
+        if self.password_file:
+            read_secret(self.password_file, f"{section}.password_file")
         check(bool(TOPIC_SAFE.match(self.fleet)), f"{section}.fleet", "1-64 of [A-Za-z0-9._-]", self.fleet)
         check(self.device == "" or (bool(TOPIC_SAFE.match(self.device)) and self.device != "bundles"),
               f"{section}.device", "1-64 of [A-Za-z0-9._-], not 'bundles'", self.device)
@@ -89,5 +102,5 @@ class SyncConfig:
     def address(self) -> BrokerAddress:
         address = BrokerAddress.parse(self.broker, "sync.broker")
         if not address.username and self.username:
-            address = BrokerAddress(address.host, address.port, address.tls, self.username, self.password)
-        return address
+            address = replace(address, username=self.username, password=self.password)
+        return address.with_password(self.password_file, "sync.password_file")

@@ -28,8 +28,8 @@ def open_outbox(config: OutboxConfig, path: str | Path | None = None) -> Outbox:
 
 
 def add_sync_arguments(run: argparse.ArgumentParser) -> None:
-    run.add_argument("--sync", metavar="URL", help="sync the outbox to an MQTT broker: mqtt[s]://user:pass@host:port "
-                     "(overrides [sync] broker)")
+    run.add_argument("--sync", metavar="URL", help="sync the outbox to an MQTT broker: mqtt[s]://user@host:port "
+                     "(overrides [sync] broker; the password from [sync] password_file or $EDGEOMNI_MQTT_PASSWORD)")
     run.add_argument("--outbox", type=Path, metavar="PATH", help="outbox SQLite file (overrides [outbox] path)")
     run.add_argument("--device", help="device id in sync topics (default: [sync] device, else the host name)")
     run.add_argument("--fleet", help="fleet name in sync topics (default: [sync] fleet)")

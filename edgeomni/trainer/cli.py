@@ -11,6 +11,7 @@ import signal
 import threading
 from pathlib import Path
 
+from edgeomni.credentials import MQTT_PASSWORD_ENV
 from edgeomni.errors import ConfigError
 from edgeomni.ota.cli import add_publish_parser
 from edgeomni.trainer.build_sets import build_sets
@@ -20,7 +21,10 @@ from edgeomni.trainer.report import check_data_dirs, fleet_report, format_report
 
 
 def _add_ingest_options(parser: argparse.ArgumentParser, required: bool) -> None:
-    parser.add_argument("--broker", required=required, metavar="URL", help="mqtt[s]://user:pass@host:port")
+    parser.add_argument("--broker", required=required, metavar="URL",
+                        help="mqtt[s]://user@host:port (a password here shows in `ps`: use --password-file)")
+    parser.add_argument("--password-file", metavar="FILE", default="",
+                        help=f"the broker password, first line of FILE (else ${MQTT_PASSWORD_ENV})")
     parser.add_argument("--data", type=Path, required=required, metavar="DIR", help="dataset directory")
     parser.add_argument("--client-id", default="edgeomni-trainer-1",
                         help="MQTT client id; each trainer process needs its own (default: %(default)s)")
@@ -90,7 +94,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not 0 <= args.compact_every_h <= 24 * 30:
         raise ConfigError(f"--compact-every-h: expected 0 (never) .. 720 hours, got {args.compact_every_h}")
     serve(IngestConfig(args.broker, args.data, args.client_id, args.max_payload_kb, args.ca_file, args.cert_file,
-                       args.key_file, shared=not args.exclusive, compact_every_h=args.compact_every_h), stop)
+                       args.key_file, shared=not args.exclusive, compact_every_h=args.compact_every_h,
+                       password_file=args.password_file), stop)
     return 0
 
 

@@ -50,12 +50,14 @@ class IngestConfig:
     # runtimes/server/README.md); use it with a single trainer on such brokers.
     shared: bool = True
     compact_every_h: float = 6.0  # merge past days' partitions into one file each this often (0 = never)
+    password_file: str = ""  # the broker password when the URL names only the user (else $EDGEOMNI_MQTT_PASSWORD)
 
 
 class Ingestor:
     def __init__(self, config: IngestConfig) -> None:
         self.config = config
-        self.address = BrokerAddress.parse(config.broker, "trainer --broker")
+        self.address = BrokerAddress.parse(config.broker, "trainer --broker").with_password(
+            config.password_file, "trainer --password-file")
         self.dataset = Dataset(config.data)
         self.max_bytes = config.max_payload_kb * 1024
         self.messages = 0

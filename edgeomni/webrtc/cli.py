@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeomni.config import RunConfig
+from edgeomni.credentials import SERVE_TOKEN_ENV, secret
 from edgeomni.errors import ConfigError
 from edgeomni.paths import default_bundle_dir
 from edgeomni.webrtc.ice import IceServer
@@ -19,7 +20,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"edgeomni serve needs the webrtc extra (pip install 'edgeomni[webrtc]'): {exc}") from None
     config = RunConfig.load(args.config).override(
         {"visual.enabled": False if args.no_visual else None, "ota.broker": args.ota}, source="command line")
-    serve = ServeConfig(host=args.host, port=args.port, token=args.token, metrics_token=args.metrics_token,
+    token = secret(args.token, args.token_file, SERVE_TOKEN_ENV, "serve --token-file")
+    serve = ServeConfig(host=args.host, port=args.port, token=token, metrics_token=args.metrics_token,
                         bundle=args.bundle,
                         ice_servers=[IceServer.parse(s) for s in args.ice_server or []],
                         idle_timeout_s=args.idle_timeout, max_sessions=args.max_sessions,
@@ -36,6 +38,8 @@ def add_serve_parser(commands: Any) -> None:
                        "without --token only loopback is allowed)")
     serve.add_argument("--port", type=int, default=8080, help="TCP port for signaling and the page (default: 8080)")
     serve.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' on signaling")
+    serve.add_argument("--token-file", metavar="FILE", help=f"--token from FILE's first line, out of `ps` (default: "
+                       f"${SERVE_TOKEN_ENV})")
     serve.add_argument("--metrics-token", default=None, help="the Bearer token GET /metrics needs when the server "
                        "is not bound to loopback (default: --token); on loopback /metrics is open")
     serve.add_argument("--bundle", type=Path, default=default_bundle_dir(),

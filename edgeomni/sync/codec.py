@@ -17,6 +17,7 @@ TOPIC_ROOT = "edgeomni"
 # Records per message, the most a device's `[sync] batch_size` allows: tiny records inflate to millions under the
 # size cap, and each costs the trainer a check on its MQTT thread.
 MAX_RECORDS = 10_000
+TRAINER_MAX_KB = 4096  # the trainer's default limit on a message, on the wire and inflated (--max-payload-kb)
 
 
 class PayloadError(ValueError):
@@ -32,7 +33,15 @@ def topic_for(fleet: str, device: str, kind: str) -> str:
 
 
 def encode_batch(records: list[dict[str, Any]], compression: str = "zlib") -> bytes:
-    raw = json.dumps({"v": FORMAT_VERSION, "records": records}, ensure_ascii=False, separators=(",", ":")).encode()
+    return compress(batch_json(records), compression)
+
+
+def batch_json(records: list[dict[str, Any]]) -> bytes:
+    """The JSON a message carries (what the trainer's size limit applies to once inflated)."""
+    return json.dumps({"v": FORMAT_VERSION, "records": records}, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def compress(raw: bytes, compression: str = "zlib") -> bytes:
     return zlib.compress(raw, 6) if compression == "zlib" else raw
 
 

@@ -9,7 +9,7 @@ from urllib.parse import unquote, urlsplit
 
 from edgeomni.credentials import MQTT_PASSWORD_ENV, read_secret, redact_url, secret
 from edgeomni.errors import ConfigError
-from edgeomni.sync.codec import MAX_RECORDS
+from edgeomni.sync.codec import MAX_RECORDS, TRAINER_MAX_KB
 from edgeomni.typed import check
 
 TOPIC_SAFE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")  # no MQTT wildcards or separators in fleet/device names
@@ -66,7 +66,7 @@ class SyncConfig:
     cert_file: str = ""  # TLS client certificate (per-device credentials), with key_file
     key_file: str = ""
     batch_size: int = 200  # records per MQTT message
-    max_batch_kb: int = 512  # and at most this much JSON per message (one oversized record still goes alone)
+    max_batch_kb: int = 512  # and at most this much JSON per message, envelopes included (one bigger record goes alone)
     compression: str = "zlib"
     inflight: int = 16  # messages published but not yet acknowledged
     keepalive_s: int = 30
@@ -85,7 +85,8 @@ class SyncConfig:
         check(bool(self.cert_file) == bool(self.key_file), f"{section}.cert_file/key_file", "both or neither",
               (self.cert_file, self.key_file))
         check(1 <= self.batch_size <= MAX_RECORDS, f"{section}.batch_size", f"1..{MAX_RECORDS}", self.batch_size)
-        check(1 <= self.max_batch_kb <= 65_536, f"{section}.max_batch_kb", "1..65536", self.max_batch_kb)
+        check(1 <= self.max_batch_kb <= TRAINER_MAX_KB, f"{section}.max_batch_kb",
+              f"1..{TRAINER_MAX_KB} (the trainer refuses bigger messages by default)", self.max_batch_kb)
         check(self.compression in COMPRESSIONS, f"{section}.compression", f"one of {COMPRESSIONS}", self.compression)
         check(1 <= self.inflight <= 1000, f"{section}.inflight", "1..1000", self.inflight)
         check(5 <= self.keepalive_s <= 3600, f"{section}.keepalive_s", "5..3600", self.keepalive_s)

@@ -32,7 +32,7 @@ from typing import Any
 
 from edgeomni.errors import ConfigError
 from edgeomni.outbox.store import Outbox, OutboxRecord
-from edgeomni.sync.codec import encode_batch, topic_for
+from edgeomni.sync.codec import batch_json, compress, topic_for
 from edgeomni.sync.config import SyncConfig
 
 log = logging.getLogger("edgeomni.sync")
@@ -175,8 +175,8 @@ class SyncWorker(threading.Thread):
             self._resend_if_stale()
             return False
         kind = records[0].kind
-        batch = _leading_run(records, kind)
-        payload = encode_batch([self._wire(r) for r in batch], self.config.compression)
+        batch, raw = self._fitting(_leading_run(records, kind))
+        payload = compress(raw, self.config.compression)
         info = self._client.publish(topic_for(self.fleet, self.device, kind), payload, qos=1)
         if info.rc != 0:  # not connected (any more): paho would queue it, but we resend from the outbox instead
             return False
@@ -184,6 +184,16 @@ class SyncWorker(threading.Thread):
         self._cursor = batch[-1].seq
         self.stats.published_messages += 1
         return True
+
+    def _fitting(self, batch: list[OutboxRecord]) -> tuple[list[OutboxRecord], bytes]:
+        """The leading records whose message JSON (envelopes included) fits `max_batch_kb`, and that JSON; the
+        outbox's own byte budget counts only the records' data, which small records' envelopes outgrow."""
+        limit = self.config.max_batch_kb * 1024
+        while True:
+            raw = batch_json([self._wire(r) for r in batch])
+            if len(raw) <= limit or len(batch) == 1:
+                return batch, raw
+            batch = batch[:max(1, len(batch) * limit // len(raw))]
 
     def _handle_acks(self) -> None:
         done: list[str] = []

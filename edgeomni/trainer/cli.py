@@ -14,6 +14,7 @@ from pathlib import Path
 from edgeomni.credentials import MQTT_PASSWORD_ENV
 from edgeomni.errors import ConfigError
 from edgeomni.ota.cli import add_publish_parser
+from edgeomni.sync.codec import TRAINER_MAX_KB
 from edgeomni.trainer.build_sets import build_sets
 from edgeomni.trainer.dataset import Dataset
 from edgeomni.trainer.ingest import IngestConfig, serve
@@ -28,7 +29,7 @@ def _add_ingest_options(parser: argparse.ArgumentParser, required: bool) -> None
     parser.add_argument("--data", type=Path, required=required, metavar="DIR", help="dataset directory")
     parser.add_argument("--client-id", default="edgeomni-trainer-1",
                         help="MQTT client id; each trainer process needs its own (default: %(default)s)")
-    parser.add_argument("--max-payload-kb", type=int, default=4096,
+    parser.add_argument("--max-payload-kb", type=int, default=TRAINER_MAX_KB,
                         help="larger messages (on the wire or inflated) are rejected (default: %(default)s)")
     parser.add_argument("--exclusive", action="store_true",
                         help="a plain subscription instead of the shared one: for a single trainer on a broker that "

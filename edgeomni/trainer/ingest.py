@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeomni.sync.codec import TOPIC_ROOT, PayloadError, decode_batch
+from edgeomni.sync.codec import TOPIC_ROOT, TRAINER_MAX_KB, PayloadError, decode_batch
 from edgeomni.sync.config import BrokerAddress
 from edgeomni.trainer.dataset import Dataset, Reject
 from edgeomni.trainer.schema import SchemaError, validate_record
@@ -40,7 +40,7 @@ class IngestConfig:
     broker: str
     data: Path
     client_id: str = "edgeomni-trainer-1"
-    max_payload_kb: int = 4096
+    max_payload_kb: int = TRAINER_MAX_KB  # devices' [sync] max_batch_kb stays under this default
     ca_file: str = ""
     cert_file: str = ""
     key_file: str = ""

@@ -89,6 +89,7 @@ class Dataset:
             final = tmp.with_suffix("")
             if str(final.relative_to(self.files_dir)) in committed:
                 os.replace(tmp, final)
+                _fsync_folder(final.parent)
                 done["renamed"] += 1
             else:
                 tmp.unlink()
@@ -162,6 +163,7 @@ class Dataset:
             tmp.unlink(missing_ok=True)
             raise
         os.replace(tmp, target)
+        _fsync_folder(target.parent)
         for old in names:
             (self.files_dir / old).unlink(missing_ok=True)
         self._db.executemany("DELETE FROM retired WHERE name = ?", [(n,) for n in names])
@@ -212,7 +214,7 @@ class Dataset:
                 name = f"part-{received:.6f}-{uuid.uuid4().hex[:8]}.parquet"
                 relative = Path(f"date={day}") / f"device={device}" / name
                 target = self.files_dir / relative
-                target.parent.mkdir(parents=True, exist_ok=True)
+                _make_folders(target.parent)
                 tmp = target.with_name(target.name + ".tmp")
                 written.append((str(relative), tmp, [record_id for record_id, _ in group]))
                 pq.write_table(table, tmp)
@@ -226,6 +228,8 @@ class Dataset:
             raise
         for _, tmp, _ in written:
             os.replace(tmp, tmp.with_suffix(""))
+        for folder in {tmp.parent for _, tmp, _ in written}:
+            _fsync_folder(folder)  # the renames themselves survive a power cut
         return sum(len(ids) for _, _, ids in written)
 
     def _commit(self, written: list[tuple[str, Path, list[str]]], rejects: list[Reject], duplicates: int,
@@ -345,3 +349,19 @@ def _committed_files(root: Path) -> list[Path]:
         return []
     with contextlib.closing(sqlite3.connect(f"{index.resolve().as_uri()}?mode=ro", uri=True)) as db:
         return [root / "dataset" / name for (name,) in db.execute("SELECT name FROM files ORDER BY name")]
+
+
+def _make_folders(folder: Path) -> None:
+    """mkdir -p, fsyncing the parent of each folder it creates: a new partition's name survives a power cut."""
+    missing = [f for f in [folder, *folder.parents] if not f.exists()]
+    for new in reversed(missing):
+        new.mkdir(exist_ok=True)
+        _fsync_folder(new.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,5 +1,5 @@
 """The trainer's dataset on disk: a committed file's name survives a power cut (its folder is fsynced after the
-rename)."""
+rename), and `trainer report` reads no media."""
 
 from __future__ import annotations
 
@@ -52,3 +52,22 @@ def test_a_committed_file_s_folder_is_fsynced_after_its_rename(tmp_path: Path,
     assert compacted.parent in synced
     dataset.close()
 
+
+def test_the_report_reads_no_media(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgeomni.trainer import report
+    from edgeomni.trainer.dataset import Dataset
+
+    dataset = Dataset(tmp_path / "data")
+    dataset.append("dev-a", _errors("dev-a", 3))
+    dataset.close()
+    asked: list[Any] = []
+    real = report.read_datasets
+
+    def spy(roots: list[Path], columns: list[str] | None = None) -> Any:
+        asked.append(columns)
+        return real(roots) if columns is None else real(roots, columns=columns)
+
+    monkeypatch.setattr(report, "read_datasets", spy)
+    assert report.fleet_report([tmp_path / "data"])["devices"]["dev-a"]["errors"] == 3
+    assert asked and asked[0] is not None, "every column was read"
+    assert not {"audio_wav", "thumbnail_png", "image_png"} & set(asked[0])

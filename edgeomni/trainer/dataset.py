@@ -313,17 +313,18 @@ def read_counters(root: Path) -> dict[str, int]:
         return dict(db.execute("SELECT name, count FROM counters").fetchall())
 
 
-def read_datasets(roots: list[Path]) -> Any:
-    """Several trainers' directories as one table."""
+def read_datasets(roots: list[Path], columns: list[str] | None = None) -> Any:
+    """Several trainers' directories as one table (only `columns`, if given)."""
     import pyarrow as pa
 
-    return pa.concat_tables([read_dataset(root) for root in roots])
+    return pa.concat_tables([read_dataset(root, columns) for root in roots])
 
 
-def read_dataset(root: Path) -> Any:
-    """The whole dataset as one pyarrow Table (with `date` and `device` from the partition paths). Only files
-    the index lists as committed are read (never a half-written tmp, never a file a compaction retired), and
-    with this version's schema, so files written before a column was added read it as nulls."""
+def read_dataset(root: Path, columns: list[str] | None = None) -> Any:
+    """The whole dataset as one pyarrow Table (with `date` and `device` from the partition paths), or only
+    `columns` of it (a reader that needs no media leaves its blobs on disk). Only files the index lists as
+    committed are read (never a half-written tmp, never a file a compaction retired), and with this version's
+    schema, so files written before a column was added read it as nulls."""
     import pyarrow as pa
     import pyarrow.dataset as ds
 
@@ -333,10 +334,11 @@ def read_dataset(root: Path) -> Any:
     for attempt in range(3):
         files = [str(path) for path in _committed_files(Path(root).expanduser()) if path.is_file()]
         if not files:
-            return schema.empty_table()
+            empty = schema.empty_table()
+            return empty if columns is None else empty.select(columns)
         try:
             return ds.dataset(files, schema=schema, format="parquet", partition_base_dir=str(files_dir),
-                              partitioning=ds.partitioning(keys, flavor="hive")).to_table()
+                              partitioning=ds.partitioning(keys, flavor="hive")).to_table(columns=columns)
         except FileNotFoundError:  # a live trainer compacted a partition while we read: list again
             if attempt == 2:
                 raise

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 RECIPE = Path("export/whisper_tiny_en.yaml")
 SOURCES = [*sorted(Path("edgeomni/export/whisper").glob("*.py")), RECIPE, Path("edgeomni/export/tasks/speech.py"),
-           Path("edgeomni/datasets/audio_sets.py"),
+           Path("edgeomni/datasets/audio_sets.py"), Path("edgeomni/datasets/calibration_speech.py"),
            *(Path("edgeomni/engines") / f"whisper_{m}.py" for m in ("asr", "features", "tokenizer"))]
 RUN_SENTENCES = ["The library will open early tomorrow morning.",
                  "Please remember to bring your laptop to the meeting."]

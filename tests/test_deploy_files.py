@@ -16,6 +16,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILES = sorted(p for p in (ROOT / "runtimes" / "docker").glob("Dockerfile.*") if p.suffix != ".dockerignore")
 UNIT = ROOT / "runtimes" / "jetson" / "edgeomni.service"
+SERVER_UNITS = sorted((ROOT / "runtimes" / "server").glob("*.service"))
 SITE = ROOT / "runtimes" / "site"
 
 
@@ -77,6 +78,25 @@ def test_the_systemd_unit_is_hardened_and_verifies(tmp_path: Path) -> None:
     copy.write_text(re.sub(r"ExecStart=\S+", "ExecStart=/bin/true", text))
     result = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 0 and not result.stdout.strip() and not result.stderr.strip(), result.stderr
+
+
+def test_the_server_services_run_as_their_own_user_with_secrets_out_of_the_command_line(tmp_path: Path) -> None:
+    assert {unit.name for unit in SERVER_UNITS} == {"edgeomni-serve.service", "edgeomni-trainer.service"}
+    analyze = _tool("systemd-analyze")
+    for unit in SERVER_UNITS:
+        text = unit.read_text()
+        for setting in ("DynamicUser=yes", "ProtectSystem=strict", "NoNewPrivileges=yes", "Restart=always",
+                        "CapabilityBoundingSet=\n", "LoadCredential=", "${CREDENTIALS_DIRECTORY}/"):
+            assert setting in text, (unit.name, setting)
+        assert not re.search(r"^User=root", text, re.MULTILINE), unit.name
+        command = re.search(r"^ExecStart=((?:.*\\\n)*.*)", text, re.MULTILINE).group(1)
+        assert not re.search(r"--token (?!-)|://[^@/\s]*:[^@/\s]*@", command), (unit.name, command)
+        copy = tmp_path / unit.name
+        copy.write_text(re.sub(r"ExecStart=(?:.*\\\n)*.*", "ExecStart=/bin/true", text))
+        result = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True, timeout=60,
+                                cwd=tmp_path)
+        assert result.returncode == 0 and not result.stdout.strip() and not result.stderr.strip(), (unit.name,
+                                                                                                   result.stderr)
 
 
 def test_the_site_compose_file_names_what_exists() -> None:

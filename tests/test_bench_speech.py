@@ -116,7 +116,8 @@ def test_harness_on_two_clips(speech_set: SpeechSet, default_bundle: Path, tmp_p
                 "counters", "clips"):
         assert key in edge, key
     assert math.isfinite(edge["wer"])
-    assert edge["clips"]["real_beckett"]["wer"] <= 0.1, edge["clips"]["real_beckett"]["hypothesis"]
+    # Word for word here (12 words): 0.25 leaves three words for another CPU, a sanity bound on the plumbing.
+    assert edge["clips"]["real_beckett"]["wer"] <= 0.25, edge["clips"]["real_beckett"]["hypothesis"]
     assert edge["clips"]["nonspeech_pink_18s"]["words_emitted"] == 0
     assert edge["peak_rss_mb"] > edge["baseline_rss_mb"] > 0 and edge["cpu_s"] > 0
     assert "merged_updates" in edge["counters"]

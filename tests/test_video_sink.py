@@ -208,7 +208,8 @@ def test_burned_in_output_reads_back_as_the_captions(default_bundle: Path, tmp_p
     code, again, err = run_cli(default_bundle, out, "--no-realtime", "--no-visual")
     assert code == 0, err
     finals = [e for e in again if e["type"] == "final"]
-    assert wer(final["text"], " ".join(e["text"] for e in finals)) <= 0.2, finals
+    # One word of the 4 may differ (the sound went through AAC once more); missing or shifted sound fails.
+    assert wer(final["text"], " ".join(e["text"] for e in finals)) <= 0.25, finals
     assert abs(finals[0]["start"] - final["start"]) < 0.15  # the speech starts where it started in the source
 
 

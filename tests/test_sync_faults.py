@@ -312,7 +312,7 @@ def test_a_message_that_meets_an_io_error_is_stored_once_the_error_passes(tmp_pa
         assert ingestor.connected.wait(10)
         record = _record("dev-a")
         client.publish("edgeomni/test/dev-a/error", encode_batch([record]), qos=1).wait_for_publish(5)
-        wait_for(lambda: len(failures) == 2, 15, "the delivery after a reconnect to meet the error again")
+        wait_for(lambda: len(failures) == 2, 45, "the delivery after a reconnect to meet the error again")
         wait_for(lambda: ingestor.dataset.counters().get("accepted") == 1, 20, "the record once the disk has room")
         assert stored_ids(tmp_path / "data") == [record["id"]]
     finally:

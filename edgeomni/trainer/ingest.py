@@ -62,6 +62,7 @@ class Ingestor:
         self.max_bytes = config.max_payload_kb * 1024
         self.messages = 0
         self.connected = threading.Event()
+        self._disconnected = threading.Event()  # set by the network thread once a disconnect has gone through
         self._reconnect_at: float | None = None  # set when an I/O error left a message unacknowledged
         self._backoff_s = RECONNECT_BACKOFF_S[0]
         self._client = self._make_client()
@@ -109,7 +110,11 @@ class Ingestor:
                     log.warning("trainer: reconnecting so that the broker delivers the unacknowledged message(s) "
                                 "again")
                     self._reconnect_at = None
+                    self._disconnected.clear()
                     client.disconnect()
+                    # Only once the broker has our DISCONNECT: stopping the network thread earlier can leave the old
+                    # connection half open, and the redelivery then waits for the broker to notice it.
+                    self._disconnected.wait(10)
                     client.loop_stop()
                     self._connect()
         finally:
@@ -163,6 +168,7 @@ class Ingestor:
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         self.connected.clear()
+        self._disconnected.set()
         log.warning("trainer: disconnected (%s); reconnecting", reason_code)
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:

@@ -63,6 +63,7 @@ class Ingestor:
         self.messages = 0
         self.connected = threading.Event()
         self._disconnected = threading.Event()  # set by the network thread once a disconnect has gone through
+        self._session_present = False
         self._reconnect_at: float | None = None  # set when an I/O error left a message unacknowledged
         self._backoff_s = RECONNECT_BACKOFF_S[0]
         self._client = self._make_client()
@@ -152,6 +153,7 @@ class Ingestor:
                            keyfile=self.config.key_file or None)
         client.reconnect_delay_set(min_delay=0.5, max_delay=30)
         client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         return client
@@ -162,9 +164,18 @@ class Ingestor:
             return
         topic = SHARED_TOPIC if self.config.shared else RECORD_TOPICS
         client.subscribe(topic, qos=1)
-        log.info("trainer: connected to %s as %s, subscribed to %s (session present: %s)", self.address.redacted(),
-                 self.config.client_id, topic, flags.session_present)
-        self.connected.set()
+        self._session_present = flags.session_present
+
+    def _on_subscribe(self, client: Any, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
+        # Ready only once the broker has granted the subscription: a record published before then has no subscriber
+        # to be queued for (a first start without a stored session).
+        if all(not code.is_failure for code in reason_codes):
+            topic = SHARED_TOPIC if self.config.shared else RECORD_TOPICS
+            log.info("trainer: connected to %s as %s, subscribed to %s (session present: %s)",
+                     self.address.redacted(), self.config.client_id, topic, self._session_present)
+            self.connected.set()
+        else:
+            log.error("trainer: broker %s refused the subscription: %s", self.address.redacted(), reason_codes)
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         self.connected.clear()
